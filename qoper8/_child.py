@@ -1,0 +1,350 @@
+"""Master-side handle on one child: spawn, wait_ready, run one job, retire, kill, reap.
+
+One job per child is a state machine: STARTING → IDLE → BUSY → IDLE … → RETIRING → DEAD (or
+DEAD from any state). ``run()`` on a child that is not IDLE is a bug and raises at once. The
+handle never decides policy (when to retire, whom to kill): it reports events to the pool
+through ``ChildEvents``, and the pool decides.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor
+from typing import TYPE_CHECKING, Any, Final, Protocol
+
+from . import _protocol as proto
+from ._protocol import Kind
+
+if TYPE_CHECKING:
+    from ._job import Job
+
+# A child whose channel closed but whose process lingers (it closed the socket itself?) is
+# killed after this long, so its slot cannot leak.
+LINGER_AFTER_EOF: Final = 2.0
+
+
+class ChildState(enum.Enum):
+    STARTING = "starting"
+    IDLE = "idle"
+    BUSY = "busy"
+    RETIRING = "retiring"
+    DEAD = "dead"
+
+
+class ChildEvents(Protocol):
+    """What a child reports to its pool. Called on the event loop thread."""
+
+    def child_ready(self, child: Child) -> None: ...
+    def child_frame(self, child: Child, kind: int, job_id: int, extra: int, payload: bytes) -> None: ...
+    def child_exited(self, child: Child) -> None: ...
+    def child_output(self, child: Child, line: str) -> None: ...
+
+
+class _ChannelProtocol(asyncio.Protocol):
+    def __init__(self, child: Child, limit: int) -> None:
+        self._child = child
+        self._reader = proto.FrameReader(limit)
+
+    def data_received(self, data: bytes) -> None:
+        child = self._child
+        try:
+            frames = self._reader.feed(data)
+        except proto.ProtocolError as exc:
+            child.protocol_violation(str(exc))
+            return
+        for kind, job_id, extra, payload in frames:
+            child.on_frame(kind, job_id, extra, payload)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._child.on_channel_closed()
+
+
+class _OutputProtocol(asyncio.Protocol):
+    """Turns the child's merged stdout and stderr into whole lines."""
+
+    def __init__(self, child: Child) -> None:
+        self._child = child
+        self._partial = b""
+
+    def data_received(self, data: bytes) -> None:
+        *lines, self._partial = (self._partial + data).split(b"\n")
+        for line in lines:
+            self._child.events.child_output(self._child, line.decode(errors="replace"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._partial:
+            self._child.events.child_output(self._child, self._partial.decode(errors="replace"))
+            self._partial = b""
+
+
+class Child:
+    """One child process, as the master sees it."""
+
+    def __init__(
+        self,
+        events: ChildEvents,
+        child_id: int,
+        generation: int,
+        *,
+        max_jobs: int | None,
+    ) -> None:
+        self.events = events
+        self.id = child_id
+        self.generation = generation
+        self.max_jobs = max_jobs
+        self.state = ChildState.STARTING
+        self.pid: int | None = None
+        self.job: Job | None = None
+        self.jobs_done = 0
+        self.started_at = time.monotonic()
+        self.retire_requested = False
+        self.was_ready = False
+        self.retiring = False
+        # Set while start()/reload() await this child themselves: its failure is theirs to
+        # report, not a background respawn failure to count.
+        self.managed_start = False
+        self.exitcode: int | None = None
+        self.signal: int | None = None
+        self.start_error: dict[str, Any] | None = None
+        self.handlers: list[dict[str, Any]] = []
+        self.last_rss = 0
+        self.kill_reason: str | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._transport: asyncio.Transport | None = None
+        self._output: asyncio.BaseTransport | None = None
+        self._pidfd: int | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._ready: asyncio.Future[None] | None = None
+        self._exited = asyncio.Event()
+        self._channel_open = False
+        self._linger: asyncio.TimerHandle | None = None
+
+    # ----------------------------------------------------------------- lifecycle
+
+    async def spawn(self, spawner: Executor, config: dict[str, Any], limit: int) -> None:
+        """Start the process and connect to it. Returns before READY (see ``wait_ready``).
+
+        The fork/exec runs on ``spawner``, one long-lived thread: never on the loop thread,
+        and always the same thread, because Linux's parent-death signal fires when the
+        *thread* that spawned a child exits.
+        """
+        loop = self._loop = asyncio.get_running_loop()
+        self._ready = loop.create_future()
+        master_sock, child_sock = socket.socketpair()
+        try:
+            argv = [
+                sys.executable,
+                "-m",
+                "qoper8._child_main",
+                str(os.getpid()),
+                str(child_sock.fileno()),
+            ]
+            self._proc = await loop.run_in_executor(
+                spawner,
+                lambda: subprocess.Popen(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    pass_fds=(child_sock.fileno(),),
+                    # Its own process group: a terminal's Ctrl-C is for the master, and a
+                    # kill reaches whatever the handler started too.
+                    start_new_session=True,
+                ),
+            )
+        except BaseException:
+            master_sock.close()
+            raise
+        finally:
+            child_sock.close()
+        self.pid = self._proc.pid
+        self._watch_exit(loop)
+        master_sock.setblocking(False)
+        self._transport, _ = await loop.connect_accepted_socket(
+            lambda: _ChannelProtocol(self, limit), master_sock
+        )
+        self._channel_open = True
+        assert self._proc.stdout is not None
+        self._output, _ = await loop.connect_read_pipe(lambda: _OutputProtocol(self), self._proc.stdout)
+        self._send(Kind.CONFIG, 0, proto.dumps(config))
+
+    def _watch_exit(self, loop: asyncio.AbstractEventLoop) -> None:
+        assert self.pid is not None
+        pidfd_open: Callable[[int], int] | None = getattr(os, "pidfd_open", None)
+        if pidfd_open is not None:
+            try:
+                self._pidfd = pidfd_open(self.pid)
+            except OSError:
+                self._pidfd = None
+        if self._pidfd is not None:
+            loop.add_reader(self._pidfd, self._reap)
+            return
+        pid = self.pid
+
+        def wait() -> None:  # portable fallback: one waiting thread per child
+            _, status = os.waitpid(pid, 0)
+            loop.call_soon_threadsafe(self._record_exit, status)
+
+        threading.Thread(target=wait, name=f"qoper8-reap-{pid}", daemon=True).start()
+
+    def _reap(self) -> None:
+        assert self.pid is not None and self._loop is not None
+        try:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+        except ChildProcessError:
+            pid, status = self.pid, 0
+        if pid == 0:
+            return
+        self._record_exit(status)
+
+    def _record_exit(self, status: int) -> None:
+        if self._pidfd is not None:
+            assert self._loop is not None
+            self._loop.remove_reader(self._pidfd)
+            os.close(self._pidfd)
+            self._pidfd = None
+        if os.WIFSIGNALED(status):
+            self.signal = os.WTERMSIG(status)
+        else:
+            self.exitcode = os.waitstatus_to_exitcode(status)
+        if self._proc is not None:
+            self._proc.returncode = self.exitcode if self.signal is None else -self.signal
+        if self._linger is not None:
+            self._linger.cancel()
+        self.state = ChildState.DEAD
+        if self._transport is not None:
+            self._transport.abort()
+        if self._output is not None:
+            self._output.close()
+        self._exited.set()
+        if self._ready is not None and not self._ready.done():
+            self._ready.set_exception(ChildStartError(self))
+        self.events.child_exited(self)
+
+    async def wait_ready(self, timeout: float) -> None:
+        """Wait for READY. Raises ``ChildStartError`` if the child fails or dies first, or
+        ``TimeoutError`` (after killing it) if it takes longer than ``timeout``."""
+        assert self._ready is not None
+        try:
+            async with asyncio.timeout(timeout):
+                await asyncio.shield(self._ready)
+        except TimeoutError:
+            self.kill("start timed out")
+            raise
+
+    async def wait_exited(self) -> None:
+        await self._exited.wait()
+
+    @property
+    def is_alive(self) -> bool:
+        return self.state is not ChildState.DEAD
+
+    # ----------------------------------------------------------------- jobs
+
+    def send_job(self, job: Job, kind: Kind) -> None:
+        """Hand ``job`` to this idle child as a frame of ``kind``."""
+        if self.state is not ChildState.IDLE:
+            raise RuntimeError(f"child {self.id} is {self.state.value}, cannot take job {job.id}")
+        self.state = ChildState.BUSY
+        self.job = job
+        job.child = self
+        self._send(kind, job.id, job.payload)
+
+    def job_done(self) -> Job | None:
+        """The current job ended; the child is idle again. Returns that job."""
+        job = self.job
+        self.job = None
+        self.jobs_done += 1
+        if self.state is ChildState.BUSY:
+            self.state = ChildState.IDLE
+        return job
+
+    def _send(self, kind: Kind, job_id: int, payload: bytes) -> None:
+        if self._transport is None or self._transport.is_closing():
+            return  # the exit watcher will report the death
+        self._transport.write(proto.frame(kind, job_id, payload))
+
+    def retire(self) -> None:
+        """Ask the child to run its stop hooks and exit when it is idle."""
+        if self.state is ChildState.DEAD:
+            return
+        self.state = ChildState.RETIRING
+        self.retiring = True
+        self._send(Kind.RETIRE, 0, b"")
+
+    def kill(self, reason: str) -> None:
+        """SIGKILL the child's whole process group; the exit watcher reports the death."""
+        if self.state is ChildState.DEAD or self.pid is None:
+            return
+        if self.kill_reason is None:
+            self.kill_reason = reason
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(self.pid, signal.SIGKILL)
+
+    # ----------------------------------------------------------------- events
+
+    def on_frame(self, kind: int, job_id: int, extra: int, payload: bytes) -> None:
+        if kind == Kind.READY and self.state is ChildState.STARTING:
+            try:
+                info = proto.loads(payload)
+                self.handlers = list(info["handlers"])
+                if info.get("protocol") != proto.PROTOCOL_VERSION:
+                    raise ValueError(f"protocol {info.get('protocol')}")
+            except (ValueError, KeyError, TypeError) as exc:
+                self.protocol_violation(f"bad READY: {exc}")
+                return
+            self.state = ChildState.IDLE
+            self.was_ready = True
+            assert self._ready is not None
+            if not self._ready.done():
+                self._ready.set_result(None)
+            self.events.child_ready(self)
+        elif kind == Kind.START_FAILED and self.state is ChildState.STARTING:
+            with contextlib.suppress(ValueError):
+                self.start_error = proto.loads(payload)
+        else:
+            if extra:
+                self.last_rss = extra
+            self.events.child_frame(self, kind, job_id, extra, payload)
+
+    def protocol_violation(self, why: str) -> None:
+        self.kill(f"protocol violation: {why}")
+
+    def on_channel_closed(self) -> None:
+        self._channel_open = False
+        if self.state is not ChildState.DEAD and self._loop is not None:
+            self._linger = self._loop.call_later(LINGER_AFTER_EOF, self.kill, "channel closed")
+
+    def describe(self) -> str:
+        return f"child {self.id} (pid {self.pid})"
+
+
+class ChildStartError(Exception):
+    """The child died or reported failure before READY (internal; the pool turns it into
+    ``StartFailed``)."""
+
+    def __init__(self, child: Child) -> None:
+        self.child = child
+        err = child.start_error or {}
+        from .errors import describe_exit
+
+        self.remote_type: str | None = err.get("type")
+        self.remote_message: str | None = err.get("message")
+        self.remote_traceback: str | None = err.get("traceback")
+        if err:
+            text = f"{err.get('type')}: {err.get('message')}"
+        else:
+            text = f"it {describe_exit(child.exitcode, child.signal)} before it was ready"
+        super().__init__(f"{child.describe()} failed to start: {text}")

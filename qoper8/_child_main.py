@@ -1,0 +1,272 @@
+"""The loop inside a child: load the worker module, say READY, then run one action at a time.
+
+Run as ``python -m qoper8._child_main MASTER_PID CHANNEL_FD``. This
+module imports only the stdlib, ``_protocol`` and ``_worker`` (pydantic once a handler
+validates), never the pool, the daemon or redis, so that a child starts fast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import signal
+import socket
+import sys
+import threading
+import time
+import traceback
+from typing import Any, Final
+
+from . import _protocol as proto
+from ._protocol import Kind
+from ._worker import Worker, load_worker
+
+# Exit codes the master interprets; a start failure is also reported as a frame.
+EXIT_OK: Final = 0
+EXIT_START_FAILED: Final = 3
+EXIT_PROTOCOL_ERROR: Final = 4
+EXIT_ORPHANED: Final = 5
+
+_PR_SET_PDEATHSIG: Final = 1
+# How often the portable orphan watchdog checks its parent where the kernel cannot signal us.
+_ORPHAN_POLL_SECONDS: Final = 0.5
+
+
+def _die_with_master(master_pid: int) -> None:
+    """Make sure this child cannot outlive its master, even inside a blocking handler.
+
+    On Linux the kernel sends SIGKILL when the parent thread dies (PR_SET_PDEATHSIG); the
+    master spawns children from one long-lived thread for exactly that reason. Elsewhere a
+    daemon thread polls the parent pid. Either way, a master that died before we got here
+    means exit now.
+    """
+    armed = False
+    if sys.platform == "linux":
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            armed = libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
+        except (OSError, AttributeError):
+            armed = False
+    if os.getppid() != master_pid:
+        os._exit(EXIT_ORPHANED)
+    if not armed:
+
+        def watch() -> None:
+            while os.getppid() == master_pid:
+                time.sleep(_ORPHAN_POLL_SECONDS)
+            os._exit(EXIT_ORPHANED)
+
+        threading.Thread(target=watch, name="qoper8-orphan-watch", daemon=True).start()
+
+
+class Channel:
+    """Blocking frame I/O over the child's end of the socketpair."""
+
+    def __init__(self, sock: socket.socket, limit: int) -> None:
+        self._sock = sock
+        self._reader = sock.makefile("rb", buffering=256 * 1024)
+        self.limit = limit
+
+    def read(self) -> tuple[int, int, bytes] | None:
+        """The next (kind, job_id, payload), or None at a clean EOF (the master is gone)."""
+        header = self._reader.read(proto.HEADER_SIZE)
+        if not header:
+            return None
+        if len(header) < proto.HEADER_SIZE:
+            raise proto.ProtocolError("channel closed inside a frame header")
+        length, kind, job_id, _extra = proto.HEADER.unpack(header)
+        if length > self.limit:
+            raise proto.ProtocolError(f"frame of {length} bytes exceeds the limit")
+        payload = self._reader.read(length) if length else b""
+        if len(payload) < length:
+            raise proto.ProtocolError("channel closed inside a frame payload")
+        return kind, job_id, payload
+
+    def send(self, kind: Kind, job_id: int, payload: bytes, extra: int = 0) -> None:
+        if len(payload) < 65536:
+            self._sock.sendall(proto.frame(kind, job_id, payload, extra))
+        else:  # no 20 MiB concatenation for a big result
+            self._sock.sendall(proto.HEADER.pack(len(payload), kind, job_id, extra))
+            self._sock.sendall(payload)
+
+
+def _error_payload(category: proto.ErrorCategory, exc: BaseException) -> bytes:
+    return proto.dumps(
+        {
+            "category": category,
+            "type": type(exc).__qualname__,
+            "message": str(exc),
+            "traceback": "".join(traceback.format_exception(exc)),
+        }
+    )
+
+
+def _rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        import resource
+
+        scale = 1 if sys.platform == "darwin" else 1024
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+
+
+class ChildLoop:
+    """Runs jobs for the master, one at a time, until told to retire or the master goes."""
+
+    def __init__(self, channel: Channel, worker: Worker, report_memory: bool) -> None:
+        self.channel = channel
+        self.worker = worker
+        self.report_memory = report_memory
+        self._loop: Any = None  # an asyncio loop, created only if a handler is async
+
+    def run(self) -> int:
+        channel = self.channel
+        while True:
+            message = channel.read()
+            if message is None:
+                self._stop()
+                return EXIT_OK
+            kind, job_id, payload = message
+            if kind == Kind.ACTION:
+                self._run_action(job_id, payload)
+            elif kind == Kind.CALL:
+                self._run_call(job_id, payload)
+            elif kind == Kind.RETIRE:
+                self._stop()
+                return EXIT_OK
+            else:
+                raise proto.ProtocolError(f"unexpected frame kind {kind}")
+            # Prints end up in the master line by line, with the job that made them.
+            sys.stdout.flush()
+
+    def _extra(self) -> int:
+        return _rss_bytes() if self.report_memory else 0
+
+    def _run_action(self, job_id: int, payload: bytes) -> None:
+        send = self.channel.send
+        try:
+            action = proto.loads(payload)
+            action_type = action.pop("type")
+            handler = self.worker.get(action_type)
+            if handler is None:
+                raise LookupError(f"no handler for action type {action_type!r}")
+            kwargs = handler.bind(action)
+        except Exception as exc:
+            send(Kind.ERROR, job_id, _error_payload(proto.ErrorCategory.INVALID, exc))
+            return
+        try:
+            result = handler.func(**kwargs)
+            if handler.is_async:
+                result = self._run_coroutine(result)
+        except BaseException as exc:
+            if isinstance(exc, SystemExit | KeyboardInterrupt):
+                raise
+            send(Kind.ERROR, job_id, _error_payload(proto.ErrorCategory.FAILED, exc), self._extra())
+            return
+        try:
+            body = proto.dumps(result)
+        except TypeError as exc:
+            err = TypeError(f"the result of handler {action_type!r} is not JSON: {exc}")
+            send(Kind.ERROR, job_id, _error_payload(proto.ErrorCategory.FAILED, err), self._extra())
+            return
+        if len(body) > self.channel.limit:
+            err = ValueError(
+                f"the result of handler {action_type!r} is {len(body)} bytes, over the "
+                f"pool's max_message_bytes of {self.channel.limit}"
+            )
+            send(Kind.ERROR, job_id, _error_payload(proto.ErrorCategory.FAILED, err), self._extra())
+            return
+        send(Kind.RESULT, job_id, body, self._extra())
+
+    def _run_call(self, job_id: int, payload: bytes) -> None:
+        try:
+            func, args, kwargs = pickle.loads(payload)
+            result = func(*args, **kwargs)
+            body = pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
+            if len(body) > self.channel.limit:
+                raise ValueError(f"the result is {len(body)} bytes, over max_message_bytes")
+        except BaseException as exc:
+            if isinstance(exc, SystemExit | KeyboardInterrupt):
+                raise
+            info: dict[str, Any] = {
+                "type": type(exc).__qualname__,
+                "message": str(exc),
+                "traceback": "".join(traceback.format_exception(exc)),
+                "exception": None,
+            }
+            with contextlib.suppress(Exception):
+                pickled = pickle.dumps(exc, protocol=pickle.HIGHEST_PROTOCOL)
+                pickle.loads(pickled)  # an exception that cannot round-trip stays text only
+                info["exception"] = pickled
+            self.channel.send(Kind.ERROR_PICKLE, job_id, pickle.dumps(info), self._extra())
+            return
+        self.channel.send(Kind.RESULT_PICKLE, job_id, body, self._extra())
+
+    def _run_coroutine(self, coro: Any) -> Any:
+        if self._loop is None:
+            import asyncio
+
+            self._loop = asyncio.new_event_loop()
+        return self._loop.run_until_complete(coro)
+
+    def _stop(self) -> None:
+        try:
+            self.worker.run_stop_hooks()
+        except Exception:
+            traceback.print_exc()
+        if self._loop is not None:
+            self._loop.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    master_pid, channel_fd = int(args[0]), int(args[1])
+    _die_with_master(master_pid)
+    # The master decides when children stop; a terminal's Ctrl-C is for the master.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    sys.stderr.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    sock = socket.socket(fileno=channel_fd)
+    channel = Channel(sock, limit=1 << 32)
+    try:
+        first = channel.read()
+        if first is None or first[0] != Kind.CONFIG:
+            raise proto.ProtocolError("expected CONFIG as the first frame")
+        config = proto.loads(first[2])
+        channel.limit = int(config["max_message_bytes"])
+        sys.path[:] = config["sys_path"]
+    except (proto.ProtocolError, ValueError, KeyError, TypeError) as exc:
+        print(f"qoper8 child: bad start-up message: {exc}", file=sys.stderr)
+        return EXIT_PROTOCOL_ERROR
+    try:
+        worker = load_worker(config["worker"])
+        worker.run_start_hooks()
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            channel.send(Kind.START_FAILED, 0, _error_payload(proto.ErrorCategory.FAILED, exc))
+        return EXIT_START_FAILED
+    ready = {
+        "pid": os.getpid(),
+        "protocol": proto.PROTOCOL_VERSION,
+        "handlers": [
+            {"type": h.type, "import_path": h.import_path, "params": list(h.params)}
+            for h in worker.handlers.values()
+        ],
+    }
+    channel.send(Kind.READY, 0, proto.dumps(ready))
+    try:
+        return ChildLoop(channel, worker, bool(config.get("report_memory"))).run()
+    except (proto.ProtocolError, proto.JSONDecodeError) as exc:
+        print(f"qoper8 child: protocol error, exiting: {exc}", file=sys.stderr)
+        return EXIT_PROTOCOL_ERROR
+    except (BrokenPipeError, ConnectionResetError):
+        return EXIT_OK  # the master is gone
+
+
+if __name__ == "__main__":
+    sys.exit(main())

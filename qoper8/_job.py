@@ -1,0 +1,87 @@
+"""``Job``: one action (or function call) in the pool's care, from submit to its end.
+
+A plain mutable record owned by the event loop thread; it does no I/O. Its state only moves
+forward, and whichever event ends it first (result, error, deadline, cancel, child death) wins:
+every later event sees ``ended`` and leaves it alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._child import Child
+
+
+class JobState(enum.Enum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    ENDED = "ended"
+
+
+class JobKind(enum.Enum):
+    ACTION = "action"  # JSON action, answered by a handler
+    CALL = "call"  # pickled function call (Pool.run / executor)
+
+
+class Job:
+    """One job. ``future`` resolves with the result or a typed error."""
+
+    __slots__ = (
+        "action_type",
+        "child",
+        "deadline",
+        "future",
+        "id",
+        "kind",
+        "payload",
+        "started_at",
+        "state",
+        "submitted_at",
+        "timer",
+    )
+
+    def __init__(
+        self,
+        job_id: int,
+        kind: JobKind,
+        payload: bytes,
+        future: asyncio.Future[Any],
+        submitted_at: float,
+        action_type: str,
+    ) -> None:
+        self.id = job_id
+        self.kind = kind
+        self.payload = payload
+        self.future = future
+        self.submitted_at = submitted_at
+        self.action_type = action_type
+        self.state = JobState.QUEUED
+        self.started_at = 0.0
+        self.deadline: float | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.child: Child | None = None
+
+    @property
+    def ended(self) -> bool:
+        return self.state is JobState.ENDED
+
+    def end(self) -> None:
+        """Mark the job over and stop its deadline timer; the caller settles the future."""
+        self.state = JobState.ENDED
+        self.child = None
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def resolve(self, result: Any) -> None:
+        self.end()
+        if not self.future.done():
+            self.future.set_result(result)
+
+    def fail(self, exc: BaseException) -> None:
+        self.end()
+        if not self.future.done():
+            self.future.set_exception(exc)

@@ -1,0 +1,939 @@
+"""``Pool``: owns the children and the one dispatch queue; every job ends here.
+
+Data flow::
+
+    submit(action) ──encode (JSON; InvalidAction here)──▶ Job ──┬─ idle child and empty queue?
+                                                                │   yes: send it now
+                                                                └─ no: queue (FIFO, cancellable)
+    child frame ─▶ child_frame(): settle the job's future ─▶ child_free():
+                       retire it? (max jobs, memory, old generation, surplus) ─▶ reconcile()
+                       else: next QUEUED job straight to this child, or back to the idle list
+    deadline ─▶ queued: JobTimeout │ running: JobTimeout, kill child ─▶ child_exited()
+    child exit ─▶ child_exited(): its job ChildDied ─▶ reconcile() spawns a replacement
+
+Everything runs on the event loop thread and nothing here blocks it: spawning happens on one
+dedicated thread, exits are noticed through pidfds, frames arrive through asyncio transports.
+A job reaches a child only when that child is idle, so a child never holds a second job and a
+queued job stays cancellable until the moment it is dispatched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import pickle
+import random
+import sys
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, Final, TypeVar
+
+from pydantic import BaseModel
+
+from . import _protocol as proto
+from ._child import Child, ChildStartError, ChildState
+from ._job import Job, JobKind, JobState
+from ._protocol import ErrorCategory, Kind
+from ._stats import ChildStatistics, Counters, PoolStatistics
+from ._worker import HandlerInfo
+from .config import PoolConfig, make_pool_config
+from .errors import (
+    ChildDied,
+    ConfigError,
+    InvalidAction,
+    JobFailed,
+    JobTimeout,
+    PoolClosed,
+    Qoper8Error,
+    QueueFull,
+    StartFailed,
+    describe_exit,
+)
+
+if TYPE_CHECKING:
+    from concurrent.futures import Executor
+    from types import TracebackType
+
+    from ._types import JSONValue
+
+__all__ = ["OutputCallback", "Pool"]
+
+T = TypeVar("T")
+OutputCallback = Callable[[int, int, str], None]
+"""Receives (child id, pid, line) for each line a child prints."""
+
+logger = logging.getLogger("qoper8")
+
+# Children asked to retire get this long to run their stop hooks before they are killed.
+RETIRE_TIMEOUT: Final = 5.0
+# Respawn backoff after a child fails to start: doubles from BASE up to MAX, so a broken
+# worker module costs a few spawns a second at first and one every MAX seconds after.
+RESPAWN_BACKOFF_BASE: Final = 0.1
+RESPAWN_BACKOFF_MAX: Final = 5.0
+
+_UNSET: Final[Any] = object()
+
+
+class _State:
+    NEW = "new"
+    STARTING = "starting"
+    OPEN = "open"
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
+def _default_output(child_id: int, pid: int, line: str) -> None:
+    sys.stderr.write(f"[qoper8 child {child_id} pid {pid}] {line}\n")
+
+
+class Pool:
+    """A pool of pre-started child processes that run a worker module's handlers.
+
+    Example:
+        ```python
+        async with qoper8.Pool("workers.users:worker", children=8) as pool:
+            user = await pool.submit({"type": "user.get", "id": 1}, timeout=5.0)
+        ```
+
+    Args:
+        worker: the worker module, ``"pkg.mod:attr"`` (``attr`` defaults to ``worker``).
+        children: how many children to keep (default: the number of CPUs).
+        timeout: default deadline of each job in seconds, counted from submit.
+        max_queue: jobs that may wait for a child; more raise ``QueueFull`` or wait.
+        max_jobs_per_child: retire a child after this many jobs (plus a little jitter).
+        max_memory_per_child: retire a child whose resident memory exceeds this (bytes).
+        on_output: receives each line children print, instead of the master's stderr.
+        config: a complete ``PoolConfig``, instead of the keyword settings.
+        **settings: any other ``PoolConfig`` field.
+
+    Raises:
+        ConfigError: a setting is invalid.
+    """
+
+    def __init__(
+        self,
+        worker: str | None = None,
+        *,
+        children: int | None = None,
+        timeout: float | None = None,
+        max_queue: int | None = None,
+        max_jobs_per_child: int | None = None,
+        max_memory_per_child: int | None = None,
+        on_output: OutputCallback | None = None,
+        config: PoolConfig | None = None,
+        **settings: Any,
+    ) -> None:
+        if config is None:
+            values: dict[str, Any] = {"worker": worker, **settings}
+            for name, value in (
+                ("children", children),
+                ("timeout", timeout),
+                ("max_queue", max_queue),
+                ("max_jobs_per_child", max_jobs_per_child),
+                ("max_memory_per_child", max_memory_per_child),
+            ):
+                if value is not None:
+                    values[name] = value
+            config = make_pool_config(**values)
+        self.config = config
+        self._on_output = on_output or _default_output
+        self._state = _State.NEW
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._spawner: ThreadPoolExecutor | None = None
+        self._children: dict[int, Child] = {}
+        self._idle: deque[Child] = deque()
+        self._queue: deque[Job] = deque()
+        self._queued = 0
+        self._running = 0
+        self._next_job_id = 1
+        self._next_child_id = 1
+        self._generation = 1
+        self._target = config.children
+        self._handlers: dict[str, HandlerInfo] = {}
+        self._counters = Counters()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._waiters: list[tuple[Callable[[], bool], asyncio.Future[None]]] = []
+        self._room_waiters: deque[asyncio.Future[None]] = deque()
+        self._start_failures = 0
+        self._broken: StartFailed | None = None
+        self._reloading = False
+        self._closed = asyncio.Event()
+        self._child_config = {
+            "worker": config.worker,
+            "sys_path": list(sys.path),
+            "max_message_bytes": config.max_message_bytes,
+            "report_memory": config.max_memory_per_child is not None,
+        }
+
+    # ================================================================ lifecycle
+
+    async def __aenter__(self) -> Pool:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def start(self) -> None:
+        """Start every child and return once all are ready.
+
+        Raises:
+            StartFailed: the worker module failed to import, its start hook raised, or a
+                child was not ready within ``start_timeout``. No child is left running.
+        """
+        if self._state is not _State.NEW:
+            raise RuntimeError("a Pool can be started only once")
+        self._loop = asyncio.get_running_loop()
+        self._spawner = ThreadPoolExecutor(1, thread_name_prefix="qoper8-spawner")
+        self._state = _State.STARTING
+        try:
+            await self._start_children([self._new_child() for _ in range(self._target)])
+        except BaseException:
+            await self._shutdown_children(grace=0.0)
+            self._finish_close()
+            raise
+        self._state = _State.OPEN
+
+    async def _start_children(self, children: list[Child]) -> None:
+        """Spawn ``children`` together and wait until all are ready; on the first failure
+        cancel the rest and raise ``StartFailed`` (the caller cleans up)."""
+        tasks = [asyncio.create_task(self._spawn_and_wait(c)) for c in children]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        except BaseException:
+            for t in tasks:
+                t.cancel()
+            raise
+        failed = next((t for t in done if not t.cancelled() and t.exception() is not None), None)
+        if failed is None:
+            return
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for c in children:
+            c.kill("another child failed to start")
+        raise self._start_error(failed.exception(), children)
+
+    def _start_error(self, exc: BaseException | None, children: list[Child]) -> StartFailed:
+        if isinstance(exc, ChildStartError):
+            return StartFailed(
+                f"{exc} (worker {self.config.worker!r})",
+                remote_type=exc.remote_type,
+                remote_message=exc.remote_message,
+                remote_traceback=exc.remote_traceback,
+            )
+        if isinstance(exc, TimeoutError):
+            return StartFailed(
+                f"children of {self.config.worker!r} were not ready within "
+                f"start_timeout={self.config.start_timeout}s"
+            )
+        return StartFailed(f"could not spawn a child for {self.config.worker!r}: {exc!r}")
+
+    async def _spawn_and_wait(self, child: Child) -> None:
+        assert self._spawner is not None
+        await child.spawn(self._spawner, self._child_config, self.config.max_message_bytes)
+        await child.wait_ready(self.config.start_timeout)
+
+    def _new_child(self) -> Child:
+        limit = self.config.max_jobs_per_child
+        if limit is not None:
+            limit += random.randint(0, int(limit * self.config.max_jobs_jitter))
+        child = Child(self, self._next_child_id, self._generation, max_jobs=limit)
+        self._next_child_id += 1
+        self._children[child.id] = child
+        return child
+
+    async def aclose(self, *, grace: float | None = None) -> None:
+        """Stop taking jobs, let queued and running ones finish for up to ``grace`` seconds
+        (default ``shutdown_timeout``), then fail what is left with ``PoolClosed``, retire
+        the children (their stop hooks run) and reap them. Safe to call twice."""
+        if self._state in (_State.NEW, _State.CLOSED):
+            self._state = _State.CLOSED
+            return
+        if self._state is _State.CLOSING:
+            await self._closed.wait()
+            return
+        self._state = _State.CLOSING
+        for fut in self._room_waiters:
+            if not fut.done():
+                fut.set_result(None)
+        grace = self.config.shutdown_timeout if grace is None else grace
+        if self._queued or self._running:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(grace):
+                    await self.wait_idle()
+        await self._shutdown_children(grace=RETIRE_TIMEOUT)
+        self._finish_close()
+
+    async def _shutdown_children(self, grace: float) -> None:
+        for job in self._queue:
+            if job.state is JobState.QUEUED:
+                job.fail(PoolClosed(f"the pool closed before job {job.id} reached a child"))
+        self._queue.clear()
+        self._queued = 0
+        for child in list(self._children.values()):
+            job = child.job
+            if job is not None and not job.ended:
+                job.fail(PoolClosed(f"the pool closed while job {job.id} ran; {child.describe()} was killed"))
+            if child.state is ChildState.IDLE and grace > 0:
+                child.retire()
+            else:
+                child.kill("pool closed")
+        self._idle.clear()
+        for task in list(self._tasks):
+            task.cancel()
+        children = list(self._children.values())
+        if children:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(grace):
+                    await asyncio.gather(*(c.wait_exited() for c in children))
+            for child in children:
+                child.kill("did not retire in time")
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(RETIRE_TIMEOUT):
+                    await asyncio.gather(*(c.wait_exited() for c in children))
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _finish_close(self) -> None:
+        self._state = _State.CLOSED
+        if self._spawner is not None:
+            self._spawner.shutdown(wait=False)
+        for _, fut in self._waiters:
+            if not fut.done():
+                fut.set_result(None)
+        self._waiters.clear()
+        self._closed.set()
+
+    @property
+    def is_open(self) -> bool:
+        """Whether the pool takes jobs."""
+        return self._state is _State.OPEN
+
+    # ================================================================ submitting
+
+    async def submit(
+        self,
+        action: Mapping[str, Any] | BaseModel,
+        *,
+        timeout: float | None = _UNSET,
+        kill_on_cancel: bool = False,
+        wait_for_room: bool = True,
+    ) -> JSONValue:
+        """Run one action on the first idle child and return the handler's result.
+
+        Args:
+            action: a mapping with a string ``type`` and JSON-able fields, or a pydantic
+                model with a ``type`` field.
+            timeout: seconds from now until ``JobTimeout`` (queued or running); ``None``
+                for no deadline; the pool's ``timeout`` when omitted.
+            kill_on_cancel: if the awaiting task is cancelled while the job runs, kill and
+                replace its child (otherwise the job runs to its end, result dropped).
+            wait_for_room: with ``max_queue`` reached, wait for room (True) or raise
+                ``QueueFull`` at once (False).
+
+        Returns:
+            The handler's result, as JSON data (a pydantic model arrives as its JSON form).
+
+        Raises:
+            InvalidAction: malformed action, unknown type, rejected params, unencodable.
+            JobFailed: the handler raised. JobTimeout: the deadline passed.
+            ChildDied: the child died mid-job. QueueFull, PoolClosed, StartFailed.
+        """
+        action_type, payload = self._encode_action(action)
+        result: JSONValue = await self._submit(
+            JobKind.ACTION, payload, action_type, timeout, kill_on_cancel, wait_for_room
+        )
+        return result
+
+    async def run(self, func: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        """Run a picklable module-level function in a child (the ``ProcessPoolExecutor``
+        face) under the pool's default timeout.
+
+        Raises:
+            InvalidAction: ``func`` or its arguments cannot be pickled.
+            JobFailed: it raised (the original exception is ``remote_exception``).
+        """
+        try:
+            payload = pickle.dumps((func, args, kwargs), protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:
+            raise InvalidAction(f"cannot pickle the call to {func!r}: {exc}") from None
+        if len(payload) > self.config.max_message_bytes:
+            raise InvalidAction(f"the pickled call is {len(payload)} bytes, over max_message_bytes")
+        name = getattr(func, "__qualname__", repr(func))
+        result: T = await self._submit(JobKind.CALL, payload, name, _UNSET, False, True)
+        return result
+
+    def executor(self) -> Executor:
+        """A ``concurrent.futures.Executor`` running functions in this pool, for
+        ``loop.run_in_executor`` and code written against executors."""
+        from ._executor import PoolExecutor
+
+        assert self._loop is not None, "start the pool first"
+        return PoolExecutor(self, self._loop)
+
+    def _encode_action(self, action: Mapping[str, Any] | BaseModel) -> tuple[str, bytes]:
+        if isinstance(action, BaseModel):
+            data: Any = action.model_dump(mode="json")
+        elif isinstance(action, Mapping):
+            data = action if isinstance(action, dict) else dict(action)
+        else:
+            raise InvalidAction(
+                f"an action is a mapping with a 'type' field or a pydantic model, "
+                f"not {type(action).__name__}"
+            )
+        action_type = data.get("type")
+        if not isinstance(action_type, str):
+            raise InvalidAction("an action needs a string 'type' field")
+        if self._handlers and action_type not in self._handlers:
+            known = ", ".join(sorted(self._handlers)) or "none"
+            raise InvalidAction(f"unknown action type {action_type!r} (known: {known})")
+        try:
+            payload = proto.dumps(data)
+        except TypeError as exc:
+            raise InvalidAction(f"action {action_type!r} is not JSON-encodable: {exc}") from None
+        if len(payload) > self.config.max_message_bytes:
+            raise InvalidAction(
+                f"action {action_type!r} is {len(payload)} bytes encoded, over "
+                f"max_message_bytes={self.config.max_message_bytes}"
+            )
+        return action_type, payload
+
+    async def _submit(
+        self,
+        kind: JobKind,
+        payload: bytes,
+        action_type: str,
+        timeout: float | None,
+        kill_on_cancel: bool,
+        wait_for_room: bool,
+    ) -> Any:
+        if self._state is not _State.OPEN:
+            raise PoolClosed("the pool is closed" if self._state != _State.NEW else "the pool is not started")
+        if self._broken is not None:
+            raise self._broken
+        if timeout is _UNSET:
+            timeout = self.config.timeout
+        loop = self._loop
+        assert loop is not None
+        now = time.monotonic()
+        max_queue = self.config.max_queue
+        if max_queue is not None and self._queued >= max_queue and not (self._idle and not self._queued):
+            if not wait_for_room:
+                self._counters.rejected += 1
+                raise QueueFull(f"the queue holds {self._queued} jobs (max_queue={max_queue})")
+            await self._wait_for_room(timeout)
+            if timeout is not None:
+                timeout = max(0.0, timeout - (time.monotonic() - now))
+        job = Job(self._next_job_id, kind, payload, loop.create_future(), now, action_type)
+        self._next_job_id += 1
+        self._counters.submitted += 1
+        if timeout is not None:
+            job.deadline = now + timeout
+            job.timer = loop.call_later(timeout, self._on_deadline, job, timeout)
+        if self._idle and not self._queued:
+            self._start_job(self._idle.popleft(), job)
+        else:
+            self._queue.append(job)
+            self._queued += 1
+        try:
+            return await job.future
+        except asyncio.CancelledError:
+            self._on_cancel(job, kill_on_cancel)
+            raise
+
+    async def _wait_for_room(self, timeout: float | None) -> None:
+        loop = self._loop
+        assert loop is not None and self.config.max_queue is not None
+        try:
+            async with asyncio.timeout(timeout):
+                while self._queued >= self.config.max_queue and self._state is _State.OPEN:
+                    fut = loop.create_future()
+                    self._room_waiters.append(fut)
+                    try:
+                        await fut
+                    finally:
+                        if not fut.done():
+                            fut.cancel()
+        except TimeoutError:
+            self._counters.timed_out += 1
+            raise JobTimeout(f"no room in the queue within the deadline of {timeout}s") from None
+        if self._state is not _State.OPEN:
+            raise PoolClosed("the pool closed while the job waited for room in the queue")
+
+    def _notify_room(self) -> None:
+        while self._room_waiters:
+            fut = self._room_waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                return
+
+    def _start_job(self, child: Child, job: Job) -> None:
+        now = time.monotonic()
+        job.state = JobState.RUNNING
+        job.started_at = now
+        self._running += 1
+        self._counters.queue_wait.add(now - job.submitted_at)
+        child.send_job(job, Kind.ACTION if job.kind is JobKind.ACTION else Kind.CALL)
+
+    def _on_deadline(self, job: Job, timeout: float) -> None:
+        job.timer = None
+        if job.ended:
+            return
+        self._counters.timed_out += 1
+        if job.state is JobState.QUEUED:
+            self._queued -= 1
+            self._notify_room()
+            job.fail(
+                JobTimeout(
+                    f"job {job.id} ({job.action_type}) waited in the queue past its deadline "
+                    f"of {timeout}s; no child was free",
+                    job_id=job.id,
+                )
+            )
+            self._wake_waiters()
+            return
+        child = job.child
+        assert child is not None
+        job.fail(
+            JobTimeout(
+                f"job {job.id} ({job.action_type}) ran past its deadline of {timeout}s; "
+                f"{child.describe()} was killed and is being replaced",
+                job_id=job.id,
+            )
+        )
+        child.kill(f"job {job.id} timed out")
+
+    def _on_cancel(self, job: Job, kill: bool) -> None:
+        if job.ended:
+            return
+        self._counters.cancelled += 1
+        if job.state is JobState.QUEUED:
+            self._queued -= 1
+            job.end()
+            self._notify_room()
+            self._wake_waiters()
+            return
+        child = job.child
+        job.end()
+        if kill and child is not None:
+            child.kill(f"job {job.id} was cancelled")
+
+    # ================================================================ child events
+
+    def child_ready(self, child: Child) -> None:
+        if child.generation == self._generation or not self._handlers:
+            self._handlers = {
+                h["type"]: HandlerInfo(h["type"], h["import_path"], tuple(h["params"]))
+                for h in child.handlers
+            }
+        self._start_failures = 0
+        self._child_free(child)
+
+    def child_frame(self, child: Child, kind: int, job_id: int, extra: int, payload: bytes) -> None:
+        job = child.job
+        if job is None or job.id != job_id:
+            child.protocol_violation(f"frame {kind} for job {job_id}, expected {job and job.id}")
+            return
+        child.job_done()
+        self._running -= 1
+        self._counters.run_time.add(time.monotonic() - job.started_at)
+        if not job.ended:
+            self._settle(job, kind, payload, child)
+        self._child_free(child)
+
+    def _settle(self, job: Job, kind: int, payload: bytes, child: Child) -> None:
+        counters = self._counters
+        try:
+            if kind == Kind.RESULT:
+                value = proto.loads(payload)
+                counters.completed += 1
+                job.resolve(value)
+            elif kind == Kind.ERROR:
+                info = proto.loads(payload)
+                if info.get("category") == ErrorCategory.INVALID:
+                    counters.invalid += 1
+                    job.fail(InvalidAction(f"{info['type']}: {info['message']}"))
+                else:
+                    counters.failed += 1
+                    job.fail(self._job_failed(job, info, None))
+            elif kind == Kind.RESULT_PICKLE:
+                value = pickle.loads(payload)
+                counters.completed += 1
+                job.resolve(value)
+            elif kind == Kind.ERROR_PICKLE:
+                info = pickle.loads(payload)
+                remote = None
+                if info.get("exception") is not None:
+                    with contextlib.suppress(Exception):
+                        remote = pickle.loads(info["exception"])
+                counters.failed += 1
+                job.fail(self._job_failed(job, info, remote))
+            else:
+                raise proto.ProtocolError(f"unexpected frame kind {kind}")
+        except Exception as exc:  # undecodable reply: fail this job, distrust the child
+            counters.failed += 1
+            job.fail(
+                JobFailed(
+                    f"job {job.id}: {child.describe()} sent a reply that cannot be decoded: {exc}",
+                    job_id=job.id,
+                    remote_type=type(exc).__name__,
+                    remote_message=str(exc),
+                )
+            )
+            child.protocol_violation(str(exc))
+
+    @staticmethod
+    def _job_failed(job: Job, info: dict[str, Any], remote: BaseException | None) -> JobFailed:
+        return JobFailed(
+            f"job {job.id} ({job.action_type}) failed: {info['type']}: {info['message']}",
+            job_id=job.id,
+            remote_type=str(info["type"]),
+            remote_message=str(info["message"]),
+            remote_traceback=str(info.get("traceback", "")),
+            remote_exception=remote,
+        )
+
+    def _child_free(self, child: Child) -> None:
+        """``child`` just became idle: retire it, or give it the next queued job, or park it."""
+        if child.state is not ChildState.IDLE:
+            return
+        reason = self._retire_reason(child)
+        if reason is not None:
+            self._retire(child, reason)
+            return
+        queue = self._queue
+        while queue:
+            job = queue.popleft()
+            if job.state is JobState.QUEUED:
+                self._queued -= 1
+                if self._room_waiters:
+                    self._notify_room()
+                self._start_job(child, job)
+                return
+        self._idle.append(child)
+        if self._waiters:
+            self._wake_waiters()
+
+    def _retire_reason(self, child: Child) -> str | None:
+        if self._state is not _State.OPEN and self._state is not _State.STARTING:
+            return None
+        if child.retire_requested:
+            return "surplus"
+        if child.generation != self._generation and not self._reloading:
+            return "old generation"
+        if child.max_jobs is not None and child.jobs_done >= child.max_jobs:
+            return f"done {child.jobs_done} jobs"
+        limit = self.config.max_memory_per_child
+        if limit is not None and child.last_rss > limit:
+            return f"resident memory {child.last_rss} bytes over {limit}"
+        return None
+
+    def _retire(self, child: Child, reason: str) -> None:
+        logger.info("retiring %s: %s", child.describe(), reason)
+        if reason.startswith(("done", "resident")):
+            self._counters.recycled += 1
+        with contextlib.suppress(ValueError):
+            self._idle.remove(child)
+        child.retire()
+        self._reconcile()
+
+    def child_exited(self, child: Child) -> None:
+        self._children.pop(child.id, None)
+        with contextlib.suppress(ValueError):
+            self._idle.remove(child)
+        job = child.job
+        if job is not None:
+            child.job = None
+            self._running -= 1
+            if not job.ended:
+                if self._state is _State.CLOSING or self._state is _State.CLOSED:
+                    job.fail(PoolClosed(f"the pool closed while job {job.id} ran"))
+                else:
+                    self._counters.died += 1
+                    how = describe_exit(child.exitcode, child.signal)
+                    reason = f" ({child.kill_reason})" if child.kill_reason else ""
+                    job.fail(
+                        ChildDied(
+                            f"{child.describe()} {how}{reason} while running job {job.id} "
+                            f"({job.action_type}); it is being replaced",
+                            job_id=job.id,
+                            pid=child.pid,
+                            exitcode=child.exitcode,
+                            signal=child.signal,
+                        )
+                    )
+        elif not child.retiring and child.kill_reason is None:
+            logger.warning("%s %s while idle", child.describe(), describe_exit(child.exitcode, child.signal))
+        if not child.was_ready and self._state is _State.OPEN and not child.managed_start:
+            self._start_failures += 1
+            logger.error(
+                "%s of %r failed to start (%d in a row): %s",
+                child.describe(),
+                self.config.worker,
+                self._start_failures,
+                ChildStartError(child),
+            )
+            if self._start_failures >= self.config.max_start_failures:
+                self._give_up(child)
+        self._reconcile()
+        self._wake_waiters()
+
+    def _give_up(self, child: Child) -> None:
+        alive = [c for c in self._children.values() if c.was_ready and c.is_alive]
+        err = ChildStartError(child)
+        logger.error(
+            "%r: %d children in a row failed to start; no more respawns (%s)",
+            self.config.worker,
+            self._start_failures,
+            err,
+        )
+        if alive:
+            return  # keep serving, degraded; resize() or reload() tries again
+        self._broken = StartFailed(
+            f"children of {self.config.worker!r} keep failing to start: {err}",
+            remote_type=err.remote_type,
+            remote_message=err.remote_message,
+            remote_traceback=err.remote_traceback,
+        )
+        for job in self._queue:
+            if job.state is JobState.QUEUED:
+                job.fail(self._broken)
+        self._queue.clear()
+        self._queued = 0
+
+    def child_output(self, child: Child, line: str) -> None:
+        try:
+            self._on_output(child.id, child.pid or 0, line)
+        except Exception:
+            logger.exception("on_output callback failed")
+
+    # ================================================================ size and generations
+
+    def _active(self) -> list[Child]:
+        gen = self._generation
+        return [
+            c
+            for c in self._children.values()
+            if c.generation == gen
+            and c.state in (ChildState.STARTING, ChildState.IDLE, ChildState.BUSY)
+            and not c.retire_requested
+        ]
+
+    def _reconcile(self) -> None:
+        """Converge the number of current-generation children on the target size."""
+        if self._state is not _State.OPEN or self._reloading:
+            return
+        active = self._active()
+        missing = self._target - len(active)
+        if missing > 0:
+            if self._start_failures >= self.config.max_start_failures:
+                return
+            for _ in range(missing):
+                self._launch_background(self._new_child())
+        elif missing < 0:
+            # Retire the surplus: idle children first, busy ones after their job.
+            surplus = sorted(active, key=lambda c: (c.state is not ChildState.IDLE, -c.id))
+            for child in surplus[:-missing]:
+                child.retire_requested = True
+                if child.state is ChildState.IDLE:
+                    self._retire(child, "surplus")
+                elif child.state is ChildState.STARTING:
+                    child.kill("surplus while starting")
+
+    def _launch_background(self, child: Child) -> None:
+        task = asyncio.create_task(self._respawn(child, self._start_failures))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _respawn(self, child: Child, failures: int) -> None:
+        if failures:
+            await asyncio.sleep(min(RESPAWN_BACKOFF_MAX, RESPAWN_BACKOFF_BASE * 2 ** (failures - 1)))
+        try:
+            await self._spawn_and_wait(child)
+        except (ChildStartError, TimeoutError):
+            pass  # child_exited() counts it and reconciles
+        except OSError as exc:  # could not even spawn (fds, memory): count it like a failed start
+            logger.error("could not spawn a child: %s", exc)
+            self._children.pop(child.id, None)
+            self._start_failures += 1
+            self._reconcile()
+
+    async def resize(self, children: int) -> None:
+        """Change the number of children and wait until new ones are ready. Surplus
+        children retire: idle ones now, busy ones when their job ends.
+
+        Raises:
+            ConfigError: ``children`` is below 1.
+            StartFailed: the new children failed to start.
+        """
+        if not isinstance(children, int) or children < 1:
+            raise ConfigError(f"children must be an integer of at least 1, not {children!r}")
+        if self._state is not _State.OPEN:
+            raise PoolClosed("the pool is closed")
+        self._target = children
+        self._start_failures = 0
+        self._reconcile()
+        starting = [c for c in self._active() if c.state is ChildState.STARTING]
+        await self._wait_started(starting)
+
+    async def _wait_started(self, children: list[Child]) -> None:
+        results = await asyncio.gather(
+            *(c.wait_ready(self.config.start_timeout) for c in children), return_exceptions=True
+        )
+        for res in results:
+            if isinstance(res, BaseException):
+                raise self._start_error(res, children)
+
+    async def reload(self) -> None:
+        """Replace every child with a fresh one (new code, same settings) with no downtime:
+        a new generation starts beside the old one, then old children retire as each
+        finishes its job. Jobs keep flowing throughout; none is dropped.
+
+        Raises:
+            StartFailed: the new generation could not start; the old one keeps serving.
+        """
+        if self._state is not _State.OPEN:
+            raise PoolClosed("the pool is closed")
+        if self._reloading:
+            raise Qoper8Error("a reload is already in progress")
+        self._reloading = True
+        old_generation = self._generation
+        self._generation += 1
+        self._child_config = {**self._child_config, "sys_path": list(sys.path)}
+        new = [self._new_child() for _ in range(self._target)]
+        for child in new:
+            child.managed_start = True
+        try:
+            await self._start_children(new)
+        except BaseException:
+            self._generation = old_generation
+            self._reloading = False
+            self._reconcile()
+            raise
+        finally:
+            for child in new:
+                child.managed_start = False
+        self._reloading = False
+        self._start_failures = 0
+        for child in list(self._children.values()):
+            if child.generation != self._generation:
+                if child.state is ChildState.IDLE:
+                    self._retire(child, "old generation")
+                elif child.state is ChildState.STARTING:
+                    child.kill("old generation")
+                else:
+                    child.retire_requested = True
+        self._reconcile()
+
+    # ================================================================ waiting and stats
+
+    def _wake_waiters(self) -> None:
+        if not self._waiters:
+            return
+        keep = []
+        for predicate, fut in self._waiters:
+            if fut.done():
+                continue
+            if predicate():
+                fut.set_result(None)
+            else:
+                keep.append((predicate, fut))
+        self._waiters = keep
+
+    async def _wait_for(self, predicate: Callable[[], bool]) -> None:
+        if predicate() or self._state is _State.CLOSED:
+            return
+        assert self._loop is not None
+        fut: asyncio.Future[None] = self._loop.create_future()
+        self._waiters.append((predicate, fut))
+        await fut
+
+    async def wait_idle(self) -> None:
+        """Wait until no job is queued or running."""
+        await self._wait_for(lambda: not self._queued and not self._running)
+
+    def has_capacity(self) -> bool:
+        """Whether a job submitted now would start at once (an idle child, nothing queued)."""
+        return bool(self._idle) and not self._queued
+
+    async def wait_capacity(self) -> None:
+        """Wait until ``has_capacity()`` (or the pool closes). Transports that pull work
+        (Redis) call this before taking a job, so a host never takes more than it can run."""
+        await self._wait_for(lambda: self.has_capacity() or self._state is not _State.OPEN)
+
+    @property
+    def handlers(self) -> dict[str, HandlerInfo]:
+        """The action types the worker module registered, as the children reported them."""
+        return dict(self._handlers)
+
+    @property
+    def generation(self) -> int:
+        """The current generation; ``reload()`` increments it."""
+        return self._generation
+
+    @property
+    def size(self) -> int:
+        """The target number of children."""
+        return self._target
+
+    def statistics(self) -> PoolStatistics:
+        """A snapshot built from the master's counters; no child is asked anything."""
+        now = time.monotonic()
+        c = self._counters
+        children = tuple(
+            ChildStatistics(
+                id=child.id,
+                pid=child.pid,
+                generation=child.generation,
+                state=child.state.value,
+                jobs_done=child.jobs_done,
+                age=now - child.started_at,
+                current_job_age=(now - child.job.started_at) if child.job is not None else None,
+                memory_rss=_rss_of(child.pid) or child.last_rss or None,
+            )
+            for child in sorted(self._children.values(), key=lambda ch: ch.id)
+        )
+        return PoolStatistics(
+            children=children,
+            target_size=self._target,
+            generation=self._generation,
+            queue_length=self._queued,
+            running=self._running,
+            submitted=c.submitted,
+            completed=c.completed,
+            failed=c.failed,
+            invalid=c.invalid,
+            timed_out=c.timed_out,
+            died=c.died,
+            cancelled=c.cancelled,
+            recycled=c.recycled,
+            rejected=c.rejected,
+            queue_wait=c.queue_wait.percentiles(),
+            run_time=c.run_time.percentiles(),
+            queue_wait_histogram=c.queue_wait.histogram(),
+            run_time_histogram=c.run_time.histogram(),
+        )
+
+
+_PAGE_SIZE: Final = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def _rss_of(pid: int | None) -> int | None:
+    """Resident memory of ``pid`` from /proc (Linux); None where unavailable."""
+    if pid is None:
+        return None
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as f:
+            return int(f.read().split()[1]) * _PAGE_SIZE
+    except (OSError, ValueError, IndexError):
+        return None

@@ -1,0 +1,135 @@
+"""The master ⇄ child wire format: frame header, message kinds, payload codecs. Bytes only, no I/O.
+
+Each child has one private stream socket (a socketpair end passed by file descriptor, never
+stdout). Both directions carry the same frames::
+
+    offset  size  field
+    0       4     payload length, little-endian u32 (bounded by max_message_bytes)
+    4       1     kind (Kind below)
+    5       3     zero padding
+    8       8     job id, u64 (0 for frames about the child itself)
+    16      8     extra, u64: on results, the child's resident memory in bytes when the master
+                  asked for it (max_memory_per_child), else 0
+    24      n     payload
+
+Sequence::
+
+    master                                   child
+      CONFIG {worker, sys_path, ...}  ──▶
+                                        ◀──  READY {pid, protocol, handlers}    or START_FAILED
+      ACTION job=7 <json action>      ──▶                                     (one at a time)
+                                        ◀──  RESULT job=7 <json>  | ERROR job=7 <json error>
+      CALL job=8 <pickle (f, a, kw)>  ──▶
+                                        ◀──  RESULT_PICKLE job=8  | ERROR_PICKLE job=8
+      RETIRE                          ──▶    (runs on_stop, exits 0)
+
+Actions and their results are JSON (orjson), so that whatever works here works over HTTP and
+Redis too. ``CALL`` frames (``Pool.run``) are pickled: master and child trust each other, and
+that face exists precisely for arbitrary picklable functions. Nothing from a network is ever
+put in a CALL frame.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from typing import Final
+
+import orjson
+
+PROTOCOL_VERSION: Final = 1
+
+HEADER: Final = struct.Struct("<IBxxxQQ")
+HEADER_SIZE: Final = HEADER.size
+
+
+class Kind(enum.IntEnum):
+    """Message kinds. Master → child below 10, child → master from 10."""
+
+    CONFIG = 1
+    ACTION = 2
+    CALL = 3
+    RETIRE = 4
+    READY = 10
+    START_FAILED = 11
+    RESULT = 12
+    RESULT_PICKLE = 13
+    ERROR = 14
+    ERROR_PICKLE = 15
+
+
+class ErrorCategory(enum.StrEnum):
+    """Why a job produced no result, as the child reports it."""
+
+    FAILED = "failed"  # the handler raised, or its result could not be encoded
+    INVALID = "invalid"  # unknown type or params rejected by the handler's annotations
+
+
+class ProtocolError(Exception):
+    """A frame broke the format: the peer is not a qoper8 process of this version, or is
+    corrupt. The channel cannot be trusted after this and the peer is killed."""
+
+
+def frame(kind: Kind, job_id: int, payload: bytes, extra: int = 0) -> bytes:
+    """One frame, header and payload in a single buffer (one send per frame)."""
+    return HEADER.pack(len(payload), kind, job_id, extra) + payload
+
+
+def dumps(value: object) -> bytes:
+    """Encode JSON the way every qoper8 boundary does. Pydantic models become their JSON
+    form; anything else that is not JSON raises ``TypeError``."""
+    return orjson.dumps(value, default=_encode_model)
+
+
+loads: Final = orjson.loads
+JSONDecodeError: Final = orjson.JSONDecodeError
+
+
+def _encode_model(value: object) -> object:
+    dump = getattr(value, "model_dump", None)
+    if dump is not None and callable(dump):
+        return dump(mode="json")
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+class FrameReader:
+    """Splits a byte stream into frames. Feed it what arrives; it yields complete frames and
+    keeps the rest. Large payloads are collected in a list of chunks and joined once, so a
+    20 MiB result costs one copy, not one per read."""
+
+    __slots__ = ("_buffer", "_limit", "_pending")
+
+    def __init__(self, limit: int) -> None:
+        self._buffer = bytearray()
+        self._limit = limit
+        self._pending: tuple[int, int, int, int] | None = None
+
+    def feed(self, data: bytes) -> list[tuple[int, int, int, bytes]]:
+        """Add bytes; return the (kind, job_id, extra, payload) frames they complete."""
+        buf = self._buffer
+        if not buf and self._pending is None and len(data) >= HEADER_SIZE:
+            # Fast path: one whole frame in one read, the common case for small results.
+            length, kind, job_id, extra = HEADER.unpack_from(data)
+            if len(data) == HEADER_SIZE + length and length <= self._limit:
+                return [(kind, job_id, extra, data[HEADER_SIZE:])]
+        buf += data
+        out: list[tuple[int, int, int, bytes]] = []
+        while True:
+            if self._pending is None:
+                if len(buf) < HEADER_SIZE:
+                    return out
+                length, kind, job_id, extra = HEADER.unpack_from(buf)
+                if length > self._limit:
+                    raise ProtocolError(
+                        f"frame of {length} bytes exceeds the limit of {self._limit}"
+                    )
+                del buf[:HEADER_SIZE]
+                self._pending = (length, kind, job_id, extra)
+            length, kind, job_id, extra = self._pending
+            if len(buf) < length:
+                return out
+            with memoryview(buf) as view:
+                payload = bytes(view[:length])
+            del buf[:length]
+            self._pending = None
+            out.append((kind, job_id, extra, payload))

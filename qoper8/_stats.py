@@ -1,0 +1,137 @@
+"""Statistics kept by the master alone: counters, bounded samples and histograms.
+
+Nothing here asks a child anything; a busy child never delays a snapshot. The snapshot types
+are frozen so that a caller can keep one while the pool moves on.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Final
+
+# Upper bounds (seconds) of the cumulative histogram buckets, Prometheus style. Changing them
+# changes the daemon's /metrics series; keep them sorted.
+HISTOGRAM_BUCKETS: Final[tuple[float, ...]] = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+)
+# Percentiles come from the most recent samples only: enough for a stable p99, bounded memory.
+SAMPLE_WINDOW: Final = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class Percentiles:
+    """Percentiles in seconds of the most recent samples (``count`` of them); ``None`` when
+    no job has been measured yet."""
+
+    count: int
+    p50: float | None
+    p90: float | None
+    p99: float | None
+    max: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Histogram:
+    """A cumulative histogram: ``buckets`` pairs each upper bound with how many observations
+    were at most that bound, over the pool's whole life."""
+
+    buckets: tuple[tuple[float, int], ...]
+    count: int
+    sum: float
+
+
+@dataclass(frozen=True, slots=True)
+class ChildStatistics:
+    """One child as the master sees it."""
+
+    id: int
+    pid: int | None
+    generation: int
+    state: str
+    jobs_done: int
+    age: float
+    current_job_age: float | None
+    memory_rss: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class PoolStatistics:
+    """A snapshot of the pool, built from the master's own counters."""
+
+    children: tuple[ChildStatistics, ...]
+    target_size: int
+    generation: int
+    queue_length: int
+    running: int
+    submitted: int
+    completed: int
+    failed: int
+    invalid: int
+    timed_out: int
+    died: int
+    cancelled: int
+    recycled: int
+    rejected: int
+    queue_wait: Percentiles
+    run_time: Percentiles
+    queue_wait_histogram: Histogram
+    run_time_histogram: Histogram
+
+    def to_dict(self) -> dict[str, object]:
+        """The snapshot as JSON-able data (what the daemon's status endpoint serves)."""
+        from dataclasses import asdict
+
+        return asdict(self)
+
+
+@dataclass(slots=True)
+class _Series:
+    """Samples for percentiles plus a lifetime histogram of one duration."""
+
+    samples: deque[float] = field(default_factory=lambda: deque(maxlen=SAMPLE_WINDOW))
+    counts: list[int] = field(default_factory=lambda: [0] * (len(HISTOGRAM_BUCKETS) + 1))
+    total: float = 0.0
+
+    def add(self, seconds: float) -> None:
+        self.samples.append(seconds)
+        self.counts[bisect.bisect_left(HISTOGRAM_BUCKETS, seconds)] += 1
+        self.total += seconds
+
+    def percentiles(self) -> Percentiles:
+        ordered = sorted(self.samples)
+        n = len(ordered)
+        if not n:
+            return Percentiles(0, None, None, None, None)
+
+        def pick(q: float) -> float:
+            return ordered[min(n - 1, int(q * n))]
+
+        return Percentiles(n, pick(0.50), pick(0.90), pick(0.99), ordered[-1])
+
+    def histogram(self) -> Histogram:
+        running = 0
+        buckets = []
+        for bound, count in zip(HISTOGRAM_BUCKETS, self.counts, strict=False):
+            running += count
+            buckets.append((bound, running))
+        return Histogram(tuple(buckets), running + self.counts[-1], self.total)
+
+
+@dataclass(slots=True)
+class Counters:
+    """The master's running totals; mutated on the event loop thread only."""
+
+    submitted: int = 0
+    completed: int = 0
+    failed: int = 0
+    invalid: int = 0
+    timed_out: int = 0
+    died: int = 0
+    cancelled: int = 0
+    recycled: int = 0
+    rejected: int = 0
+    queue_wait: _Series = field(default_factory=_Series)
+    run_time: _Series = field(default_factory=_Series)

@@ -1,0 +1,208 @@
+"""``Worker``: the registry a worker module fills (handlers, start and stop hooks), and the
+loader that finds it from a ``"pkg.mod:attr"`` reference.
+
+A worker module is imported in each child, never in the master. Handler parameters are
+validated from their annotations by a pydantic model built once per handler, so that a
+``ValidationError`` raised *inside* a handler is the handler's failure, not bad input.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final, TypeVar, overload
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+__all__ = ["HandlerInfo", "Worker", "load_worker"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+Hook = Callable[[], object]
+
+DEFAULT_ATTRIBUTE: Final = "worker"
+
+
+@dataclass(frozen=True, slots=True)
+class HandlerInfo:
+    """What the master knows of a handler without importing its module: the action type, the
+    handler's import path (``module.function``, how rq jobs name it) and its parameters in
+    order (how an rq job's positional arguments bind)."""
+
+    type: str
+    import_path: str
+    params: tuple[str, ...]
+
+
+class Handler:
+    """One registered handler with its lazily built parameter validator."""
+
+    __slots__ = ("_model", "_names", "func", "info", "is_async", "takes_extra")
+
+    def __init__(self, action_type: str, func: Callable[..., Any]) -> None:
+        self.func = func
+        self.is_async = inspect.iscoroutinefunction(func)
+        sig = inspect.signature(func)
+        names: list[str] = []
+        self.takes_extra = False
+        for param in sig.parameters.values():
+            if param.kind is inspect.Parameter.VAR_KEYWORD:
+                self.takes_extra = True
+            elif param.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.POSITIONAL_ONLY):
+                raise TypeError(
+                    f"handler {func.__qualname__!r} for {action_type!r}: action fields arrive "
+                    f"as keyword arguments, so parameter {param.name!r} cannot be "
+                    f"{param.kind.description}"
+                )
+            else:
+                names.append(param.name)
+        self._names = tuple(names)
+        self._model: type[BaseModel] | None = None
+        self.info = HandlerInfo(
+            action_type, f"{func.__module__}.{func.__qualname__}", self._names
+        )
+
+    def _build_model(self) -> type[BaseModel]:
+        from pydantic import ConfigDict, Field, create_model
+
+        sig = inspect.signature(self.func)
+        hints = _resolve_hints(self.func)
+        fields: dict[str, Any] = {}
+        for name in self._names:
+            param = sig.parameters[name]
+            annotation = hints.get(name, Any)
+            default = ... if param.default is inspect.Parameter.empty else param.default
+            # Internal field names avoid clashes with BaseModel attributes ("json", "copy",
+            # "model_*"); the alias is the action's field name.
+            fields[f"p_{name}"] = (annotation, Field(default, alias=name))
+        config = ConfigDict(
+            extra="allow" if self.takes_extra else "forbid",
+            arbitrary_types_allowed=True,
+        )
+        return create_model(f"Params_{self.func.__name__}", __config__=config, **fields)
+
+    def bind(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Validate an action's fields into the handler's keyword arguments.
+
+        Raises:
+            pydantic.ValidationError: the fields do not fit the handler's signature.
+        """
+        model = self._model
+        if model is None:
+            model = self._model = self._build_model()
+        validated = model.model_validate(params)
+        kwargs = {name: getattr(validated, f"p_{name}") for name in self._names}
+        if self.takes_extra and validated.model_extra:
+            kwargs.update(validated.model_extra)
+        return kwargs
+
+
+def _resolve_hints(func: Callable[..., Any]) -> dict[str, Any]:
+    import typing
+
+    try:
+        return typing.get_type_hints(func, include_extras=True)
+    except Exception:  # unresolvable forward references: validate those params as Any
+        return {}
+
+
+class Worker:
+    """The registry a worker module creates: its handlers and its start and stop hooks.
+
+    Example:
+        ```python
+        worker = qoper8.Worker()
+
+        @worker.on_start
+        def connect() -> None: ...
+
+        @worker.handler("user.get")
+        def get_user(id: int) -> dict[str, object]: ...
+        ```
+    """
+
+    def __init__(self) -> None:
+        self._handlers: dict[str, Handler] = {}
+        self._on_start: list[Hook] = []
+        self._on_stop: list[Hook] = []
+
+    @overload
+    def handler(self, action_type: F, /) -> F: ...
+    @overload
+    def handler(self, action_type: str | None = None, /) -> Callable[[F], F]: ...
+
+    def handler(self, action_type: str | F | None = None, /) -> Callable[[F], F] | F:
+        """Register a function as the handler of one action type.
+
+        Args:
+            action_type: the ``type`` field it answers; the function's name when omitted.
+
+        Raises:
+            ValueError: the type already has a handler.
+            TypeError: the signature takes positional-only or ``*args`` parameters.
+        """
+        if callable(action_type):
+            return self._register(action_type.__name__, action_type)
+
+        def register(func: F) -> F:
+            return self._register(action_type or func.__name__, func)
+
+        return register
+
+    def _register(self, action_type: str, func: F) -> F:
+        if not isinstance(action_type, str) or not action_type:
+            raise TypeError("an action type is a non-empty string")
+        if action_type in self._handlers:
+            raise ValueError(f"action type {action_type!r} already has a handler")
+        self._handlers[action_type] = Handler(action_type, func)
+        return func
+
+    def on_start(self, func: F) -> F:
+        """Run ``func()`` once in each child, before its first action (open connections here)."""
+        self._on_start.append(func)
+        return func
+
+    def on_stop(self, func: F) -> F:
+        """Run ``func()`` once in each child when it retires (close connections here)."""
+        self._on_stop.append(func)
+        return func
+
+    @property
+    def handlers(self) -> dict[str, HandlerInfo]:
+        """The registered action types and what the master needs to know of each."""
+        return {t: h.info for t, h in self._handlers.items()}
+
+    def get(self, action_type: str) -> Handler | None:
+        """The handler for ``action_type``, if one is registered."""
+        return self._handlers.get(action_type)
+
+    def run_start_hooks(self) -> None:
+        """Run the start hooks in registration order."""
+        for hook in self._on_start:
+            hook()
+
+    def run_stop_hooks(self) -> None:
+        """Run the stop hooks in reverse order (last opened, first closed)."""
+        for hook in reversed(self._on_stop):
+            hook()
+
+
+def load_worker(ref: str) -> Worker:
+    """Import ``"pkg.mod:attr"`` (``attr`` defaults to ``worker``) and return the ``Worker``.
+
+    Raises:
+        ImportError: the module cannot be imported.
+        TypeError: the attribute is missing or not a ``Worker``.
+    """
+    module_name, _, attr = ref.partition(":")
+    module = importlib.import_module(module_name)
+    attr = attr or DEFAULT_ATTRIBUTE
+    obj = getattr(module, attr, None)
+    if not isinstance(obj, Worker):
+        raise TypeError(
+            f"{module_name}.{attr} is {type(obj).__name__}, not a qoper8.Worker "
+            f"(a worker module defines `worker = qoper8.Worker()`)"
+        )
+    return obj

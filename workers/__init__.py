@@ -1,0 +1,1 @@
+"""Example worker modules: copy one to start your own."""
