@@ -24,7 +24,9 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
+    from ._client import Client
     from ._pool import Pool
+    from ._redis_pool import RedisPool
     from ._stats import ChildStatistics, PoolStatistics
     from ._worker import HandlerInfo, Worker
     from .config import PoolConfig
@@ -34,6 +36,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ChildDied",
     "ChildStatistics",
+    "Client",
     "ConfigError",
     "HandlerInfo",
     "InvalidAction",
@@ -46,6 +49,7 @@ __all__ = [
     "PoolStatistics",
     "Qoper8Error",
     "QueueFull",
+    "RedisPool",
     "StartFailed",
     "TransportError",
     "Worker",
@@ -54,6 +58,8 @@ __all__ = [
 
 _LAZY: dict[str, str] = {
     "Pool": "._pool",
+    "Client": "._client",
+    "RedisPool": "._redis_pool",
     "ChildStatistics": "._stats",
     "PoolStatistics": "._stats",
     "HandlerInfo": "._worker",
