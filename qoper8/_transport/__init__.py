@@ -1,0 +1,48 @@
+"""Transports: where jobs come from besides local callers (the daemon's HTTP API, Redis).
+
+A transport reads actions from the outside world, hands each one to a pool and carries the
+result or the typed error back. Transports never import the pool: they see it through the
+small ``PoolLike`` protocol below, so a test can drive one with any object of that shape.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from pydantic import BaseModel
+
+    from .._stats import PoolStatistics
+    from .._types import JSONValue
+
+__all__ = ["PoolLike"]
+
+
+class PoolLike(Protocol):
+    """What a transport needs from a pool (``qoper8.Pool`` has all of it)."""
+
+    @property
+    def is_open(self) -> bool: ...
+
+    @property
+    def size(self) -> int: ...
+
+    @property
+    def generation(self) -> int: ...
+
+    async def submit(
+        self,
+        action: Mapping[str, Any] | BaseModel,
+        *,
+        timeout: float | None = ...,
+        kill_on_cancel: bool = ...,
+        wait_for_room: bool = ...,
+    ) -> JSONValue: ...
+
+    def statistics(self) -> PoolStatistics: ...
+
+    def has_capacity(self) -> bool: ...
+
+    async def wait_capacity(self) -> None: ...
