@@ -149,7 +149,7 @@ class Child:
                 str(os.getpid()),
                 str(child_sock.fileno()),
             ]
-            self._proc = await loop.run_in_executor(
+            spawning = loop.run_in_executor(
                 spawner,
                 lambda: subprocess.Popen(
                     argv,
@@ -162,13 +162,24 @@ class Child:
                     start_new_session=True,
                 ),
             )
+            try:
+                self._proc = await asyncio.shield(spawning)
+            except asyncio.CancelledError:
+                # The fork/exec goes on in its thread regardless: adopt the process so that
+                # it is killed and reaped like any other, never leaked.
+                self._proc = await spawning
+                self._adopt(loop)
+                self.kill("start cancelled")
+                master_sock.close()
+                raise
         except BaseException:
             master_sock.close()
+            if self._proc is None:
+                self.abandon()
             raise
         finally:
             child_sock.close()
-        self.pid = self._proc.pid
-        self._watch_exit(loop)
+        self._adopt(loop)
         master_sock.setblocking(False)
         self._transport, _ = await loop.connect_accepted_socket(
             lambda: _ChannelProtocol(self, limit), master_sock
@@ -177,6 +188,23 @@ class Child:
         assert self._proc.stdout is not None
         self._output, _ = await loop.connect_read_pipe(lambda: _OutputProtocol(self), self._proc.stdout)
         self._send(Kind.CONFIG, 0, proto.dumps(config))
+
+    def _adopt(self, loop: asyncio.AbstractEventLoop) -> None:
+        assert self._proc is not None
+        self.pid = self._proc.pid
+        self._watch_exit(loop)
+
+    def abandon(self) -> None:
+        """The process was never started (spawn failed or was cancelled first): report the
+        child gone so that nobody waits for it."""
+        if self.state is ChildState.DEAD:
+            return
+        self.state = ChildState.DEAD
+        self._exited.set()
+        if self._ready is not None and not self._ready.done():
+            self._ready.set_exception(ChildStartError(self))
+            self._ready.exception()
+        self.events.child_exited(self)
 
     def _watch_exit(self, loop: asyncio.AbstractEventLoop) -> None:
         assert self.pid is not None
@@ -226,9 +254,14 @@ class Child:
             self._transport.abort()
         if self._output is not None:
             self._output.close()
+        elif self._proc is not None and self._proc.stdout is not None:
+            self._proc.stdout.close()
         self._exited.set()
         if self._ready is not None and not self._ready.done():
             self._ready.set_exception(ChildStartError(self))
+            # Nobody may be waiting any more (a sibling failed first); wait_ready() still
+            # raises it when awaited, but asyncio must not log it as never retrieved.
+            self._ready.exception()
         self.events.child_exited(self)
 
     async def wait_ready(self, timeout: float) -> None:

@@ -280,17 +280,26 @@ class Pool:
                 job.fail(PoolClosed(f"the pool closed before job {job.id} reached a child"))
         self._queue.clear()
         self._queued = 0
+        # Background spawns first: each cleans up after itself (kills what it started).
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
         for child in list(self._children.values()):
             job = child.job
             if job is not None and not job.ended:
-                job.fail(PoolClosed(f"the pool closed while job {job.id} ran; {child.describe()} was killed"))
+                job.fail(
+                    PoolClosed(
+                        f"the pool closed while job {job.id} ran; {child.describe()} was killed"
+                    )
+                )
             if child.state is ChildState.IDLE and grace > 0:
                 child.retire()
+            elif child.pid is None:
+                child.abandon()
             else:
                 child.kill("pool closed")
         self._idle.clear()
-        for task in list(self._tasks):
-            task.cancel()
         children = list(self._children.values())
         if children:
             with contextlib.suppress(TimeoutError):
@@ -301,8 +310,6 @@ class Pool:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(RETIRE_TIMEOUT):
                     await asyncio.gather(*(c.wait_exited() for c in children))
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def _finish_close(self) -> None:
         self._state = _State.CLOSED
@@ -756,17 +763,19 @@ class Pool:
         task.add_done_callback(self._tasks.discard)
 
     async def _respawn(self, child: Child, failures: int) -> None:
-        if failures:
-            await asyncio.sleep(min(RESPAWN_BACKOFF_MAX, RESPAWN_BACKOFF_BASE * 2 ** (failures - 1)))
         try:
+            if failures:
+                await asyncio.sleep(
+                    min(RESPAWN_BACKOFF_MAX, RESPAWN_BACKOFF_BASE * 2 ** (failures - 1))
+                )
             await self._spawn_and_wait(child)
         except (ChildStartError, TimeoutError):
             pass  # child_exited() counts it and reconciles
-        except OSError as exc:  # could not even spawn (fds, memory): count it like a failed start
+        except OSError as exc:  # could not even spawn (fds, memory): counts as a failed start
             logger.error("could not spawn a child: %s", exc)
-            self._children.pop(child.id, None)
-            self._start_failures += 1
-            self._reconcile()
+        finally:
+            if child.pid is None:
+                child.abandon()
 
     async def resize(self, children: int) -> None:
         """Change the number of children and wait until new ones are ready. Surplus

@@ -84,7 +84,15 @@ class PoolStatistics:
         """The snapshot as JSON-able data (what the daemon's status endpoint serves)."""
         from dataclasses import asdict
 
-        return asdict(self)
+        return _lists(asdict(self))  # type: ignore[no-any-return]
+
+
+def _lists(value: object) -> object:
+    if isinstance(value, dict):
+        return {k: _lists(v) for k, v in value.items()}
+    if isinstance(value, tuple | list):
+        return [_lists(v) for v in value]
+    return value
 
 
 @dataclass(slots=True)

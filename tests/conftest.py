@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from pathlib import Path
 from collections.abc import AsyncIterator, Callable
 
 import pytest
@@ -44,3 +45,26 @@ def pid_alive(pid: int) -> bool:
         except ProcessLookupError:
             return False
         return True
+
+
+@pytest.fixture
+def fifo(tmp_path: Path) -> str:
+    """A FIFO one ``block`` handler waits on; ``release(fifo)`` lets it finish. (One FIFO per
+    blocked job: closing the writer releases every reader.)"""
+    return new_fifo(tmp_path, "gate")
+
+
+def new_fifo(directory: Path, name: str) -> str:
+    path = os.path.join(str(directory), name)
+    os.mkfifo(path)
+    return path
+
+
+def _write_line(path: str, line: str) -> None:
+    with open(path, "w") as f:
+        f.write(line + "\n")
+
+
+async def release(path: str, line: str = "go") -> None:
+    """Let one ``block`` handler waiting on ``path`` return ``line``."""
+    await asyncio.to_thread(_write_line, path, line)

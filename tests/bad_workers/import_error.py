@@ -1,0 +1,6 @@
+"""A worker module that cannot be imported."""
+
+import qoper8
+import this_module_does_not_exist  # type: ignore[import-not-found]  # noqa: F401
+
+worker = qoper8.Worker()
