@@ -1,0 +1,161 @@
+"""``RedisPool``: submit actions to pools on other hosts through an rq queue, with the same
+``submit`` as the local ``Pool``.
+
+It validates and encodes the action here, and leaves Redis (keys, scripts, reconnecting) to
+``_transport._redis``, which it imports only when opened, so that ``import qoper8`` never
+needs redis installed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Final, final
+
+from pydantic import BaseModel
+
+from .errors import ConfigError, InvalidAction, PoolClosed
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from ._transport._redis import RedisClient
+    from ._types import JSONValue
+
+__all__ = ["RedisPool"]
+
+_UNSET: Final[Any] = object()
+
+
+@final
+class RedisPool:
+    """Submit actions to the qoper8 hosts serving an rq queue, as if they were a local pool.
+
+    Jobs are rq jobs (JSON serializer), so ``rq info`` and ``Job.fetch`` see them. Delivery
+    is at least once: a job whose host dies mid-run runs again on another host.
+
+    Example:
+        ```python
+        async with qoper8.RedisPool("redis://redis:6379/0", queue="users") as pool:
+            user = await pool.submit({"type": "user.get", "id": 1}, timeout=5.0)
+        ```
+
+    Args:
+        url: ``redis://``, ``rediss://`` or ``unix://`` URL, password included if any.
+        queue: the rq queue the hosts serve (``qoper8 serve --redis URL --queue NAME``).
+        timeout: default deadline of each job in seconds; ``None`` waits as long as it takes.
+        result_ttl: seconds rq keeps a finished job's result (rq's default: 500).
+
+    Raises:
+        ConfigError: the redis extra is not installed, or a setting is invalid.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        queue: str = "default",
+        timeout: float | None = None,
+        result_ttl: int | None = None,
+    ) -> None:
+        if not isinstance(url, str) or "://" not in url:
+            raise ConfigError(f"{url!r} is not a Redis URL like redis://host:6379/0")
+        if not queue or any(c.isspace() for c in queue):
+            raise ConfigError(f"{queue!r} is not a queue name")
+        if timeout is not None and timeout <= 0:
+            raise ConfigError(f"timeout must be positive or None, not {timeout!r}")
+        self.url = url
+        self.queue = queue
+        self.timeout = timeout
+        self.result_ttl = result_ttl
+        self._client: RedisClient | None = None
+        self._closed = False
+
+    async def __aenter__(self) -> RedisPool:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def start(self) -> None:
+        """Connect lazily: Redis need not be up yet (submits retry until their deadline).
+
+        Raises:
+            ConfigError: the redis extra is not installed.
+        """
+        if self._client is not None or self._closed:
+            raise RuntimeError("a RedisPool can be started only once")
+        try:
+            from ._transport._redis import RedisClient
+        except ImportError as exc:
+            raise ConfigError(
+                f"Redis mode needs the redis extra: pip install 'qoper8[redis]' ({exc})"
+            ) from None
+        self._client = RedisClient(self.url, self.queue, result_ttl=self.result_ttl)
+        await self._client.open()
+
+    async def aclose(self) -> None:
+        """Stop waiting for outcomes; pending submits raise ``PoolClosed``. Jobs already in
+        Redis still run. Safe to call twice."""
+        self._closed = True
+        if self._client is not None:
+            await self._client.aclose()
+
+    @property
+    def is_open(self) -> bool:
+        """Whether the pool takes jobs."""
+        return self._client is not None and not self._closed
+
+    async def submit(
+        self,
+        action: Mapping[str, Any] | BaseModel,
+        *,
+        timeout: float | None = _UNSET,  # noqa: ASYNC109 (the same signature as Pool.submit)
+        kill_on_cancel: bool = False,
+        wait_for_room: bool = True,
+    ) -> JSONValue:
+        """Run one action on an idle child of any host serving the queue.
+
+        Args:
+            action: a mapping with a string ``type`` and JSON-able fields, or a pydantic
+                model with a ``type`` field.
+            timeout: seconds from now; the pool's ``timeout`` when omitted.
+            kill_on_cancel: accepted for compatibility with ``Pool.submit``; a cancelled
+                caller stops waiting, and the host still bounds the job by its deadline.
+            wait_for_room: accepted for compatibility; Redis queues are unbounded.
+
+        Returns:
+            The handler's result, as JSON data.
+
+        Raises:
+            InvalidAction: malformed, unencodable, or refused by the host (unknown type,
+                bad params). JobFailed, JobTimeout, ChildDied: as from ``Pool.submit``.
+            JobError: the job was abandoned by dying hosts more often than its retries.
+            TransportError: Redis could not be reached before the deadline.
+            PoolClosed: the RedisPool is closed.
+        """
+        del kill_on_cancel, wait_for_room
+        if not self.is_open:
+            raise PoolClosed("the RedisPool is closed" if self._closed else "not started")
+        assert self._client is not None
+        if isinstance(action, BaseModel):
+            data: Mapping[str, Any] = action.model_dump(mode="json")
+        elif isinstance(action, Mapping):
+            data = action
+        else:
+            raise InvalidAction(
+                f"an action is a mapping with a 'type' field or a pydantic model, "
+                f"not {type(action).__name__}"
+            )
+        if not isinstance(data.get("type"), str):
+            raise InvalidAction("an action needs a string 'type' field")
+        if timeout is _UNSET:
+            timeout = self.timeout
+        if timeout is not None and timeout <= 0:
+            raise InvalidAction(f"timeout must be positive or None, not {timeout!r}")
+        return await self._client.submit(data, timeout)

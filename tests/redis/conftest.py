@@ -1,0 +1,226 @@
+"""Fixtures for the Redis tests: the machine's Redis (``redis_url``), private redis-servers
+that tests may kill and restart (``redis_server``), and qoper8 hosts in their own process
+groups (``spawn_host``).
+
+Without a Redis on 127.0.0.1:6379 the real-server tests are skipped locally and fail when
+``CI=true``. Each test uses its own queue name in a database of its own, so runs can share
+the server with other users of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+import redis
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+
+REDIS_HOST = "127.0.0.1"
+REDIS_PORT = 6379
+# A database of our own on the shared server: tests never see other users' keys.
+REDIS_DB = 9
+ROOT = Path(__file__).resolve().parents[2]
+HANDLERS = "tests.redis.redis_handlers:worker"
+
+
+def _reachable(url: str) -> str | None:
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=2)
+        client.ping()
+        client.close()
+    except (redis.RedisError, OSError) as exc:
+        return str(exc)
+    return None
+
+
+def _missing(reason: str) -> None:
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"CI=true and {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def redis_base_url() -> str:
+    url = f"redis://{REDIS_HOST}:{REDIS_PORT}/{REDIS_DB}"
+    err = _reachable(url)
+    if err is not None:
+        _missing(f"no Redis server at {REDIS_HOST}:{REDIS_PORT} ({err}); start one to run these")
+    return url
+
+
+@pytest.fixture
+def redis_url(redis_base_url: str) -> str:
+    """The machine's real Redis (127.0.0.1:6379, our own database)."""
+    return redis_base_url
+
+
+@pytest.fixture
+def queue_name(redis_base_url: str) -> Iterator[str]:
+    """A fresh rq queue name; its keys are deleted afterwards."""
+    name = f"t{uuid.uuid4().hex[:10]}"
+    yield name
+    with contextlib.suppress(redis.RedisError, OSError):
+        client = redis.Redis.from_url(redis_base_url)
+        keys = list(client.scan_iter(f"*{name}*"))
+        if keys:
+            client.delete(*keys)
+        client.close()
+
+
+@pytest.fixture
+def sync_redis(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((REDIS_HOST, 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass
+class RedisServer:
+    """A private redis-server in its own process group, on a free port, no persistence."""
+
+    port: int
+    extra: list[str] = field(default_factory=list)
+    password: str | None = None
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}{REDIS_HOST}:{self.port}/0"
+
+    def start(self) -> None:
+        exe = shutil.which("redis-server")
+        if exe is None:
+            _missing("redis-server is not installed")
+            return
+        args = [exe, "--port", str(self.port), "--bind", REDIS_HOST, "--save", ""]
+        args += ["--appendonly", "no", *self.extra]
+        if self.password:
+            args += ["--requirepass", self.password]
+        self.proc = subprocess.Popen(
+            args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
+        deadline = time.monotonic() + 10
+        while _reachable(self.url) is not None:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"redis-server on port {self.port} did not start")
+            time.sleep(0.01)  # bounded polling for the port: nothing can notify us
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+        self.proc = None
+
+
+@pytest.fixture
+def redis_server() -> Iterator[Callable[..., RedisServer]]:
+    """Factory: ``redis_server(password=None, extra=[])`` starts a private server."""
+    servers: list[RedisServer] = []
+
+    def start(*, password: str | None = None, extra: list[str] | None = None) -> RedisServer:
+        server = RedisServer(free_port(), extra or [], password)
+        servers.append(server)
+        server.start()
+        return server
+
+    yield start
+    for server in servers:
+        server.kill()
+
+
+@dataclass
+class Host:
+    """A qoper8 host (``python -m tests.redis.host``) in its own process group."""
+
+    proc: asyncio.subprocess.Process
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def kill(self) -> None:
+        """SIGKILL the whole host: master and children, like a power cut."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+
+    def terminate(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.proc.pid, signal.SIGTERM)
+
+
+@pytest.fixture
+async def spawn_host() -> AsyncIterator[Callable[..., Awaitable[Host]]]:
+    """Factory: ``await spawn_host(url, queue, children=2, lease=30.0)`` returns once the
+    host printed READY. Teardown sends TERM, then KILL, to each host's process group."""
+    hosts: list[Host] = []
+
+    async def spawn(url: str, queue: str, *, children: int = 2, lease: float = 30.0) -> Host:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "tests.redis.host",
+            url,
+            queue,
+            str(children),
+            str(lease),
+            cwd=ROOT,
+            stdout=asyncio.subprocess.PIPE,
+            start_new_session=True,
+        )
+        host = Host(proc)
+        hosts.append(host)
+        assert proc.stdout is not None
+        async with asyncio.timeout(30):
+            line = await proc.stdout.readline()
+        if not line.startswith(b"READY"):
+            raise RuntimeError(f"host did not start: {line!r}")
+        return host
+
+    yield spawn
+    for host in hosts:
+        host.terminate()
+    for host in hosts:
+        try:
+            async with asyncio.timeout(10):
+                await host.proc.wait()
+        except TimeoutError:
+            host.kill()
+            await host.proc.wait()
+        host.kill()  # anything left in the group (children of a killed master)
+
+
+async def wait_until(
+    predicate: Callable[[], bool],
+    *,
+    within: float = 10.0,
+    what: str = "condition",
+) -> None:
+    """Poll ``predicate`` for things nothing can notify us about."""
+    deadline = time.monotonic() + within
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {within}s waiting for {what}")
+        await asyncio.sleep(0.01)

@@ -1,0 +1,183 @@
+"""RedisPool and RedisConsumer against the real Redis: results, typed errors, rq's view."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from rq import Queue
+from rq.job import Job, JobStatus
+from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
+from rq.serializers import JSONSerializer
+
+import qoper8
+from qoper8._transport._redis import RedisConsumer
+
+from .conftest import HANDLERS, wait_until
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    import redis
+
+pytestmark = pytest.mark.redis
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    url: str, queue: str, *, children: int = 2, lease: float = 30.0, **kw: Any
+) -> AsyncIterator[tuple[qoper8.Pool, RedisConsumer]]:
+    """A pool and a consumer feeding it from ``queue``, stopped on exit."""
+    async with qoper8.Pool(HANDLERS, children=children) as pool:
+        consumer = RedisConsumer(pool, url=url, queue=queue, lease=lease, **kw)
+        task = asyncio.create_task(consumer.run())
+        try:
+            yield pool, consumer
+        finally:
+            await consumer.stop()
+            await task
+
+
+async def test_submit_returns_the_handler_result(redis_url: str, queue_name: str) -> None:
+    async with asyncio.timeout(20):
+        async with (
+            serving(redis_url, queue_name),
+            qoper8.RedisPool(redis_url, queue=queue_name) as rp,
+        ):
+            assert await rp.submit({"type": "add", "a": 2, "b": 3}, timeout=5) == 5
+            assert await rp.submit({"type": "echo", "value": {"x": [1, "y"]}}, timeout=5) == {
+                "x": [1, "y"]
+            }
+            assert await rp.submit({"type": "echo"}, timeout=5) is None
+            results = await asyncio.gather(
+                *(rp.submit({"type": "add", "a": i, "b": 1}, timeout=5) for i in range(50))
+            )
+            assert results == [i + 1 for i in range(50)]
+
+
+async def test_typed_errors_match_the_local_pool(redis_url: str, queue_name: str) -> None:
+    async with asyncio.timeout(30):
+        async with (
+            serving(redis_url, queue_name),
+            qoper8.RedisPool(redis_url, queue=queue_name) as rp,
+        ):
+            with pytest.raises(qoper8.JobFailed) as failed:
+                await rp.submit({"type": "fail", "message": "nope"}, timeout=5)
+            assert failed.value.remote_type == "ValueError"
+            assert failed.value.remote_message == "nope"
+            assert "raise ValueError" in failed.value.remote_traceback
+            with pytest.raises(qoper8.InvalidAction, match="not a handler registered"):
+                await rp.submit({"type": "nope"}, timeout=5)
+            with pytest.raises(qoper8.InvalidAction):
+                await rp.submit({"type": "add", "a": "x", "b": 1}, timeout=5)
+            with pytest.raises(qoper8.ChildDied) as died:
+                await rp.submit({"type": "kill_self"}, timeout=5)
+            assert died.value.signal == 9
+            with pytest.raises(qoper8.JobTimeout):
+                await rp.submit({"type": "hang"}, timeout=0.5)
+            with pytest.raises(qoper8.InvalidAction):
+                await rp.submit({"no": "type"}, timeout=5)
+            with pytest.raises(qoper8.InvalidAction):
+                await rp.submit({"type": "echo", "value": object()}, timeout=5)
+            # the pool is whole again after each fault
+            assert await rp.submit({"type": "add", "a": 1, "b": 1}, timeout=5) == 2
+
+
+async def test_rq_sees_true_states_and_results(
+    redis_url: str, queue_name: str, sync_redis: redis.Redis
+) -> None:
+    async with asyncio.timeout(20):
+        async with (
+            serving(redis_url, queue_name),
+            qoper8.RedisPool(redis_url, queue=queue_name) as rp,
+        ):
+            await rp.submit({"type": "add", "a": 40, "b": 2}, timeout=5)
+            with pytest.raises(qoper8.JobFailed) as failed:
+                await rp.submit({"type": "fail", "message": "bad"}, timeout=5)
+    finished = FinishedJobRegistry(queue_name, connection=sync_redis)
+    ids = finished.get_job_ids()
+    assert len(ids) == 1
+    job = Job.fetch(ids[0], connection=sync_redis, serializer=JSONSerializer)
+    assert job.get_status() == JobStatus.FINISHED
+    assert job.return_value() == 42
+    assert job.func_name == "add"
+    assert job.kwargs == {"a": 40, "b": 2}
+    assert job.origin == queue_name
+    failed_ids = FailedJobRegistry(queue_name, connection=sync_redis).get_job_ids()
+    assert failed_ids == [failed.value.job_id]
+    fjob = Job.fetch(failed_ids[0], connection=sync_redis, serializer=JSONSerializer)
+    assert fjob.get_status() == JobStatus.FAILED
+    latest = fjob.latest_result()
+    assert latest is not None
+    assert latest.exc_string is not None
+    assert "ValueError: bad" in latest.exc_string
+    assert StartedJobRegistry(queue_name, connection=sync_redis).get_job_ids() == []
+    q = Queue(queue_name, connection=sync_redis, serializer=JSONSerializer)
+    assert q.count == 0
+
+
+async def test_plain_rq_producer_feeds_the_pool(
+    redis_url: str, queue_name: str, sync_redis: redis.Redis
+) -> None:
+    q = Queue(queue_name, connection=sync_redis, serializer=JSONSerializer)
+    by_type = q.enqueue("add", a=1, b=2)
+    by_path = q.enqueue("tests.redis.redis_handlers.add", 5, b=6)
+    positional = q.enqueue("tests.redis.redis_handlers.add", 7, 8)
+    hostile = q.enqueue("os.system", "touch /tmp/qoper8-pwned")
+    failing = q.enqueue("fail", message="from rq")
+
+    def done() -> bool:
+        return all(
+            j.get_status() in (JobStatus.FINISHED, JobStatus.FAILED)
+            for j in (by_type, by_path, positional, hostile, failing)
+        )
+
+    async with asyncio.timeout(20), serving(redis_url, queue_name):
+        await wait_until(done, what="rq jobs to end")
+    assert by_type.return_value(refresh=True) == 3
+    assert by_path.return_value(refresh=True) == 11
+    assert positional.return_value(refresh=True) == 15
+    assert hostile.get_status() == JobStatus.FAILED
+    result = hostile.latest_result()
+    assert result is not None
+    assert result.exc_string is not None
+    assert "'os.system' is not a handler registered" in result.exc_string
+    assert failing.get_status() == JobStatus.FAILED
+
+
+async def test_two_consumers_share_one_queue(redis_url: str, queue_name: str) -> None:
+    async with asyncio.timeout(30):
+        async with (
+            serving(redis_url, queue_name, children=2) as (_pool_a, consumer_a),
+            serving(redis_url, queue_name, children=2) as (_pool_b, consumer_b),
+            qoper8.RedisPool(redis_url, queue=queue_name) as rp,
+        ):
+            pids = await asyncio.gather(
+                *(rp.submit({"type": "sleep_ms", "ms": 20}, timeout=10) for _ in range(40))
+            )
+            assert consumer_a.completed > 0
+            assert consumer_b.completed > 0
+            assert consumer_a.completed + consumer_b.completed == 40
+            assert len(set(pids)) == 4
+
+
+async def test_stop_hands_back_running_jobs(
+    redis_url: str, queue_name: str, sync_redis: redis.Redis, tmp_path: Any
+) -> None:
+    started = tmp_path / "started"
+    release = tmp_path / "release"
+    q = Queue(queue_name, connection=sync_redis, serializer=JSONSerializer)
+    job = q.enqueue("block", started=str(started), release=str(release))
+    async with asyncio.timeout(30):
+        async with serving(redis_url, queue_name, grace=0.2):
+            await wait_until(started.exists, what="the job to start")
+            assert job.get_status() == JobStatus.STARTED
+        # stopped: the job was handed back, not left started
+        assert job.get_status() == JobStatus.QUEUED
+        assert q.job_ids == [job.id]
+        assert StartedJobRegistry(queue_name, connection=sync_redis).get_job_ids() == []
+        release.touch()
+        async with serving(redis_url, queue_name):
+            await wait_until(lambda: job.get_status() == JobStatus.FINISHED, what="rerun")
