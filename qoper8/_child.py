@@ -18,14 +18,15 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from . import _protocol as proto
 from ._protocol import Kind
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+    from concurrent.futures import Executor
+
     from ._job import Job
 
 # A child whose channel closed but whose process lingers (it closed the socket itself?) is
@@ -45,7 +46,9 @@ class ChildEvents(Protocol):
     """What a child reports to its pool. Called on the event loop thread."""
 
     def child_ready(self, child: Child) -> None: ...
-    def child_frame(self, child: Child, kind: int, job_id: int, extra: int, payload: bytes) -> None: ...
+    def child_frame(
+        self, child: Child, kind: int, job_id: int, extra: int, payload: bytes
+    ) -> None: ...
     def child_exited(self, child: Child) -> None: ...
     def child_output(self, child: Child, line: str) -> None: ...
 
@@ -186,7 +189,9 @@ class Child:
         )
         self._channel_open = True
         assert self._proc.stdout is not None
-        self._output, _ = await loop.connect_read_pipe(lambda: _OutputProtocol(self), self._proc.stdout)
+        self._output, _ = await loop.connect_read_pipe(
+            lambda: _OutputProtocol(self), self._proc.stdout
+        )
         self._send(Kind.CONFIG, 0, proto.dumps(config))
 
     def _adopt(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -226,7 +231,8 @@ class Child:
         threading.Thread(target=wait, name=f"qoper8-reap-{pid}", daemon=True).start()
 
     def _reap(self) -> None:
-        assert self.pid is not None and self._loop is not None
+        assert self.pid is not None
+        assert self._loop is not None
         try:
             pid, status = os.waitpid(self.pid, os.WNOHANG)
         except ChildProcessError:

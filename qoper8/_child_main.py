@@ -85,6 +85,10 @@ class Channel:
             raise proto.ProtocolError("channel closed inside a frame payload")
         return kind, job_id, payload
 
+    def close(self) -> None:
+        self._reader.close()
+        self._sock.close()
+
     def send(self, kind: Kind, job_id: int, payload: bytes, extra: int = 0) -> None:
         if len(payload) < 65536:
             self._sock.sendall(proto.frame(kind, job_id, payload, extra))
@@ -171,15 +175,25 @@ class ChildLoop:
         try:
             body = proto.dumps(result)
         except TypeError as exc:
-            err = TypeError(f"the result of handler {action_type!r} is not JSON: {exc}")
-            send(Kind.ERROR, job_id, _error_payload(proto.ErrorCategory.FAILED, err), self._extra())
+            unencodable = TypeError(f"the result of handler {action_type!r} is not JSON: {exc}")
+            send(
+                Kind.ERROR,
+                job_id,
+                _error_payload(proto.ErrorCategory.FAILED, unencodable),
+                self._extra(),
+            )
             return
         if len(body) > self.channel.limit:
-            err = ValueError(
+            too_big = ValueError(
                 f"the result of handler {action_type!r} is {len(body)} bytes, over the "
                 f"pool's max_message_bytes of {self.channel.limit}"
             )
-            send(Kind.ERROR, job_id, _error_payload(proto.ErrorCategory.FAILED, err), self._extra())
+            send(
+                Kind.ERROR,
+                job_id,
+                _error_payload(proto.ErrorCategory.FAILED, too_big),
+                self._extra(),
+            )
             return
         send(Kind.RESULT, job_id, body, self._extra())
 
@@ -241,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         channel.limit = int(config["max_message_bytes"])
         sys.path[:] = config["sys_path"]
     except (proto.ProtocolError, ValueError, KeyError, TypeError) as exc:
-        print(f"qoper8 child: bad start-up message: {exc}", file=sys.stderr)
+        sys.stderr.write(f"qoper8 child: bad start-up message: {exc}\n")
         return EXIT_PROTOCOL_ERROR
     try:
         worker = load_worker(config["worker"])
@@ -262,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return ChildLoop(channel, worker, bool(config.get("report_memory"))).run()
     except (proto.ProtocolError, proto.JSONDecodeError) as exc:
-        print(f"qoper8 child: protocol error, exiting: {exc}", file=sys.stderr)
+        sys.stderr.write(f"qoper8 child: protocol error, exiting: {exc}\n")
         return EXIT_PROTOCOL_ERROR
     except (BrokenPipeError, ConnectionResetError):
         return EXIT_OK  # the master is gone

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from ._pool import Pool
 
 T = TypeVar("T")
@@ -26,7 +27,9 @@ class PoolExecutor(concurrent.futures.Executor):
         self._loop = loop
         self._shutdown = False
 
-    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[T]:
+    def submit(
+        self, fn: Callable[..., T], /, *args: Any, **kwargs: Any
+    ) -> concurrent.futures.Future[T]:
         if self._shutdown:
             raise RuntimeError("cannot schedule new futures after shutdown")
         return asyncio.run_coroutine_threadsafe(self._pool.run(fn, *args, **kwargs), self._loop)

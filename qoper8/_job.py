@@ -7,11 +7,12 @@ every later event sees ``ended`` and leaves it alone.
 
 from __future__ import annotations
 
-import asyncio
 import enum
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import asyncio
+
     from ._child import Child
 
 

@@ -128,16 +128,15 @@ class Pool:
         **settings: Any,
     ) -> None:
         if config is None:
+            explicit = {
+                "children": children,
+                "timeout": timeout,
+                "max_queue": max_queue,
+                "max_jobs_per_child": max_jobs_per_child,
+                "max_memory_per_child": max_memory_per_child,
+            }
             values: dict[str, Any] = {"worker": worker, **settings}
-            for name, value in (
-                ("children", children),
-                ("timeout", timeout),
-                ("max_queue", max_queue),
-                ("max_jobs_per_child", max_jobs_per_child),
-                ("max_memory_per_child", max_memory_per_child),
-            ):
-                if value is not None:
-                    values[name] = value
+            values.update({k: v for k, v in explicit.items() if v is not None})
             config = make_pool_config(**values)
         self.config = config
         self._on_output = on_output or _default_output
@@ -286,11 +285,11 @@ class Pool:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         for child in list(self._children.values()):
-            job = child.job
-            if job is not None and not job.ended:
-                job.fail(
+            running = child.job
+            if running is not None and not running.ended:
+                running.fail(
                     PoolClosed(
-                        f"the pool closed while job {job.id} ran; {child.describe()} was killed"
+                        f"the pool closed while job {running.id} ran; {child.describe()} was killed"
                     )
                 )
             if child.state is ChildState.IDLE and grace > 0:
@@ -425,7 +424,9 @@ class Pool:
         wait_for_room: bool,
     ) -> Any:
         if self._state is not _State.OPEN:
-            raise PoolClosed("the pool is closed" if self._state != _State.NEW else "the pool is not started")
+            raise PoolClosed(
+                "the pool is closed" if self._state != _State.NEW else "the pool is not started"
+            )
         if self._broken is not None:
             raise self._broken
         if timeout is _UNSET:
@@ -434,7 +435,11 @@ class Pool:
         assert loop is not None
         now = time.monotonic()
         max_queue = self.config.max_queue
-        if max_queue is not None and self._queued >= max_queue and not (self._idle and not self._queued):
+        if (
+            max_queue is not None
+            and self._queued >= max_queue
+            and not (self._idle and not self._queued)
+        ):
             if not wait_for_room:
                 self._counters.rejected += 1
                 raise QueueFull(f"the queue holds {self._queued} jobs (max_queue={max_queue})")
@@ -460,7 +465,8 @@ class Pool:
 
     async def _wait_for_room(self, timeout: float | None) -> None:
         loop = self._loop
-        assert loop is not None and self.config.max_queue is not None
+        assert loop is not None
+        assert self.config.max_queue is not None
         try:
             async with asyncio.timeout(timeout):
                 while self._queued >= self.config.max_queue and self._state is _State.OPEN:
@@ -620,12 +626,12 @@ class Pool:
             return
         queue = self._queue
         while queue:
-            job = queue.popleft()
-            if job.state is JobState.QUEUED:
+            queued = queue.popleft()
+            if queued.state is JobState.QUEUED:
                 self._queued -= 1
                 if self._room_waiters:
                     self._notify_room()
-                self._start_job(child, job)
+                self._start_job(child, queued)
                 return
         self._idle.append(child)
         if self._waiters:
@@ -680,7 +686,9 @@ class Pool:
                         )
                     )
         elif not child.retiring and child.kill_reason is None:
-            logger.warning("%s %s while idle", child.describe(), describe_exit(child.exitcode, child.signal))
+            logger.warning(
+                "%s %s while idle", child.describe(), describe_exit(child.exitcode, child.signal)
+            )
         if not child.was_ready and self._state is _State.OPEN and not child.managed_start:
             self._start_failures += 1
             logger.error(

@@ -14,8 +14,24 @@ from typing import Final
 # Upper bounds (seconds) of the cumulative histogram buckets, Prometheus style. Changing them
 # changes the daemon's /metrics series; keep them sorted.
 HISTOGRAM_BUCKETS: Final[tuple[float, ...]] = (
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
-    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
 )
 # Percentiles come from the most recent samples only: enough for a stable p99, bounded memory.
 SAMPLE_WINDOW: Final = 4096
@@ -84,7 +100,9 @@ class PoolStatistics:
         """The snapshot as JSON-able data (what the daemon's status endpoint serves)."""
         from dataclasses import asdict
 
-        return _lists(asdict(self))  # type: ignore[no-any-return]
+        data = _lists(asdict(self))
+        assert isinstance(data, dict)
+        return data
 
 
 def _lists(value: object) -> object:

@@ -50,7 +50,10 @@ class Handler:
         for param in sig.parameters.values():
             if param.kind is inspect.Parameter.VAR_KEYWORD:
                 self.takes_extra = True
-            elif param.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.POSITIONAL_ONLY):
+            elif param.kind in (
+                inspect.Parameter.VAR_POSITIONAL,
+                inspect.Parameter.POSITIONAL_ONLY,
+            ):
                 raise TypeError(
                     f"handler {func.__qualname__!r} for {action_type!r}: action fields arrive "
                     f"as keyword arguments, so parameter {param.name!r} cannot be "
@@ -60,9 +63,7 @@ class Handler:
                 names.append(param.name)
         self._names = tuple(names)
         self._model: type[BaseModel] | None = None
-        self.info = HandlerInfo(
-            action_type, f"{func.__module__}.{func.__qualname__}", self._names
-        )
+        self.info = HandlerInfo(action_type, f"{func.__module__}.{func.__qualname__}", self._names)
 
     def _build_model(self) -> type[BaseModel]:
         from pydantic import ConfigDict, Field, create_model

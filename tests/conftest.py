@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from pathlib import Path
-from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING
 
 import pytest
 
 import qoper8
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable
+    from pathlib import Path
 
 HANDLERS = "tests.handlers:worker"
 

@@ -4,12 +4,15 @@ runs on (or its child is killed when asked), a full queue pushes back, a closed 
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 import qoper8
 from tests.conftest import HANDLERS, new_fifo, release, wait_until
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 async def test_cancelled_queued_job_never_runs(pool: qoper8.Pool, tmp_path: Path) -> None:

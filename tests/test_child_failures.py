@@ -104,7 +104,9 @@ async def test_pool_default_timeout_applies() -> None:
         assert await pool.submit({"type": "echo", "value": 1}, timeout=None) == 1
 
 
-async def test_queued_job_times_out_without_killing_anyone(pool: qoper8.Pool, tmp_path: object) -> None:
+async def test_queued_job_times_out_without_killing_anyone(
+    pool: qoper8.Pool, tmp_path: object
+) -> None:
     from pathlib import Path
 
     from tests.conftest import new_fifo, release

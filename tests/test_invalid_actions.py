@@ -39,7 +39,9 @@ import qoper8
         "huge-int",
     ],
 )
-async def test_refused_at_submit_before_any_child_sees_it(pool: qoper8.Pool, action: object) -> None:
+async def test_refused_at_submit_before_any_child_sees_it(
+    pool: qoper8.Pool, action: object
+) -> None:
     with pytest.raises(qoper8.InvalidAction):
         await pool.submit(action)  # type: ignore[arg-type]
     stats = pool.statistics()

@@ -12,6 +12,7 @@ import textwrap
 
 from tests.conftest import pid_alive, wait_until
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MASTER = textwrap.dedent(
     """
     import asyncio, sys
@@ -36,14 +37,15 @@ async def test_children_die_when_the_master_is_killed() -> None:
         "-c",
         MASTER,
         stdout=subprocess.PIPE,
-        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        cwd=ROOT,
         start_new_session=True,
     )
     try:
         assert master.stdout is not None
         line = await asyncio.wait_for(master.stdout.readline(), 20)
         pids = [int(p) for p in line.split()]
-        assert len(pids) == 2 and all(pid_alive(p) for p in pids)
+        assert len(pids) == 2
+        assert all(pid_alive(p) for p in pids)
         master.send_signal(signal.SIGKILL)
         await master.wait()
         await wait_until(

@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
-import pytest
+from typing import TYPE_CHECKING
 
 import qoper8
 from tests.conftest import HANDLERS, wait_until
 
+if TYPE_CHECKING:
+    import pytest
+
 
 async def test_prints_reach_the_callback_with_the_child_id() -> None:
     lines: list[tuple[int, int, str]] = []
-    async with qoper8.Pool(HANDLERS, children=1, on_output=lambda c, p, line: lines.append((c, p, line))) as pool:
+    async with qoper8.Pool(
+        HANDLERS, children=1, on_output=lambda c, p, line: lines.append((c, p, line))
+    ) as pool:
         assert await pool.submit({"type": "print_noise", "lines": 3}) == 3
         await wait_until(lambda: len(lines) >= 6, what="six lines")
         pid = pool.statistics().children[0].pid
     texts = sorted(line for _, _, line in lines)
-    assert texts == sorted([f"noise line {i}" for i in range(3)] + [f"error line {i}" for i in range(3)])
+    assert texts == sorted(
+        [f"noise line {i}" for i in range(3)] + [f"error line {i}" for i in range(3)]
+    )
     assert {(c, p) for c, p, _ in lines} == {(1, pid)}
 
 

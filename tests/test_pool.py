@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from pydantic import BaseModel
@@ -12,6 +12,9 @@ from pydantic import BaseModel
 import qoper8
 from tests import handlers
 from tests.conftest import HANDLERS, new_fifo, release
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 async def test_submit_returns_the_handler_result(pool: qoper8.Pool) -> None:
@@ -66,7 +69,7 @@ async def test_a_child_never_holds_a_second_job(pool: qoper8.Pool, tmp_path: Pat
     assert await asyncio.gather(*queued) == [0, 1, 2, 3, 4]
     assert pool.statistics().running == 1
     await release(gates[1], "second")
-    assert sorted(await asyncio.gather(*blocked)) == ["first", "second"]
+    assert sorted(str(r) for r in await asyncio.gather(*blocked)) == ["first", "second"]
 
 
 async def test_a_slow_job_does_not_delay_queued_ones_while_another_child_is_idle(
@@ -132,7 +135,8 @@ async def test_statistics_count_outcomes_and_measure_times(pool: qoper8.Pool) ->
     assert stats.invalid == 1
     assert stats.queue_length == 0
     assert stats.run_time.count == 12
-    assert stats.run_time.p50 is not None and stats.run_time.p50 > 0
+    assert stats.run_time.p50 is not None
+    assert stats.run_time.p50 > 0
     assert stats.queue_wait_histogram.count == 12
     assert sum(c.jobs_done for c in stats.children) == 12
     assert all(c.memory_rss and c.memory_rss > 1_000_000 for c in stats.children)
@@ -143,7 +147,8 @@ async def test_statistics_show_the_age_of_a_running_job(pool: qoper8.Pool, fifo:
     task = asyncio.create_task(pool.submit({"type": "block", "fifo": fifo}))
     await _wait_stats(pool, lambda s: s.running == 1)
     busy = [c for c in pool.statistics().children if c.state == "busy"]
-    assert len(busy) == 1 and busy[0].current_job_age is not None
+    assert len(busy) == 1
+    assert busy[0].current_job_age is not None
     await release(fifo)
     await task
 

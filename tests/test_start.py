@@ -34,7 +34,11 @@ def _child_pids() -> set[int]:
 @pytest.mark.parametrize(
     ("ref", "remote_type", "text"),
     [
-        ("tests.bad_workers.import_error:worker", "ModuleNotFoundError", "this_module_does_not_exist"),
+        (
+            "tests.bad_workers.import_error:worker",
+            "ModuleNotFoundError",
+            "this_module_does_not_exist",
+        ),
         ("tests.bad_workers.start_fails:worker", "ConnectionError", "database is down"),
         ("tests.bad_workers.not_a_worker:worker", "TypeError", "not a qoper8.Worker"),
         ("tests.no_such_module:worker", "ModuleNotFoundError", "tests.no_such_module"),
@@ -53,7 +57,8 @@ async def test_broken_worker_module_fails_fast_with_the_childs_error(
     err = info.value
     assert err.remote_type == remote_type
     assert text in str(err)
-    assert err.remote_traceback and text in err.remote_traceback
+    assert err.remote_traceback
+    assert text in err.remote_traceback
     await wait_until(lambda: _child_pids() <= before, what="no child left behind")
 
 
@@ -80,7 +85,10 @@ async def test_child_that_keeps_dying_at_start_is_not_respawned_forever(
     """The worker module breaks after the pool started (say its database went away): the
     replacements fail, back off, and the pool stops trying and says so."""
     async with qoper8.Pool(HANDLERS, children=1, max_start_failures=3) as pool:
-        pool._child_config = {**pool._child_config, "worker": "tests.bad_workers.start_fails:worker"}
+        pool._child_config = {
+            **pool._child_config,
+            "worker": "tests.bad_workers.start_fails:worker",
+        }
         victim = pool.statistics().children[0].pid
         assert victim is not None
         os.kill(victim, signal.SIGKILL)

@@ -1,6 +1,7 @@
 """A worker module that cannot be imported."""
 
-import qoper8
 import this_module_does_not_exist  # type: ignore[import-not-found]  # noqa: F401
+
+import qoper8
 
 worker = qoper8.Worker()

@@ -1,0 +1,162 @@
+"""The blocking face: the same names as the async API, for programs without an event loop.
+
+``qoper8.sync.Pool`` runs an ordinary ``qoper8.Pool`` on a private event loop in a background
+thread (like anyio's blocking portal) and waits on it. It adds no logic of its own, so any
+difference in behaviour from the async pool is a bug here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from ._pool import _UNSET
+from ._pool import Pool as AsyncPool
+
+if TYPE_CHECKING:
+    import concurrent.futures
+    from collections.abc import Callable, Coroutine, Mapping
+    from types import TracebackType
+
+    from pydantic import BaseModel
+
+    from ._stats import PoolStatistics
+    from ._types import JSONValue
+    from ._worker import HandlerInfo
+
+__all__ = ["Pool"]
+
+T = TypeVar("T")
+
+
+class Pool:
+    """A blocking ``qoper8.Pool``. Same arguments, same errors.
+
+    Example:
+        ```python
+        with qoper8.sync.Pool("workers.users:worker", children=4) as pool:
+            user = pool.submit({"type": "user.get", "id": 1}, timeout=5.0)
+        ```
+    """
+
+    def __init__(self, worker: str | None = None, **settings: Any) -> None:
+        self._pool = AsyncPool(worker, **settings)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> Pool:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def start(self) -> None:
+        """Start the loop thread and every child; returns when all are ready.
+
+        Raises:
+            StartFailed: as ``qoper8.Pool.start``.
+        """
+        loop = asyncio.new_event_loop()
+        ready = threading.Event()
+
+        def serve() -> None:
+            asyncio.set_event_loop(loop)
+            loop.call_soon(ready.set)
+            loop.run_forever()
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+        self._loop = loop
+        self._thread = threading.Thread(target=serve, name="qoper8-sync-loop", daemon=True)
+        self._thread.start()
+        ready.wait()
+        try:
+            self._call(self._pool.start())
+        except BaseException:
+            self._stop_loop()
+            raise
+
+    def close(self, *, grace: float | None = None) -> None:
+        """As ``qoper8.Pool.aclose``; also stops the loop thread."""
+        if self._loop is None:
+            return
+        try:
+            self._call(self._pool.aclose(grace=grace))
+        finally:
+            self._stop_loop()
+
+    def _stop_loop(self) -> None:
+        loop, thread = self._loop, self._thread
+        self._loop = self._thread = None
+        if loop is not None and thread is not None:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join()
+
+    def _call(self, coro: Coroutine[Any, Any, T]) -> T:
+        if self._loop is None:
+            coro.close()
+            from .errors import PoolClosed
+
+            raise PoolClosed("the pool is not started")
+        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        try:
+            return future.result()
+        except BaseException:
+            # Ctrl-C while waiting: cancel the job like a cancelled task would.
+            future.cancel()
+            raise
+
+    def submit(
+        self,
+        action: Mapping[str, Any] | BaseModel,
+        *,
+        timeout: float | None = _UNSET,
+        kill_on_cancel: bool = False,
+        wait_for_room: bool = True,
+    ) -> JSONValue:
+        """As ``qoper8.Pool.submit``, blocking until the result."""
+        return self._call(
+            self._pool.submit(
+                action, timeout=timeout, kill_on_cancel=kill_on_cancel, wait_for_room=wait_for_room
+            )
+        )
+
+    def run(self, func: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        """As ``qoper8.Pool.run``, blocking until the result."""
+        return self._call(self._pool.run(func, *args, **kwargs))
+
+    def executor(self) -> concurrent.futures.Executor:
+        """As ``qoper8.Pool.executor``: a thread-safe ``Executor`` on this pool."""
+        return self._pool.executor()
+
+    def resize(self, children: int) -> None:
+        """As ``qoper8.Pool.resize``."""
+        self._call(self._pool.resize(children))
+
+    def reload(self) -> None:
+        """As ``qoper8.Pool.reload``."""
+        self._call(self._pool.reload())
+
+    def wait_idle(self) -> None:
+        """As ``qoper8.Pool.wait_idle``."""
+        self._call(self._pool.wait_idle())
+
+    def statistics(self) -> PoolStatistics:
+        """As ``qoper8.Pool.statistics``."""
+        return self._call(_snapshot(self._pool))
+
+    @property
+    def handlers(self) -> dict[str, HandlerInfo]:
+        """As ``qoper8.Pool.handlers``."""
+        return self._pool.handlers
+
+
+async def _snapshot(pool: AsyncPool) -> PoolStatistics:
+    return pool.statistics()  # taken on the loop thread, where the counters live

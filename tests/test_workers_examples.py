@@ -1,0 +1,48 @@
+"""The example worker modules in workers/ do what their docstrings say."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+import pytest
+
+import qoper8
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+
+async def test_users_worker_keeps_one_connection_per_child_and_answers_queries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("QOPER8_USERS_DB", str(tmp_path / "users.db"))
+    async with qoper8.Pool("workers.users:worker", children=2) as pool:
+        assert await pool.submit({"type": "user.get", "id": 1}) == {"id": 1, "name": "ada"}
+        added = await pool.submit({"type": "user.add", "name": "linus"})
+        assert added == {"id": 5, "name": "linus"}
+        names = await asyncio.gather(
+            *(pool.submit({"type": "user.get", "id": i}) for i in range(1, 6))
+        )
+        assert [u["name"] for u in names] == ["ada", "grace", "edsger", "barbara", "linus"]  # type: ignore[index,call-overload]
+        assert await pool.submit({"type": "user.count"}) == 5
+        with pytest.raises(qoper8.JobFailed) as info:
+            await pool.submit({"type": "user.get", "id": 999})
+        assert info.value.remote_type == "LookupError"
+        listed = await pool.submit({"type": "user.list", "limit": 2})
+        assert listed == [{"id": 1, "name": "ada"}, {"id": 2, "name": "grace"}]
+
+
+async def test_cpu_worker_counts_primes() -> None:
+    async with qoper8.Pool("workers.cpu:worker", children=2) as pool:
+        counts = await asyncio.gather(
+            pool.submit({"type": "primes.count", "below": 100}),
+            pool.submit({"type": "primes.count", "below": 10**5}),
+            pool.submit({"type": "fib", "n": 20}),
+        )
+        assert list(counts) == [25, 9592, 6765]
+        digest = await pool.submit(
+            {"type": "password.hash", "password": "pw", "salt": "s", "iterations": 10}
+        )
+        assert isinstance(digest, str)
+        assert len(digest) == 64

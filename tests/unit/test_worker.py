@@ -1,0 +1,103 @@
+"""The worker registry and handler validation, in-process."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pydantic
+import pytest
+
+import qoper8
+from qoper8._worker import load_worker
+
+
+def test_handler_binds_validated_keyword_arguments() -> None:
+    worker = qoper8.Worker()
+
+    @worker.handler("add")
+    def add(a: int, b: int = 10) -> int:
+        return a + b
+
+    handler = worker.get("add")
+    assert handler is not None
+    assert handler.bind({"a": "1"}) == {"a": 1, "b": 10}
+    with pytest.raises(pydantic.ValidationError):
+        handler.bind({"a": 1, "c": 2})
+    with pytest.raises(pydantic.ValidationError):
+        handler.bind({})
+
+
+def test_params_named_like_basemodel_attributes_work() -> None:
+    worker = qoper8.Worker()
+
+    @worker.handler("odd")
+    def odd(json: str, copy: int, model_config: Any = None) -> str:
+        return json
+
+    handler = worker.get("odd")
+    assert handler is not None
+    assert handler.bind({"json": "j", "copy": 2}) == {"json": "j", "copy": 2, "model_config": None}
+
+
+def test_var_keyword_handlers_take_extra_fields() -> None:
+    worker = qoper8.Worker()
+
+    @worker.handler("any")
+    def anything(**fields: Any) -> dict[str, Any]:
+        return fields
+
+    handler = worker.get("any")
+    assert handler is not None
+    assert handler.bind({"x": 1, "y": [2]}) == {"x": 1, "y": [2]}
+
+
+def test_handler_type_defaults_to_the_function_name_and_reports_its_import_path() -> None:
+    worker = qoper8.Worker()
+
+    @worker.handler
+    def ping() -> str:
+        return "pong"
+
+    assert worker.handlers["ping"].import_path.endswith(
+        "test_worker.test_handler_type_defaults_to_the_function_name_and_reports_its_import_path.<locals>.ping"
+    )
+
+
+def test_duplicate_types_and_positional_only_params_are_refused() -> None:
+    worker = qoper8.Worker()
+
+    @worker.handler("x")
+    def x() -> None: ...
+
+    with pytest.raises(ValueError, match="already"):
+        worker.handler("x")(x)
+    with pytest.raises(TypeError):
+
+        @worker.handler("y")
+        def y(a: int, /) -> None: ...
+
+    with pytest.raises(TypeError):
+
+        @worker.handler("z")
+        def z(*args: int) -> None: ...
+
+
+def test_load_worker_finds_the_registry_and_refuses_other_objects() -> None:
+    assert isinstance(load_worker("tests.handlers:worker"), qoper8.Worker)
+    assert isinstance(load_worker("tests.handlers"), qoper8.Worker)
+    with pytest.raises(TypeError):
+        load_worker("tests.bad_workers.not_a_worker:worker")
+    with pytest.raises(ImportError):
+        load_worker("tests.no_such_module")
+
+
+def test_stop_hooks_run_in_reverse_order() -> None:
+    worker = qoper8.Worker()
+    calls: list[str] = []
+    worker.on_start(lambda: calls.append("start1"))
+    worker.on_start(lambda: calls.append("start2"))
+    worker.on_stop(lambda: calls.append("stop1"))
+    worker.on_stop(lambda: calls.append("stop2"))
+    worker.run_start_hooks()
+    worker.run_stop_hooks()
+    assert calls == ["start1", "start2", "stop2", "stop1"]
