@@ -1,0 +1,62 @@
+"""Handlers for the daemon's tests (``tests.daemon_handlers:worker``).
+
+A handler that must block waits for a file the test creates, so that one ``touch`` releases
+every job at once and no test sleeps for a fixed time.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import qoper8
+
+worker = qoper8.Worker()
+
+# Polling interval of ``wait_file``: short against a test, long against a busy loop.
+POLL: float = 0.005
+
+
+@worker.on_start
+def slow_start() -> None:
+    """Children start slowly when the test asks (to observe a child while it starts)."""
+    delay = float(os.environ.get("QOPER8_TEST_START_DELAY", "0") or 0)
+    if delay:
+        time.sleep(delay)
+
+
+@worker.handler("echo")
+def echo(value: Any = None) -> Any:
+    return value
+
+
+@worker.handler("add")
+def add(a: int, b: int) -> int:
+    return a + b
+
+
+@worker.handler("pid")
+def pid() -> int:
+    return os.getpid()
+
+
+@worker.handler("fail")
+def fail(message: str = "boom") -> None:
+    raise ValueError(message)
+
+
+@worker.handler("die")
+def die(code: int = 3) -> None:
+    os._exit(code)
+
+
+@worker.handler("wait_file")
+def wait_file(path: str, value: Any = None, limit: float = 30.0) -> Any:
+    """Block until ``path`` exists (or ``limit`` seconds pass), then return ``value``."""
+    deadline = time.monotonic() + limit
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} did not appear within {limit}s")
+        time.sleep(POLL)
+    return value

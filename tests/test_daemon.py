@@ -1,0 +1,467 @@
+"""``qoper8 serve`` as a real subprocess: every endpoint and error status, every signal.
+
+Each signal is observed through ``/v1/status`` (or the log), never after a fixed sleep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from qoper8._daemon import Daemon as DaemonMaster
+from qoper8.config import load_config
+from qoper8.errors import PoolClosed
+from tests.daemon_support import (
+    HANDLERS,
+    Daemon,
+    Load,
+    running,
+    settled,
+    wait_status,
+    wait_until,
+    write_toml,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    """One daemon shared by the tests that leave it as they found it."""
+    with running(tmp_path_factory.mktemp("daemon")) as d:
+        yield d
+
+
+def error_of(body: Any) -> dict[str, Any]:
+    assert isinstance(body, dict), body
+    assert "error" in body, body
+    err: dict[str, Any] = body["error"]
+    return err
+
+
+# ==================================================================== endpoints
+
+
+def test_submit_returns_the_result(daemon: Daemon) -> None:
+    assert daemon.json("POST", "/v1/submit", {"type": "add", "a": 2, "b": 3}) == (
+        200,
+        {"result": 5},
+    )
+
+
+def test_status_lists_children_with_pid_state_and_generation(daemon: Daemon) -> None:
+    status = daemon.status()
+    assert status["pid"] == daemon.pid
+    assert status["worker"] == HANDLERS
+    assert "echo" in status["handlers"]
+    assert len(status["children"]) == 2
+    for child in status["children"]:
+        assert isinstance(child["pid"], int)
+        assert child["state"] in ("idle", "busy")
+        assert child["generation"] == status["generation"]
+    for total in ("queue_length", "running", "submitted", "completed", "failed"):
+        assert isinstance(status[total], int)
+
+
+def test_health_is_ready_when_every_child_is(daemon: Daemon) -> None:
+    assert daemon.json("GET", "/v1/health") == (200, {"status": "ready", "ready": 2, "target": 2})
+
+
+def test_metrics_is_prometheus_text(daemon: Daemon) -> None:
+    daemon.json("POST", "/v1/submit", {"type": "echo", "value": 1})
+    code, headers, body = daemon.http("GET", "/metrics")
+    text = body.decode()
+    assert code == 200
+    assert headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    assert "# TYPE qoper8_jobs_total counter" in text
+    completed = next(
+        line
+        for line in text.splitlines()
+        if line.startswith('qoper8_jobs_total{outcome="completed"}')
+    )
+    assert int(completed.split()[-1]) >= 1
+    assert "qoper8_queue_length 0" in text
+    assert 'qoper8_children{state="idle"}' in text
+    assert 'qoper8_run_time_seconds_bucket{le="+Inf"}' in text
+    assert "qoper8_queue_wait_seconds_count" in text
+
+
+def test_unknown_type_is_422_invalid_action(daemon: Daemon) -> None:
+    code, body = daemon.json("POST", "/v1/submit", {"type": "no.such.type"})
+    assert code == 422
+    assert error_of(body)["type"] == "InvalidAction"
+    assert "no.such.type" in error_of(body)["message"]
+
+
+def test_params_the_handler_rejects_are_422(daemon: Daemon) -> None:
+    code, body = daemon.json("POST", "/v1/submit", {"type": "add", "a": "x", "b": 1})
+    assert (code, error_of(body)["type"]) == (422, "InvalidAction")
+
+
+@pytest.mark.parametrize("body", [b"{not json", b"", b"\xff\xfe"])
+def test_malformed_json_is_400(daemon: Daemon, body: bytes) -> None:
+    code, data = daemon.json("POST", "/v1/submit", body)
+    assert (code, error_of(data)["type"]) == (400, "InvalidAction")
+
+
+@pytest.mark.parametrize("body", [[1, 2], "echo", 3, None])
+def test_a_body_that_is_not_an_object_is_400(daemon: Daemon, body: Any) -> None:
+    code, data = daemon.json("POST", "/v1/submit", json.dumps(body).encode())
+    assert (code, error_of(data)["type"]) == (400, "InvalidAction")
+
+
+def test_handler_error_is_500_job_failed_without_traceback(daemon: Daemon) -> None:
+    code, body = daemon.json("POST", "/v1/submit", {"type": "fail", "message": "no cheese"})
+    err = error_of(body)
+    assert code == 500
+    assert (err["type"], err["remote_type"], err["remote_message"]) == (
+        "JobFailed",
+        "ValueError",
+        "no cheese",
+    )
+    assert "remote_traceback" not in err
+
+
+def test_deadline_is_504_job_timeout(daemon: Daemon, tmp_path: Path) -> None:
+    action = {"type": "wait_file", "path": str(tmp_path / "never")}
+    code, body = daemon.json("POST", "/v1/submit", action, headers={"Qoper8-Timeout": "0.2"})
+    assert (code, error_of(body)["type"]) == (504, "JobTimeout")
+    daemon.wait_ready()  # the killed child is replaced
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "soon", "nan"])
+def test_bad_timeout_header_is_400(daemon: Daemon, value: str) -> None:
+    code, body = daemon.json(
+        "POST", "/v1/submit", {"type": "echo"}, headers={"Qoper8-Timeout": value}
+    )
+    assert (code, error_of(body)["type"]) == (400, "InvalidAction")
+
+
+def test_child_death_is_502_child_died(daemon: Daemon) -> None:
+    code, body = daemon.json("POST", "/v1/submit", {"type": "die", "code": 7})
+    err = error_of(body)
+    assert (code, err["type"], err["exitcode"]) == (502, "ChildDied", 7)
+    daemon.wait_ready()
+
+
+def test_unknown_path_is_404_json(daemon: Daemon) -> None:
+    code, body = daemon.json("GET", "/v2/nothing")
+    assert code == 404
+    assert error_of(body)["type"] == "NotFound"
+
+
+def test_wrong_method_is_405_json(daemon: Daemon) -> None:
+    code, body = daemon.json("GET", "/v1/submit")
+    assert code == 405
+    assert error_of(body)["type"] == "MethodNotAllowed"
+
+
+@pytest.mark.parametrize("body", [{}, {"children": "three"}, {"children": True}, [3]])
+def test_bad_resize_body_is_400(daemon: Daemon, body: Any) -> None:
+    code, data = daemon.json("POST", "/v1/resize", body)
+    assert code == 400, data
+
+
+def test_resize_to_zero_is_422_config_error(daemon: Daemon) -> None:
+    code, data = daemon.json("POST", "/v1/resize", {"children": 0})
+    assert (code, error_of(data)["type"]) == (422, "ConfigError")
+
+
+async def test_resize_and_reload_endpoints(daemon: Daemon) -> None:
+    async with daemon.client() as client:
+        before = await client.status()
+        assert daemon.json("POST", "/v1/resize", {"children": 3})[1]["children"] == 3
+        await wait_status(client, lambda s: settled(s, 3), daemon=daemon, what="3 children")
+        assert daemon.json("POST", "/v1/resize", {"delta": -1})[1]["children"] == 2
+        await wait_status(client, lambda s: settled(s, 2), daemon=daemon, what="2 children")
+        code, body = daemon.json("POST", "/v1/reload", {})
+        assert (code, body["generation"]) == (200, before["generation"] + 1)
+        status = await wait_status(
+            client,
+            lambda s: settled(s, 2, before["generation"] + 1),
+            daemon=daemon,
+            what="the new generation alone",
+        )
+        old_pids = {c["pid"] for c in before["children"]}
+        assert not old_pids & {c["pid"] for c in status["children"]}
+
+
+# ==================================================================== limits and security
+
+
+async def test_token_body_limit_and_debug_tracebacks(tmp_path: Path) -> None:
+    with running(tmp_path, "--debug", "--max-body-bytes", "1024", children=1, token="s3cret") as d:
+        # 401: no token, a wrong one, another scheme; every endpoint
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic s3cret"}):
+            for method, path in (
+                ("GET", "/v1/status"),
+                ("POST", "/v1/submit"),
+                ("GET", "/metrics"),
+            ):
+                hdrs = {"Authorization": "", **headers}
+                code, body = d.json(method, path, {"type": "echo"}, headers=hdrs)
+                assert code == 401, (headers, path)
+                assert error_of(body)["type"] == "Unauthorized"
+        assert d.json("POST", "/v1/submit", {"type": "echo", "value": 1}) == (200, {"result": 1})
+        # 413: over the limit, with a declared length
+        big = {"type": "echo", "value": "x" * 2000}
+        code, body = d.json("POST", "/v1/submit", big)
+        assert (code, error_of(body)["type"]) == (413, "InvalidAction")
+        # at the limit is fine
+        exact = b'{"type":"echo","value":"' + b"y" * (1024 - 26) + b'"}'
+        assert len(exact) == 1024
+        assert d.json("POST", "/v1/submit", exact)[0] == 200
+        # --debug: the child's traceback comes with JobFailed
+        code, body = d.json("POST", "/v1/submit", {"type": "fail"})
+        assert code == 500
+        assert "raise ValueError(message)" in error_of(body)["remote_traceback"]
+
+
+async def test_body_over_the_limit_without_a_length_is_413(tmp_path: Path) -> None:
+    with running(tmp_path, "--max-body-bytes", "1024", children=1) as d:
+        reader, writer = await asyncio.open_connection("127.0.0.1", d.port)
+        chunk = b"x" * 4096
+        writer.write(
+            b"POST /v1/submit HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+            b"Connection: close\r\n\r\n" + f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n0\r\n\r\n"
+        )
+        await writer.drain()
+        answer = await reader.read()
+        writer.close()
+        assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+        assert b"InvalidAction" in answer
+
+
+async def test_queue_full_is_503_with_retry_after(tmp_path: Path) -> None:
+    release = tmp_path / "release"
+    with running(tmp_path, "--max-queue", "1", children=1) as d:
+        async with d.client() as client:
+            hold = {"type": "wait_file", "path": str(release), "value": "done"}
+            first = asyncio.create_task(client.submit(hold))
+            await wait_status(client, lambda s: s["running"] == 1, daemon=d, what="a running job")
+            second = asyncio.create_task(client.submit(hold))
+            await wait_status(
+                client, lambda s: s["queue_length"] == 1, daemon=d, what="a queued job"
+            )
+            code, headers, body = await asyncio.to_thread(
+                d.http, "POST", "/v1/submit", b'{"type": "echo"}'
+            )
+            assert code == 503
+            assert headers["Retry-After"] == "1"
+            assert b'"QueueFull"' in body
+            release.touch()
+            assert await first == "done"
+            assert await second == "done"
+            assert (await client.status())["rejected"] == 1
+
+
+async def test_health_is_503_while_a_child_starts(tmp_path: Path) -> None:
+    with running(tmp_path, children=1, env={"QOPER8_TEST_START_DELAY": "1.0"}) as d:
+        async with d.client() as client:
+            d.signal(signal.SIGTTIN)
+
+            async def starting() -> bool:
+                health = await client.health()
+                return bool(health["status"] == "starting")
+
+            await wait_until(starting, daemon=d, what="health to say starting")
+            assert d.json("GET", "/v1/health")[0] == 503
+
+            async def ready() -> bool:
+                return bool((await client.health())["status"] == "ready")
+
+            await wait_until(ready, daemon=d, what="health to say ready")
+            assert d.json("GET", "/v1/health") == (
+                200,
+                {"status": "ready", "ready": 2, "target": 2},
+            )
+
+
+# ==================================================================== signals
+
+
+def test_signal_table_maps_each_signal_to_its_action(tmp_path: Path) -> None:
+    master = DaemonMaster(load_config(overrides={"worker": HANDLERS, "children": 1}))
+    assert master.actions == {
+        signal.SIGTERM: master.drain,
+        signal.SIGINT: master.stop_fast,
+        signal.SIGQUIT: master.stop_fast,
+        signal.SIGHUP: master.reload_logged,
+        signal.SIGTTIN: master.grow,
+        signal.SIGTTOU: master.shrink,
+        signal.SIGUSR1: master.reopen_logs,
+    }
+
+
+async def test_ttin_and_ttou_under_load_fail_no_request(tmp_path: Path) -> None:
+    with running(tmp_path, children=2) as d:
+        async with d.client() as client:
+            load = Load(d).start()
+            try:
+                await load.wait_ok(50)
+                d.signal(signal.SIGTTIN)
+                await wait_status(client, lambda s: settled(s, 3), daemon=d, what="3 children")
+                d.signal(signal.SIGTTIN)
+                await wait_status(client, lambda s: settled(s, 4), daemon=d, what="4 children")
+                d.signal(signal.SIGTTOU)
+                await wait_status(client, lambda s: settled(s, 3), daemon=d, what="3 children")
+                d.signal(signal.SIGTTOU)
+                await wait_status(client, lambda s: settled(s, 2), daemon=d, what="2 children")
+                await load.wait_ok(load.ok + 50)
+            finally:
+                await load.stop()
+            assert load.failures == []
+            assert load.ok >= 100
+
+
+async def test_ttou_never_goes_below_one_child(tmp_path: Path) -> None:
+    with running(tmp_path, children=1) as d:
+        d.signal(signal.SIGTTOU)
+        d.signal(signal.SIGTTIN)  # handled after TTOU: one task acts, in order
+        async with d.client() as client:
+            await wait_status(client, lambda s: settled(s, 2), daemon=d, what="2 children")
+
+
+async def test_hup_under_load_starts_a_new_generation_and_fails_no_request(tmp_path: Path) -> None:
+    with running(tmp_path, children=2) as d:
+        async with d.client() as client:
+            before = await client.status()
+            load = Load(d).start()
+            try:
+                await load.wait_ok(50)
+                for generation in (2, 3):
+                    d.signal(signal.SIGHUP)
+                    await wait_status(
+                        client,
+                        lambda s, g=generation: settled(s, 2, g),  # type: ignore[misc]
+                        daemon=d,
+                        what=f"generation {generation} alone",
+                    )
+                    await load.wait_ok(load.ok + 20)
+            finally:
+                await load.stop()
+            after = await client.status()
+            assert load.failures == []
+            old = {c["pid"] for c in before["children"]}
+            assert not old & {c["pid"] for c in after["children"]}
+            assert after["failed"] == after["died"] == after["timed_out"] == 0
+
+
+async def test_hup_rereads_the_config_file(tmp_path: Path) -> None:
+    conf = write_toml(tmp_path / "qoper8.toml", [f'worker = "{HANDLERS}"', "children = 1"])
+    d = Daemon(tmp_path, "--config", str(conf), children=1)
+    # --children on the command line would win over the file; drop it for this test
+    i = d.args.index("--children")
+    del d.args[i : i + 2]
+    d.start()
+    try:
+        d.wait_ready()
+        async with d.client() as client:
+            write_toml(conf, [f'worker = "{HANDLERS}"', "children = 3"])
+            d.signal(signal.SIGHUP)
+            await wait_status(
+                client, lambda s: settled(s, 3, 2), daemon=d, what="3 children, gen 2"
+            )
+            # A bad file on HUP: logged and refused; the daemon keeps its settings and serves.
+            write_toml(conf, [f'worker = "{HANDLERS}"', "children = -4"])
+            d.signal(signal.SIGHUP)
+
+            async def refused() -> bool:
+                return "reload refused" in d.log_text()
+
+            await wait_until(refused, daemon=d, what="the refusal in the log")
+            assert "children (config file" in d.log_text()
+            status = await client.status()
+            assert settled(status, 3, 2)
+            assert await client.submit({"type": "add", "a": 1, "b": 1}) == 2
+    finally:
+        d.stop()
+
+
+async def test_term_lets_jobs_in_flight_finish_then_exits_0(tmp_path: Path) -> None:
+    release = tmp_path / "release"
+    d = Daemon(tmp_path, children=2).start()
+    try:
+        d.wait_ready()
+        async with d.client() as client:
+            jobs = [
+                asyncio.create_task(
+                    client.submit({"type": "wait_file", "path": str(release), "value": i})
+                )
+                for i in range(4)
+            ]
+            await wait_status(
+                client,
+                lambda s: s["running"] == 2 and s["queue_length"] == 2,
+                daemon=d,
+                what="2 running and 2 queued jobs",
+            )
+            d.signal(signal.SIGTERM)
+            await wait_status(client, lambda s: s["draining"], daemon=d, what="draining")
+            assert d.json("GET", "/v1/health")[1]["status"] == "draining"
+            code, body = d.json("POST", "/v1/submit", {"type": "echo"})
+            assert (code, error_of(body)["type"]) == (503, "PoolClosed")
+            release.touch()
+            assert await asyncio.gather(*jobs) == [0, 1, 2, 3]
+        assert d.wait_exit() == 0
+        assert not d.pidfile.exists()
+    finally:
+        d.stop()
+
+
+async def test_term_grace_period_ends_jobs_that_do_not_finish(tmp_path: Path) -> None:
+    d = Daemon(tmp_path, "--grace", "0.3", children=1).start()
+    try:
+        d.wait_ready()
+        async with d.client() as client:
+            job = asyncio.create_task(
+                client.submit({"type": "wait_file", "path": str(tmp_path / "never")})
+            )
+            await wait_status(client, lambda s: s["running"] == 1, daemon=d, what="a running job")
+            d.signal(signal.SIGTERM)
+            with pytest.raises(PoolClosed):
+                await job
+        assert d.wait_exit() == 0
+    finally:
+        d.stop()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGQUIT])
+async def test_int_and_quit_stop_fast(tmp_path: Path, signum: signal.Signals) -> None:
+    d = Daemon(tmp_path, children=1).start()
+    try:
+        d.wait_ready()
+        async with d.client() as client:
+            job = asyncio.create_task(
+                client.submit({"type": "wait_file", "path": str(tmp_path / "never")})
+            )
+            await wait_status(client, lambda s: s["running"] == 1, daemon=d, what="a running job")
+            d.signal(signum)
+            with pytest.raises(PoolClosed):
+                await job
+        assert d.wait_exit() == 0
+        assert not d.pidfile.exists()
+    finally:
+        d.stop()
+
+
+async def test_usr1_reopens_the_log_file(tmp_path: Path) -> None:
+    with running(tmp_path, children=1) as d:
+        rotated = tmp_path / "qoper8.log.1"
+        d.log.rename(rotated)
+        d.signal(signal.SIGUSR1)
+
+        async def reopened() -> bool:
+            return "log file reopened" in d.log_text()
+
+        await wait_until(reopened, daemon=d, what="a new log file")
+        assert "ready:" in rotated.read_text()
+        assert "ready:" not in d.log_text()
