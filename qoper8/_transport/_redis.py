@@ -547,7 +547,7 @@ class PoolLike(Protocol):
         self,
         action: Mapping[str, Any],
         *,
-        timeout: float | None = ...,  # noqa: ASYNC109 (Pool.submit's public signature)
+        timeout: float | None = ...,
         kill_on_cancel: bool = ...,
     ) -> JSONValue: ...
 
@@ -725,6 +725,9 @@ class RedisConsumer:
         backoff = _Backoff(f"consumer {self.name}", self.url)
         pool = self.pool
         while not self._stopping:
+            if not pool.is_open:
+                logger.info("consumer %s: the pool closed; no more jobs taken", self.name)
+                return
             if not pool.has_capacity():
                 self._interruptible = True
                 try:
@@ -732,9 +735,6 @@ class RedisConsumer:
                 finally:
                     self._interruptible = False
                 continue
-            if not pool.is_open:
-                logger.info("consumer %s: the pool closed; no more jobs taken", self.name)
-                return
             try:
                 raw = await self._take_one()
             except Exception as exc:
@@ -1086,15 +1086,27 @@ def _int_or_none(value: object) -> int | None:
         return None
 
 
+_TIMEOUT_UNITS: Final = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+
+
+def _parse_rq_timeout(text: str) -> float:
+    """rq's timeout forms: seconds, or digits and a unit ("90", "5s", "3m", "1h", "2d")."""
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    unit = _TIMEOUT_UNITS.get(text[-1:].lower())
+    if unit is not None and text[:-1].isdigit():
+        return float(int(text[:-1]) * unit)
+    raise InvalidAction(f"job timeout {text!r} is not a number of seconds nor like '5m'")
+
+
 def _job_timeout(timeout_raw: object, deadline_raw: object) -> float | None:
     """The job's deadline from now: rq's ``timeout`` (seconds; -1 for none), tightened by
     a RedisPool caller's absolute ``qoper8_deadline``."""
     timeout: float | None = float(DEFAULT_JOB_TIMEOUT)
     if timeout_raw is not None and timeout_raw != b"":
-        try:
-            value = float(_text(timeout_raw))
-        except ValueError:
-            raise InvalidAction(f"job timeout {_short(timeout_raw)} is not a number") from None
+        value = _parse_rq_timeout(_text(timeout_raw))
         timeout = None if value < 0 else value
     if deadline_raw is not None and deadline_raw != b"":
         try:

@@ -102,11 +102,14 @@ class RedisServer:
     port: int
     extra: list[str] = field(default_factory=list)
     password: str | None = None
+    tls: tuple[str, str] | None = None  # (certificate, key) files: serve rediss:// only
     proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         auth = f":{self.password}@" if self.password else ""
+        if self.tls is not None:
+            return f"rediss://{auth}{REDIS_HOST}:{self.port}/0?ssl_ca_certs={self.tls[0]}"
         return f"redis://{auth}{REDIS_HOST}:{self.port}/0"
 
     def start(self) -> None:
@@ -115,6 +118,10 @@ class RedisServer:
             _missing("redis-server is not installed")
             return
         args = [exe, "--port", str(self.port), "--bind", REDIS_HOST, "--save", ""]
+        if self.tls is not None:
+            args[1:3] = ["--port", "0", "--tls-port", str(self.port)]
+            args += ["--tls-cert-file", self.tls[0], "--tls-key-file", self.tls[1]]
+            args += ["--tls-auth-clients", "no"]
         args += ["--appendonly", "no", *self.extra]
         if self.password:
             args += ["--requirepass", self.password]
@@ -140,8 +147,13 @@ def redis_server() -> Iterator[Callable[..., RedisServer]]:
     """Factory: ``redis_server(password=None, extra=[])`` starts a private server."""
     servers: list[RedisServer] = []
 
-    def start(*, password: str | None = None, extra: list[str] | None = None) -> RedisServer:
-        server = RedisServer(free_port(), extra or [], password)
+    def start(
+        *,
+        password: str | None = None,
+        extra: list[str] | None = None,
+        tls: tuple[str, str] | None = None,
+    ) -> RedisServer:
+        server = RedisServer(free_port(), extra or [], password, tls)
         servers.append(server)
         server.start()
         return server
