@@ -659,15 +659,7 @@ class RedisConsumer:
         logged and retried with backoff; they never end the loop."""
         if self._take_task is not None:
             raise RuntimeError("a RedisConsumer runs once")
-        self._redis = connect(self.url)
-        r = self._redis
-        self._scripts = {
-            "take": r.register_script(TAKE_LUA),
-            "finish": r.register_script(FINISH_LUA),
-            "heartbeat": r.register_script(HEARTBEAT_LUA),
-            "reap": r.register_script(REAP_LUA),
-            "handback": r.register_script(HANDBACK_LUA),
-        }
+        r = await self._start_client()
         logger.info(
             "consumer %s: taking jobs from rq queue %r at %s (lease %gs)",
             self.name,
@@ -691,6 +683,17 @@ class RedisConsumer:
             with contextlib.suppress(Exception):
                 await r.aclose()
             self._done.set()
+
+    async def _start_client(self) -> aioredis.Redis:
+        self._redis = r = connect(self.url)
+        self._scripts = {
+            "take": r.register_script(TAKE_LUA),
+            "finish": r.register_script(FINISH_LUA),
+            "heartbeat": r.register_script(HEARTBEAT_LUA),
+            "reap": r.register_script(REAP_LUA),
+            "handback": r.register_script(HANDBACK_LUA),
+        }
+        return r
 
     async def stop(self) -> None:
         """Stop taking jobs; let running ones finish for up to ``grace`` seconds, then hand
@@ -996,10 +999,11 @@ class RedisConsumer:
                 continue
             backoff.succeeded()
 
-    async def reap(self) -> tuple[int, list[str], list[str]]:
+    async def reap(self, *, now: float | None = None) -> tuple[int, list[str], list[str]]:
         """Hand back dead consumers' claims and queue again (or fail) jobs whose lease
-        expired. Returns (claims returned, job ids queued again, job ids failed)."""
-        now = time.time()
+        expired by ``now`` (default: the current time). Returns (claims returned, job ids
+        queued again, job ids failed)."""
+        now = time.time() if now is None else now
         returned, requeued, failed = await self._script("reap")(
             keys=[self._wip_key, self._queue_key, self._failed_key, self._consumers_key],
             args=[

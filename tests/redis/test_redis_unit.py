@@ -1,0 +1,210 @@
+"""Fast tests of the Redis logic: job decoding, the allowlist, and the Lua scripts run on
+fakeredis (with Lua) by a consumer feeding an in-memory pool. The real-server tests are in
+the other files; these never replace them."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import zlib
+from typing import TYPE_CHECKING, Any
+
+import fakeredis
+import orjson
+import pytest
+from rq import Queue
+from rq.job import Job, JobStatus
+from rq.registry import FailedJobRegistry, StartedJobRegistry
+from rq.serializers import JSONSerializer
+
+from qoper8._transport import _redis
+from qoper8._transport._redis import RedisConsumer, decode_job, describe_url, encode_job
+from qoper8._worker import HandlerInfo
+from qoper8.errors import InvalidAction, JobFailed
+
+from .conftest import wait_until
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from qoper8._types import JSONValue
+
+HANDLERS = {
+    "add": HandlerInfo("add", "workers.math.add", ("a", "b")),
+    "user.get": HandlerInfo("user.get", "workers.users.get_user", ("id",)),
+}
+
+
+def data(func: object, args: list[Any] | None = None, kwargs: Any = None) -> bytes:
+    return zlib.compress(orjson.dumps([func, None, args or [], kwargs or {}]))
+
+
+def test_func_name_is_an_action_type_or_a_handler_import_path() -> None:
+    assert decode_job(data("add", [1], {"b": 2}), HANDLERS) == {"type": "add", "a": 1, "b": 2}
+    assert decode_job(data("workers.users.get_user", [7]), HANDLERS) == {
+        "type": "user.get",
+        "id": 7,
+    }
+    assert decode_job(orjson.dumps(["add", None, [1, 2], {}]), HANDLERS)["b"] == 2  # plain
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (data("os.system", ["rm -rf /"]), "'os.system' is not a handler registered"),
+        (data("workers.math"), "not a handler registered"),
+        (data("add", [1, 2, 3]), "takes 2 positional"),
+        (data("add", [1], {"a": 1}), "by position and by name"),
+        (data("add", [], {"type": "user.get"}), "conflicts"),
+        (b"\x80\x04garbage", "looks like pickle"),
+        (zlib.compress(b"[1, 2]"), "not rq's"),
+        (zlib.compress(b"\x00" * (_redis.MAX_JOB_BYTES + 10)), "inflates to more than"),
+    ],
+)
+def test_jobs_outside_the_allowlist_or_malformed_are_refused(raw: bytes, message: str) -> None:
+    with pytest.raises(InvalidAction, match=message):
+        decode_job(raw, HANDLERS)
+
+
+def test_rq_timeout_forms() -> None:
+    assert _redis._job_timeout(b"90", None) == 90
+    assert _redis._job_timeout(b"3m", None) == 180
+    assert _redis._job_timeout(b"-1", None) is None
+    assert _redis._job_timeout(None, None) == _redis.DEFAULT_JOB_TIMEOUT
+    left = _redis._job_timeout(b"90", str(time.time() + 5).encode())
+    assert left is not None
+    assert 4 < left <= 5
+    with pytest.raises(InvalidAction):
+        _redis._job_timeout(b"soon", None)
+
+
+def test_urls_in_messages_hide_the_password() -> None:
+    assert describe_url("redis://:s3cret@host:6379/0") == "redis://:***@host:6379/0"
+    assert describe_url("rediss://user:pw@host/1") == "rediss://user:***@host/1"
+    assert describe_url("redis://host:6379") == "redis://host:6379"
+
+
+def test_encoded_jobs_read_back_through_rq() -> None:
+    r = fakeredis.FakeRedis()
+    mapping = encode_job("j1", "users", {"type": "user.get", "id": 1}, timeout=2.5, reply_key=None)
+    r.hset("rq:job:j1", mapping=mapping)  # type: ignore[arg-type]
+    job = Job.fetch("j1", connection=r, serializer=JSONSerializer)
+    assert job.func_name == "user.get"
+    assert job.kwargs == {"id": 1}
+    assert job.args == []
+    assert job.timeout == 3
+    assert job.get_status() == JobStatus.QUEUED
+    assert job.origin == "users"
+
+
+class FakePool:
+    """An in-memory pool with ``slots`` children that answers ``add`` inline."""
+
+    def __init__(self, slots: int = 1) -> None:
+        self.slots = slots
+        self.is_open = True
+        self.handlers: Mapping[str, HandlerInfo] = HANDLERS
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self._changed = asyncio.Event()
+
+    def has_capacity(self) -> bool:
+        return self.slots > 0
+
+    async def wait_capacity(self) -> None:
+        while not self.has_capacity() and self.is_open:
+            self._changed.clear()
+            await self._changed.wait()
+
+    async def submit(
+        self,
+        action: Mapping[str, Any],
+        *,
+        timeout: float | None = None,
+        kill_on_cancel: bool = False,
+    ) -> JSONValue:
+        self.slots -= 1
+        try:
+            await self.gate.wait()
+            if action["type"] != "add":
+                raise JobFailed("x", remote_type="KeyError", remote_message="no")
+            result: int = action["a"] + action["b"]
+            return result
+        finally:
+            self.slots += 1
+            self._changed.set()
+
+
+@pytest.fixture
+def server(monkeypatch: pytest.MonkeyPatch) -> fakeredis.FakeServer:
+    srv = fakeredis.FakeServer()
+    monkeypatch.setattr(_redis, "connect", lambda url: fakeredis.FakeAsyncRedis(server=srv))
+    return srv
+
+
+async def test_consumer_runs_rq_jobs_and_records_rq_outcomes(server: fakeredis.FakeServer) -> None:
+    r = fakeredis.FakeRedis(server=server)
+    q = Queue("q", connection=r, serializer=JSONSerializer)
+    ok = q.enqueue("add", 1, b=2)
+    bad = q.enqueue("os.system", "true")
+    consumer = RedisConsumer(FakePool(), url="redis://fake", queue="q", lease=5)
+    task = asyncio.create_task(consumer.run())
+    await wait_until(
+        lambda: ok.get_status() == JobStatus.FINISHED and bad.get_status() == JobStatus.FAILED,
+        within=5,
+        what="both outcomes",
+    )
+    await consumer.stop()
+    await task
+    assert ok.return_value(refresh=True) == 3
+    assert bad.id in FailedJobRegistry("q", connection=r).get_job_ids()
+
+
+async def test_reaper_requeues_expired_leases_then_fails_them(server: fakeredis.FakeServer) -> None:
+    r = fakeredis.FakeRedis(server=server)
+    q = Queue("q", connection=r, serializer=JSONSerializer)
+    job = q.enqueue("add", 1, 2)
+    r.hset(job.key, "qoper8_reply", "qoper8:reply:c1")
+    pool = FakePool()
+    pool.gate.clear()  # the job "runs" until the host "dies"
+    dead = RedisConsumer(pool, url="redis://fake", queue="q", lease=0.05, max_retries=1)
+    await dead._start_client()
+    raw = await dead._take_script()
+    assert raw is not None
+    assert job.get_status() == JobStatus.STARTED
+    assert StartedJobRegistry("q", connection=r).get_job_ids(cleanup=False) == [job.id]
+    # the host dies: no heartbeat; once the lease expires another host's reaper acts
+    reaper = RedisConsumer(FakePool(), url="redis://fake", queue="q", lease=0.05)
+    await reaper._start_client()
+    later = time.time() + 1  # past the 50 ms lease
+    assert await reaper.reap(now=later) == (0, [job.id], [])
+    assert job.get_status() == JobStatus.QUEUED
+    assert r.hget(job.key, "retries_left") == b"0"
+    assert r.lrange("rq:queue:q", 0, -1) == [job.id.encode()]
+    # taken again, and abandoned again: no retries left, so it fails with the reason
+    assert await dead._take_script() is not None
+    assert await reaper.reap(now=time.time() + 1) == (0, [], [job.id])
+    assert job.get_status() == JobStatus.FAILED
+    assert job.id in FailedJobRegistry("q", connection=r).get_job_ids()
+    result = job.latest_result()
+    assert result is not None
+    assert result.exc_string is not None
+    assert "AbandonedJobError" in result.exc_string
+    raw_reply = r.lpop("qoper8:reply:c1")
+    assert isinstance(raw_reply, bytes)
+    reply = orjson.loads(raw_reply)
+    assert reply["id"] == job.id
+    assert reply["error"]["type"] == "JobError"
+    assert reply["error"]["job_id"] == job.id
+
+
+async def test_reaper_returns_a_dead_consumers_claims(server: fakeredis.FakeServer) -> None:
+    r = fakeredis.FakeRedis(server=server)
+    r.rpush("qoper8:claim:q:gone", "a", "b")
+    r.rpush("rq:queue:q", "c")
+    r.zadd("qoper8:consumers:q", {"gone": time.time() - 1, "alive": time.time() + 60})
+    reaper = RedisConsumer(FakePool(), url="redis://fake", queue="q")
+    await reaper._start_client()
+    assert await reaper.reap() == (2, [], [])
+    assert r.lrange("rq:queue:q", 0, -1) == [b"a", b"b", b"c"]
+    assert r.zrange("qoper8:consumers:q", 0, -1) == [b"alive"]
