@@ -1,0 +1,171 @@
+"""``python -m bench.http_path``: what the daemon's HTTP path costs against ``pool.submit``.
+
+In one run, for each client concurrency, it alternates two ways of running the same tiny
+action on the same number of children: ``await pool.submit`` in this process, and
+``await client.submit`` against a ``qoper8 serve`` subprocess over loopback HTTP (the load
+generator shares the machine's cores with the daemon, as a local caller would). It reports
+the median throughput and latency percentiles over the repetitions as a markdown table, and
+asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import qoper8
+
+REPO = Path(__file__).resolve().parent.parent
+WORKER = "bench.workers:worker"
+ACTION: dict[str, Any] = {"type": "echo", "value": 7}
+READY_TIMEOUT = 60.0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _pct(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def _drive(submit: Any, concurrency: int, duration: float) -> dict[str, float]:
+    """``concurrency`` callers submitting back to back for ``duration`` seconds."""
+    latencies: list[float] = []
+    errors = 0
+    stop_at = time.perf_counter() + duration
+
+    async def caller() -> None:
+        nonlocal errors
+        while time.perf_counter() < stop_at:
+            t0 = time.perf_counter()
+            try:
+                await submit(ACTION)
+            except qoper8.Qoper8Error:
+                errors += 1
+                continue
+            latencies.append(time.perf_counter() - t0)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(caller() for _ in range(concurrency)))
+    elapsed = time.perf_counter() - started
+    return {
+        "throughput": len(latencies) / elapsed,
+        "p50_ms": _pct(latencies, 0.50) * 1000 if latencies else float("nan"),
+        "p99_ms": _pct(latencies, 0.99) * 1000 if latencies else float("nan"),
+        "errors": errors,
+    }
+
+
+class _Daemon:
+    def __init__(self, children: int) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        cmd = [sys.executable, "-m", "qoper8", "serve", "--worker", WORKER]
+        cmd += ["--children", str(children), "--port", str(self.port), "--log-level", "WARNING"]
+        self.proc = subprocess.Popen(cmd, cwd=REPO, start_new_session=True)
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT
+        while True:
+            if self.proc.poll() is not None:
+                raise SystemExit(f"qoper8 serve exited with {self.proc.returncode}")
+            try:
+                with urllib.request.urlopen(self.url + "/v1/health", timeout=5) as resp:
+                    if resp.status == 200:
+                        return
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise SystemExit("qoper8 serve was not ready in time")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(15)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            pass
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+
+async def run(children: int, concurrencies: list[int], duration: float, reps: int) -> str:
+    daemon = _Daemon(children)
+    results: dict[tuple[str, int], list[dict[str, float]]] = {}
+    try:
+        daemon.wait_ready()
+        async with (
+            qoper8.Pool(WORKER, children=children) as pool,
+            qoper8.Client(daemon.url, max_connections=0) as client,
+        ):
+            # warm both paths (connections, first-job costs) before measuring
+            await _drive(pool.submit, max(concurrencies), 0.3)
+            await _drive(client.submit, max(concurrencies), 0.3)
+            for _ in range(reps):
+                for c in concurrencies:
+                    for name, submit in (("pool.submit", pool.submit), ("HTTP", client.submit)):
+                        results.setdefault((name, c), []).append(await _drive(submit, c, duration))
+    finally:
+        daemon.stop()
+    return _table(results, children, duration, reps)
+
+
+def _table(
+    results: dict[tuple[str, int], list[dict[str, float]]],
+    children: int,
+    duration: float,
+    reps: int,
+) -> str:
+    lines = [
+        f"HTTP path vs in-process submit: {children} children, `echo` action, "
+        f"{duration:g}s per point, median of {reps} (CPUs: {os.cpu_count()})",
+        "",
+        "| concurrency | path | jobs/s | p50 ms | p99 ms | errors | HTTP/in-process |",
+        "|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    for (name, c), runs in sorted(
+        results.items(), key=lambda kv: (kv[0][1], kv[0][0] != "pool.submit")
+    ):
+        tput = statistics.median(r["throughput"] for r in runs)
+        p50 = statistics.median(r["p50_ms"] for r in runs)
+        p99 = statistics.median(r["p99_ms"] for r in runs)
+        errors = int(sum(r["errors"] for r in runs))
+        ratio = ""
+        if name == "HTTP":
+            ref = statistics.median(r["throughput"] for r in results[("pool.submit", c)])
+            ratio = f"{tput / ref:.2f}x"
+        lines.append(f"| {c} | {name} | {tput:,.0f} | {p50:.2f} | {p99:.2f} | {errors} | {ratio} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.http_path", description=__doc__)
+    p.add_argument("--children", type=int, default=2)
+    p.add_argument("--concurrency", default="1,8,64", help="comma-separated client counts")
+    p.add_argument("--duration", type=float, default=2.0, help="seconds per measurement")
+    p.add_argument("--reps", type=int, default=3)
+    args = p.parse_args(argv)
+    concurrencies = [int(c) for c in args.concurrency.split(",")]
+    print(asyncio.run(run(args.children, concurrencies, args.duration, args.reps)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
