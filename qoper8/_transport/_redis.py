@@ -128,83 +128,103 @@ REAP_BATCH: Final = 100
 # Take one job: first anything this consumer claimed with BLMOVE, else the queue head. Skips
 # ids whose hash is gone or whose status says it is not waiting (finished, a duplicate id of
 # a running job...). Leases the job in rq's StartedJobRegistry, as rq's prepare_execution does.
-# KEYS: queue, wip, claim. ARGV: now, lease expiry, worker name, execution id, max retries,
-# now (rq text), execution ttl.
-TAKE_LUA: Final = """
-local id = redis.call('LPOP', KEYS[3])
-if not id then id = redis.call('LPOP', KEYS[1]) end
-while id do
-  local jk = 'rq:job:' .. id
-  local f = redis.call('HMGET', jk, 'data', 'status', 'timeout', 'retries_left',
-                       'qoper8_reply', 'qoper8_deadline', 'result_ttl', 'failure_ttl')
-  local st = f[2]
-  if f[1] and (not st or st == 'queued' or st == 'created' or st == '') then
-    local member = id .. ':' .. ARGV[4]
-    redis.call('HSET', jk, 'status', 'started', 'started_at', ARGV[6],
-               'last_heartbeat', ARGV[6], 'worker_name', ARGV[3], 'ended_at', '')
-    if not f[4] then redis.call('HSET', jk, 'retries_left', ARGV[5]) end
-    redis.call('PERSIST', jk)
-    redis.call('ZADD', KEYS[2], ARGV[2], member)
-    local ek = 'rq:execution:' .. member
-    redis.call('HSET', ek, 'id', ARGV[4], 'job_id', id, 'created_at', ARGV[1],
-               'last_heartbeat', ARGV[1], 'worker_name', ARGV[3])
-    redis.call('EXPIRE', ek, ARGV[7])
-    redis.call('ZADD', 'rq:executions:' .. id, ARGV[2] + 60, ARGV[4])
-    redis.call('EXPIRE', 'rq:executions:' .. id, ARGV[7])
-    return {id, f[1], f[3] or false, f[5] or false, f[6] or false, f[7] or false,
-            f[8] or false}
+# Arguments (t = the 7 take arguments): now, lease expiry, worker name, execution id, max
+# retries, now (rq text), execution ttl. Returns the job's fields, or false.
+TAKE_FUNCTION: Final = """
+local function take(queue, wip, claim, t)
+  local id = redis.call('LPOP', claim)
+  if not id then id = redis.call('LPOP', queue) end
+  while id do
+    local jk = 'rq:job:' .. id
+    local f = redis.call('HMGET', jk, 'data', 'status', 'timeout', 'retries_left',
+                         'qoper8_reply', 'qoper8_deadline', 'result_ttl', 'failure_ttl')
+    local st = f[2]
+    if f[1] and (not st or st == 'queued' or st == 'created' or st == '') then
+      local member = id .. ':' .. t[4]
+      redis.call('HSET', jk, 'status', 'started', 'started_at', t[6],
+                 'last_heartbeat', t[6], 'worker_name', t[3], 'ended_at', '')
+      if not f[4] then redis.call('HSET', jk, 'retries_left', t[5]) end
+      redis.call('PERSIST', jk)
+      redis.call('ZADD', wip, t[2], member)
+      local ek = 'rq:execution:' .. member
+      redis.call('HSET', ek, 'id', t[4], 'job_id', id, 'created_at', t[1],
+                 'last_heartbeat', t[1], 'worker_name', t[3])
+      redis.call('EXPIRE', ek, t[7])
+      redis.call('ZADD', 'rq:executions:' .. id, t[2] + 60, t[4])
+      redis.call('EXPIRE', 'rq:executions:' .. id, t[7])
+      return {id, f[1], f[3] or false, f[5] or false, f[6] or false, f[7] or false,
+              f[8] or false}
+    end
+    id = redis.call('LPOP', queue)
   end
-  id = redis.call('LPOP', KEYS[1])
+  return false
 end
-return false
 """
+
+# KEYS: queue, wip, claim. ARGV: the 7 take arguments.
+TAKE_LUA: Final = TAKE_FUNCTION + "return take(KEYS[1], KEYS[2], KEYS[3], ARGV)\n"
 
 # Record an outcome, only if this execution still holds its lease (otherwise the job was
 # queued again and another execution owns it; this one's outcome is dropped). If the job
 # hash is gone altogether (Redis restarted empty), the waiting client still gets its reply.
-# KEYS: job, wip, registry (finished or failed), results, execution, executions.
-# ARGV: member, execution id, status, ended_at, registry score, ttl ('' = keep, -1 persist,
-# 0 delete), reply key, reply payload, job fields count N, N field/value pairs, stream
-# fields count M, M field/value pairs.
-FINISH_LUA: Final = """
-local reply = ARGV[7]
-if redis.call('ZREM', KEYS[2], ARGV[1]) == 0 then
-  if reply ~= '' and redis.call('EXISTS', KEYS[1]) == 0 then
+# Then, if asked, take the next job for the child that just became idle: under load a job
+# costs this one round trip instead of two.
+# KEYS: job, wip, registry (finished or failed), results, execution, executions, queue, claim.
+# ARGV: member, execution id, status, ended_at, registry score, ttl (-1 persist, 0 delete),
+# reply key, reply payload, the 7 take arguments (an empty execution id: take nothing), job
+# fields count N, N field/value pairs, stream fields count M, M field/value pairs.
+# Returns {1 if recorded else 0, the next job or false}.
+FINISH_LUA: Final = (
+    TAKE_FUNCTION
+    + """
+local function finish()
+  local reply = ARGV[7]
+  if redis.call('ZREM', KEYS[2], ARGV[1]) == 0 then
+    if reply ~= '' and redis.call('EXISTS', KEYS[1]) == 0 then
+      redis.call('RPUSH', reply, ARGV[8])
+      redis.call('EXPIRE', reply, %(reply_ttl)d)
+    end
+    return 0
+  end
+  local i = 16
+  local n = tonumber(ARGV[i])
+  local fields = {'status', ARGV[3], 'ended_at', ARGV[4]}
+  for k = 1, n * 2 do fields[#fields + 1] = ARGV[i + k] end
+  i = i + n * 2 + 1
+  redis.call('HSET', KEYS[1], unpack(fields))
+  local ttl = ARGV[6]
+  if ttl ~= '0' then
+    redis.call('ZADD', KEYS[3], ARGV[5], string.sub(KEYS[1], 8))
+    local m = tonumber(ARGV[i])
+    local sf = {}
+    for k = 1, m * 2 do sf[#sf + 1] = ARGV[i + k] end
+    redis.call('XADD', KEYS[4], 'MAXLEN', '~', %(maxlen)d, '*', unpack(sf))
+  end
+  if ttl == '0' then
+    redis.call('DEL', KEYS[1])
+  elseif ttl == '-1' then
+    redis.call('PERSIST', KEYS[1])
+  else
+    redis.call('EXPIRE', KEYS[1], ttl)
+    redis.call('EXPIRE', KEYS[4], ttl)
+  end
+  redis.call('DEL', KEYS[5])
+  redis.call('ZREM', KEYS[6], ARGV[2])
+  if reply ~= '' then
     redis.call('RPUSH', reply, ARGV[8])
     redis.call('EXPIRE', reply, %(reply_ttl)d)
   end
-  return 0
+  return 1
 end
-local i = 9
-local n = tonumber(ARGV[i])
-local fields = {'status', ARGV[3], 'ended_at', ARGV[4]}
-for k = 1, n * 2 do fields[#fields + 1] = ARGV[i + k] end
-i = i + n * 2 + 1
-redis.call('HSET', KEYS[1], unpack(fields))
-local ttl = ARGV[6]
-if ttl ~= '0' then
-  redis.call('ZADD', KEYS[3], ARGV[5], string.sub(KEYS[1], 8))
-  local m = tonumber(ARGV[i])
-  local sf = {}
-  for k = 1, m * 2 do sf[#sf + 1] = ARGV[i + k] end
-  redis.call('XADD', KEYS[4], 'MAXLEN', '~', %(maxlen)d, '*', unpack(sf))
+local written = finish()
+local nxt = false
+if ARGV[12] ~= '' then
+  nxt = take(KEYS[7], KEYS[2], KEYS[8], {ARGV[9], ARGV[10], ARGV[11], ARGV[12], ARGV[13],
+                                         ARGV[14], ARGV[15]})
 end
-if ttl == '0' then
-  redis.call('DEL', KEYS[1])
-elseif ttl == '-1' then
-  redis.call('PERSIST', KEYS[1])
-else
-  redis.call('EXPIRE', KEYS[1], ttl)
-  redis.call('EXPIRE', KEYS[4], ttl)
-end
-redis.call('DEL', KEYS[5])
-redis.call('ZREM', KEYS[6], ARGV[2])
-if reply ~= '' then
-  redis.call('RPUSH', reply, ARGV[8])
-  redis.call('EXPIRE', reply, %(reply_ttl)d)
-end
-return 1
+return {written, nxt}
 """.replace("%(reply_ttl)d", str(REPLY_TTL)).replace("%(maxlen)d", str(RESULTS_MAXLEN))
+)
 
 # Renew this consumer's registration and the leases of its running jobs; return the members
 # whose lease is already gone (reaped), so the consumer can log that their outcome will be
@@ -539,6 +559,9 @@ class PoolLike(Protocol):
     @property
     def handlers(self) -> Mapping[str, HandlerInfo]: ...
 
+    @property
+    def size(self) -> int: ...
+
     def has_capacity(self) -> bool: ...
 
     async def wait_capacity(self) -> None: ...
@@ -632,6 +655,7 @@ class RedisConsumer:
         self._claim_key = f"{CLAIM_PREFIX}{queue}:{self.name}"
         self._consumers_key = CONSUMERS_PREFIX + queue
         self._running: dict[str, _Running] = {}
+        self._slot_freed = asyncio.Event()
         self._stopping = False
         self._interruptible = False
         self._take_task: asyncio.Task[None] | None = None
@@ -738,6 +762,16 @@ class RedisConsumer:
                 finally:
                     self._interruptible = False
                 continue
+            if len(self._running) >= pool.size:
+                # An idle child whose job is being recorded: that job's finish call takes
+                # the child's next job itself; wait until a job ends without a successor.
+                self._slot_freed.clear()
+                self._interruptible = True
+                try:
+                    await self._slot_freed.wait()
+                finally:
+                    self._interruptible = False
+                continue
             try:
                 raw = await self._take_one()
             except Exception as exc:
@@ -767,24 +801,26 @@ class RedisConsumer:
             raw = await self._take_script()
         return raw
 
-    async def _take_script(self) -> list[Any] | None:
+    def _take_args(self) -> list[Any]:
         now = time.time()
-        execution_id = uuid.uuid4().hex
-        args = [
+        return [
             now,
             now + self.lease,
             self.name,
-            execution_id,
+            uuid.uuid4().hex,  # the execution id
             self.max_retries,
             rq_now(),
             int(self.lease * 2) + 60,
         ]
+
+    async def _take_script(self) -> list[Any] | None:
+        args = self._take_args()
         raw = await self._script("take")(
             keys=[self._queue_key, self._wip_key, self._claim_key], args=args
         )
         if raw is None:
             return None
-        result: list[Any] = [*raw, execution_id]
+        result: list[Any] = [*raw, args[3]]
         return result
 
     def _start(self, raw: list[Any]) -> None:
@@ -915,6 +951,9 @@ class RedisConsumer:
             registry = self._failed_key
         score: float | str = "+inf" if ttl < 0 else time.time() + ttl
         ttl_arg = "-1" if ttl < 0 else str(ttl)
+        pool = self.pool
+        want_next = not self._stopping and pool.is_open and pool.has_capacity()
+        take_args = self._take_args() if want_next else ["", "", "", "", "", "", ""]
         args: list[Any] = [
             running.member,
             running.execution_id,
@@ -924,6 +963,7 @@ class RedisConsumer:
             ttl_arg,
             running.reply_key,
             outcome.reply,
+            *take_args,
             len(outcome.job_fields) // 2,
             *outcome.job_fields,
             len(outcome.stream_fields) // 2,
@@ -936,16 +976,23 @@ class RedisConsumer:
             RESULTS_PREFIX + job_id,
             EXECUTION_PREFIX + running.member,
             EXECUTIONS_PREFIX + job_id,
+            self._queue_key,
+            self._claim_key,
         ]
         backoff = _Backoff(f"consumer {self.name} job {job_id}", self.url)
-        written = await _retrying(
+        reply = await _retrying(
             f"consumer {self.name}: recording job {job_id}",
             backoff,
             lambda: self._script("finish")(keys=keys, args=args),
             self._give_up,
         )
+        written, nxt = reply if reply is not None else (None, None)
         running.finished = True
+        if nxt:
+            self._start([*nxt, take_args[3]])  # before this job leaves: the child's slot passes on
         self._running.pop(running.member, None)
+        if not nxt:
+            self._slot_freed.set()
         self.completed += 1
         if written == 0:
             logger.warning(
@@ -1055,6 +1102,7 @@ class RedisConsumer:
         for r in jobs:
             r.finished = True
             self._running.pop(r.member, None)
+        self._slot_freed.set()
         backoff = _Backoff(f"consumer {self.name} hand back", self.url)
         deadline = time.monotonic() + max(self.grace, 1.0)
         n = await _retrying(

@@ -101,7 +101,7 @@ class FakePool:
     """An in-memory pool with ``slots`` children that answers ``add`` inline."""
 
     def __init__(self, slots: int = 1) -> None:
-        self.slots = slots
+        self.slots = self.size = slots
         self.is_open = True
         self.handlers: Mapping[str, HandlerInfo] = HANDLERS
         self.gate = asyncio.Event()
