@@ -123,7 +123,7 @@ class Client:
         self,
         action: Mapping[str, Any] | BaseModel,
         *,
-        timeout: float | None = _UNSET,  # noqa: ASYNC109  (the job's deadline, as Pool.submit)
+        timeout: float | None = _UNSET,
         kill_on_cancel: bool = False,
         wait_for_room: bool = True,
     ) -> JSONValue:

@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
+import uuid
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
+import qoper8
 from qoper8._daemon import Daemon as DaemonMaster
 from qoper8.config import load_config
 from qoper8.errors import PoolClosed
@@ -465,3 +468,38 @@ async def test_usr1_reopens_the_log_file(tmp_path: Path) -> None:
         await wait_until(reopened, daemon=d, what="a new log file")
         assert "ready:" in rotated.read_text()
         assert "ready:" not in d.log_text()
+
+
+# ==================================================================== Redis mode hook
+
+REDIS_URL = "redis://127.0.0.1:6379/9"
+
+
+@pytest.mark.redis
+async def test_serve_with_redis_consumes_the_queue_and_stops_on_term(tmp_path: Path) -> None:
+    redis = pytest.importorskip("redis")
+    pytest.importorskip("qoper8._transport._redis")
+    try:
+        probe = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1)
+        probe.ping()
+        probe.close()
+    except (redis.RedisError, OSError) as exc:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI=true and no Redis at {REDIS_URL}: {exc}")
+        pytest.skip(f"no Redis at {REDIS_URL}: {exc}")
+    queue = f"serve{uuid.uuid4().hex[:8]}"
+    d = Daemon(tmp_path, "--redis", REDIS_URL, "--queue", queue, children=1).start()
+    try:
+        d.wait_ready()
+        async with qoper8.RedisPool(REDIS_URL, queue=queue, timeout=20) as remote:
+            assert await remote.submit({"type": "add", "a": 40, "b": 2}) == 42
+        assert "consuming Redis queue" in d.log_text()
+        d.signal(signal.SIGTERM)
+        assert d.wait_exit() == 0
+    finally:
+        d.stop()
+        cleanup = redis.Redis.from_url(REDIS_URL)
+        keys = list(cleanup.scan_iter(f"*{queue}*"))
+        if keys:
+            cleanup.delete(*keys)
+        cleanup.close()

@@ -36,7 +36,7 @@ class PoolLike(Protocol):
         self,
         action: Mapping[str, Any] | BaseModel,
         *,
-        timeout: float | None = ...,  # noqa: ASYNC109  (the pool's own deadline, not a wait)
+        timeout: float | None = ...,
         kill_on_cancel: bool = ...,
         wait_for_room: bool = ...,
     ) -> JSONValue: ...

@@ -286,11 +286,9 @@ class HttpApi:
 
     async def _health(self, request: web.Request) -> web.Response:
         stats = self._pool.statistics()
-        ready = sum(
-            1
-            for c in stats.children
-            if c.generation == stats.generation and c.state in ("idle", "busy")
-        )
+        # Any generation counts: during a reload the old children serve until the new ones
+        # are ready, and a load balancer must not take the daemon out of rotation for that.
+        ready = sum(1 for c in stats.children if c.state in ("idle", "busy"))
         if self._control.draining or not self._pool.is_open:
             status = "draining"
         elif ready >= stats.target_size:
