@@ -47,6 +47,7 @@ def sleep5() -> None:
 
 JOBS = {"noop": "bench.redis_vs_rq.noop", "5ms": "bench.redis_vs_rq.sleep5"}
 DB = 12  # a database of our own on the shared Redis
+SYSTEMS = ["qoper8", "rq SimpleWorker", "rq worker-pool", "rq Worker"]
 
 
 @dataclass
@@ -250,8 +251,7 @@ async def run(args: argparse.Namespace) -> list[Row]:
     url = f"{args.redis.rstrip('/')}/{DB}" if args.redis.count("/") == 2 else args.redis
     r = aioredis.Redis.from_url(url)
     rows: list[Row] = []
-    systems = ["qoper8", "rq SimpleWorker", "rq worker-pool", "rq Worker"]
-    for system in systems:
+    for system in args.systems:
         for job, func in JOBS.items():
             queue = f"bench-{uuid.uuid4().hex[:8]}"
             procs = start_system(system, url, queue, args.processes)
@@ -327,6 +327,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--processes", type=int, default=4)
     parser.add_argument("--jobs", type=int, default=4000, help="throughput jobs (forking: /5)")
     parser.add_argument("--latency-jobs", type=int, default=400)
+    parser.add_argument(
+        "--systems",
+        nargs="+",
+        default=SYSTEMS,
+        choices=SYSTEMS,
+        metavar="SYSTEM",
+        help=f"which to run (default: all of {SYSTEMS})",
+    )
     parser.add_argument("--no-count-commands", dest="count_commands", action="store_false")
     parser.add_argument("--host", nargs=3, metavar=("URL", "QUEUE", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
+import sys
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -15,10 +18,11 @@ from rq.serializers import JSONSerializer
 import qoper8
 from qoper8._transport._redis import RedisConsumer
 
-from .conftest import HANDLERS, wait_until
+from .conftest import HANDLERS, ROOT, wait_until
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
+    from pathlib import Path
 
     import redis
 
@@ -181,3 +185,63 @@ async def test_stop_hands_back_running_jobs(
         release.touch()
         async with serving(redis_url, queue_name):
             await wait_until(lambda: job.get_status() == JobStatus.FINISHED, what="rerun")
+
+
+async def _serve(tmp_path: Path, url: str, queue: str, name: str) -> asyncio.subprocess.Process:
+    """``qoper8 serve --redis`` in its own process group; returns once it logged ready."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "qoper8",
+        "serve",
+        "--worker",
+        HANDLERS,
+        "--children",
+        "2",
+        "--unix",
+        str(tmp_path / f"{name}.sock"),
+        "--redis",
+        url,
+        "--queue",
+        queue,
+        cwd=ROOT,
+        stderr=asyncio.subprocess.PIPE,
+        start_new_session=True,
+    )
+    assert proc.stderr is not None
+    while True:
+        line = await proc.stderr.readline()
+        if not line:
+            raise RuntimeError(f"qoper8 serve {name} exited before it was ready")
+        if b"consuming Redis queue" in line:
+            # keep reading, so that a full pipe never blocks the daemon's logging
+            drain = asyncio.create_task(proc.stderr.read())
+            _drains.add(drain)
+            drain.add_done_callback(_drains.discard)
+            return proc
+
+
+_drains: set[asyncio.Task[bytes]] = set()
+
+
+async def test_two_daemons_serve_one_queue_and_stop_cleanly(
+    redis_url: str, queue_name: str, sync_redis: redis.Redis, tmp_path: Path
+) -> None:
+    daemons: list[asyncio.subprocess.Process] = []
+    try:
+        async with asyncio.timeout(60):
+            daemons = [await _serve(tmp_path, redis_url, queue_name, n) for n in ("a", "b")]
+            async with qoper8.RedisPool(redis_url, queue=queue_name) as rp:
+                pids = await asyncio.gather(
+                    *(rp.submit({"type": "sleep_ms", "ms": 30}, timeout=20) for _ in range(40))
+                )
+            assert len(set(pids)) == 4  # both hosts, both children each
+            for d in daemons:
+                d.send_signal(signal.SIGTERM)
+            for d in daemons:
+                assert await d.wait() == 0
+    finally:
+        for d in daemons:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(d.pid, signal.SIGKILL)
+    assert StartedJobRegistry(queue_name, connection=sync_redis).get_job_ids() == []
