@@ -115,7 +115,7 @@ class RedisPool:
         self,
         action: Mapping[str, Any] | BaseModel,
         *,
-        timeout: float | None = _UNSET,  # noqa: ASYNC109 (the same signature as Pool.submit)
+        timeout: float | None = _UNSET,
         kill_on_cancel: bool = False,
         wait_for_room: bool = True,
     ) -> JSONValue:
