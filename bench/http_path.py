@@ -3,7 +3,8 @@
 In one run, for each client concurrency, it alternates two ways of running the same tiny
 action on the same number of children: ``await pool.submit`` in this process, and
 ``await client.submit`` against a ``qoper8 serve`` subprocess over loopback HTTP (the load
-generator shares the machine's cores with the daemon, as a local caller would). It reports
+generator shares the machine's cores with the daemon, as a local caller would), and, when
+``wrk`` is installed, the daemon under ``wrk`` (no Python client taking CPU). It reports
 the median throughput and latency percentiles over the repetitions as a markdown table, and
 asserts nothing.
 """
@@ -14,11 +15,13 @@ import argparse
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -106,9 +109,61 @@ class _Daemon:
         self.proc.wait()
 
 
+_WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.body = '{"type":"echo","value":7}'
+wrk.headers["Content-Type"] = "application/json"
+"""
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def _wrk_ms(text: str) -> float:
+    for unit in ("us", "ms", "s"):
+        if text.endswith(unit):
+            return float(text.removesuffix(unit)) * _UNITS[unit]
+    return float("nan")
+
+
+def _wrk(wrk: str, url: str, concurrency: int, duration: float, script: Path) -> dict[str, float]:
+    """The daemon under ``wrk`` (a C load generator), so no Python client takes CPU."""
+    out = subprocess.run(
+        [
+            wrk,
+            "-t1",
+            f"-c{concurrency}",
+            f"-d{max(1, round(duration))}s",
+            "--latency",
+            "-s",
+            str(script),
+            url + "/v1/submit",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
+    found: dict[str, float] = {"errors": 0}
+    for line in out.splitlines():
+        parts = line.split()
+        if line.startswith("Requests/sec:"):
+            found["throughput"] = float(parts[1])
+        elif parts[:1] == ["50%"]:
+            found["p50_ms"] = _wrk_ms(parts[1])
+        elif parts[:1] == ["99%"]:
+            found["p99_ms"] = _wrk_ms(parts[1])
+        elif "Non-2xx" in line or line.strip().startswith("Socket errors"):
+            found["errors"] += sum(int(p.strip(",")) for p in parts if p.strip(",").isdigit())
+    found.setdefault("throughput", 0.0)
+    found.setdefault("p50_ms", float("nan"))
+    found.setdefault("p99_ms", float("nan"))
+    return found
+
+
 async def run(children: int, concurrencies: list[int], duration: float, reps: int) -> str:
     daemon = _Daemon(children)
     results: dict[tuple[str, int], list[dict[str, float]]] = {}
+    wrk = shutil.which("wrk")
+    script = Path(tempfile.mkdtemp()) / "post.lua"
+    script.write_text(_WRK_SCRIPT)
     try:
         daemon.wait_ready()
         async with (
@@ -122,6 +177,10 @@ async def run(children: int, concurrencies: list[int], duration: float, reps: in
                 for c in concurrencies:
                     for name, submit in (("pool.submit", pool.submit), ("HTTP", client.submit)):
                         results.setdefault((name, c), []).append(await _drive(submit, c, duration))
+                    if wrk:
+                        results.setdefault(("HTTP (wrk)", c), []).append(
+                            await asyncio.to_thread(_wrk, wrk, daemon.url, c, duration, script)
+                        )
     finally:
         daemon.stop()
     return _table(results, children, duration, reps)
@@ -148,7 +207,7 @@ def _table(
         p99 = statistics.median(r["p99_ms"] for r in runs)
         errors = int(sum(r["errors"] for r in runs))
         ratio = ""
-        if name == "HTTP":
+        if name != "pool.submit":
             ref = statistics.median(r["throughput"] for r in results[("pool.submit", c)])
             ratio = f"{tput / ref:.2f}x"
         lines.append(f"| {c} | {name} | {tput:,.0f} | {p50:.2f} | {p99:.2f} | {errors} | {ratio} |")
