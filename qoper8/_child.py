@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from . import _protocol as proto
@@ -32,6 +33,8 @@ if TYPE_CHECKING:
 # A child whose channel closed but whose process lingers (it closed the socket itself?) is
 # killed after this long, so its slot cannot leak.
 LINGER_AFTER_EOF: Final = 2.0
+# One recv per readiness event; a result larger than this arrives over several events.
+RECV_SIZE: Final = 256 * 1024
 
 
 class ChildState(enum.Enum):
@@ -51,25 +54,6 @@ class ChildEvents(Protocol):
     ) -> None: ...
     def child_exited(self, child: Child) -> None: ...
     def child_output(self, child: Child, line: str) -> None: ...
-
-
-class _ChannelProtocol(asyncio.Protocol):
-    def __init__(self, child: Child, limit: int) -> None:
-        self._child = child
-        self._reader = proto.FrameReader(limit)
-
-    def data_received(self, data: bytes) -> None:
-        child = self._child
-        try:
-            frames = self._reader.feed(data)
-        except proto.ProtocolError as exc:
-            child.protocol_violation(str(exc))
-            return
-        for kind, job_id, extra, payload in frames:
-            child.on_frame(kind, job_id, extra, payload)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._child.on_channel_closed()
 
 
 class _OutputProtocol(asyncio.Protocol):
@@ -123,13 +107,15 @@ class Child:
         self.last_rss = 0
         self.kill_reason: str | None = None
         self._proc: subprocess.Popen[bytes] | None = None
-        self._transport: asyncio.Transport | None = None
+        self._sock: socket.socket | None = None
+        self._reader = proto.FrameReader(0)
+        # Unsent parts of frames, waiting for the socket to drain (large actions only).
+        self._unsent: deque[memoryview] = deque()
         self._output: asyncio.BaseTransport | None = None
         self._pidfd: int | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ready: asyncio.Future[None] | None = None
         self._exited = asyncio.Event()
-        self._channel_open = False
         self._linger: asyncio.TimerHandle | None = None
 
     # ----------------------------------------------------------------- lifecycle
@@ -184,10 +170,9 @@ class Child:
             child_sock.close()
         self._adopt(loop)
         master_sock.setblocking(False)
-        self._transport, _ = await loop.connect_accepted_socket(
-            lambda: _ChannelProtocol(self, limit), master_sock
-        )
-        self._channel_open = True
+        self._sock = master_sock
+        self._reader = proto.FrameReader(limit)
+        loop.add_reader(master_sock.fileno(), self._on_readable)
         assert self._proc.stdout is not None
         self._output, _ = await loop.connect_read_pipe(
             lambda: _OutputProtocol(self), self._proc.stdout
@@ -256,8 +241,7 @@ class Child:
         if self._linger is not None:
             self._linger.cancel()
         self.state = ChildState.DEAD
-        if self._transport is not None:
-            self._transport.abort()
+        self._close_channel()
         if self._output is not None:
             self._output.close()
         elif self._proc is not None and self._proc.stdout is not None:
@@ -309,9 +293,79 @@ class Child:
         return job
 
     def _send(self, kind: Kind, job_id: int, payload: bytes) -> None:
-        if self._transport is None or self._transport.is_closing():
-            return  # the exit watcher will report the death
-        self._transport.write(proto.frame(kind, job_id, payload))
+        self.send_frame(proto.frame(kind, job_id, payload))
+
+    def send_frame(self, data: bytes) -> None:
+        """Write one frame without blocking: straight to the socket (the common case, one
+        syscall), or queued behind what is still unsent."""
+        sock = self._sock
+        if sock is None:
+            return  # the channel is gone; the exit watcher reports the death
+        if self._unsent:
+            self._unsent.append(memoryview(data))
+            return
+        try:
+            sent = sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            self._close_channel()
+            return
+        if sent < len(data):
+            self._unsent.append(memoryview(data)[sent:])
+            assert self._loop is not None
+            self._loop.add_writer(sock.fileno(), self._on_writable)
+
+    def _on_writable(self) -> None:
+        sock = self._sock
+        unsent = self._unsent
+        assert sock is not None and self._loop is not None
+        while unsent:
+            chunk = unsent[0]
+            try:
+                sent = sock.send(chunk)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                self._close_channel()
+                return
+            if sent < len(chunk):
+                unsent[0] = chunk[sent:]
+                return
+            unsent.popleft()
+        self._loop.remove_writer(sock.fileno())
+
+    def _on_readable(self) -> None:
+        sock = self._sock
+        assert sock is not None
+        try:
+            data = sock.recv(RECV_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._close_channel()
+            self.on_channel_closed()
+            return
+        try:
+            frames = self._reader.feed(data)
+        except proto.ProtocolError as exc:
+            self.protocol_violation(str(exc))
+            return
+        for kind, job_id, extra, payload in frames:
+            self.on_frame(kind, job_id, extra, payload)
+
+    def _close_channel(self) -> None:
+        sock = self._sock
+        if sock is None:
+            return
+        self._sock = None
+        self._unsent.clear()
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.remove_reader(sock.fileno())
+            self._loop.remove_writer(sock.fileno())
+        sock.close()
 
     def retire(self) -> None:
         """Ask the child to run its stop hooks and exit when it is idle."""
@@ -335,7 +389,11 @@ class Child:
     # ----------------------------------------------------------------- events
 
     def on_frame(self, kind: int, job_id: int, extra: int, payload: bytes) -> None:
-        if kind == Kind.READY and self.state is ChildState.STARTING:
+        if kind >= Kind.RESULT:
+            if extra:
+                self.last_rss = extra
+            self.events.child_frame(self, kind, job_id, extra, payload)
+        elif kind == Kind.READY and self.state is ChildState.STARTING:
             try:
                 info = proto.loads(payload)
                 self.handlers = list(info["handlers"])
@@ -362,7 +420,6 @@ class Child:
         self.kill(f"protocol violation: {why}")
 
     def on_channel_closed(self) -> None:
-        self._channel_open = False
         if self.state is not ChildState.DEAD and self._loop is not None:
             self._linger = self._loop.call_later(LINGER_AFTER_EOF, self.kill, "channel closed")
 

@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 import traceback
+from collections import deque
 from typing import Any, Final
 
 from . import _protocol as proto
@@ -29,6 +30,7 @@ EXIT_PROTOCOL_ERROR: Final = 4
 EXIT_ORPHANED: Final = 5
 
 _PR_SET_PDEATHSIG: Final = 1
+RECV_SIZE: Final = 256 * 1024
 # How often the portable orphan watchdog checks its parent where the kernel cannot signal us.
 _ORPHAN_POLL_SECONDS: Final = 0.5
 
@@ -67,26 +69,35 @@ class Channel:
 
     def __init__(self, sock: socket.socket, limit: int) -> None:
         self._sock = sock
-        self._reader = sock.makefile("rb", buffering=256 * 1024)
+        self._reader = proto.FrameReader(limit)
+        self._frames: deque[tuple[int, int, int, bytes]] = deque()
         self.limit = limit
+
+    @property
+    def limit(self) -> int:
+        return self._reader.limit
+
+    @limit.setter
+    def limit(self, value: int) -> None:
+        self._reader.limit = value
 
     def read(self) -> tuple[int, int, bytes] | None:
         """The next (kind, job_id, payload), or None at a clean EOF (the master is gone)."""
-        header = self._reader.read(proto.HEADER_SIZE)
-        if not header:
-            return None
-        if len(header) < proto.HEADER_SIZE:
-            raise proto.ProtocolError("channel closed inside a frame header")
-        length, kind, job_id, _extra = proto.HEADER.unpack(header)
-        if length > self.limit:
-            raise proto.ProtocolError(f"frame of {length} bytes exceeds the limit")
-        payload = self._reader.read(length) if length else b""
-        if len(payload) < length:
-            raise proto.ProtocolError("channel closed inside a frame payload")
+        frames = self._frames
+        while not frames:
+            data = self._recv()
+            if not data:
+                if self._reader.pending:
+                    raise proto.ProtocolError("channel closed inside a frame")
+                return None
+            frames.extend(self._reader.feed(data))
+        kind, job_id, _extra, payload = frames.popleft()
         return kind, job_id, payload
 
+    def _recv(self) -> bytes:
+        return self._sock.recv(RECV_SIZE)
+
     def close(self) -> None:
-        self._reader.close()
         self._sock.close()
 
     def send(self, kind: Kind, job_id: int, payload: bytes, extra: int = 0) -> None:
@@ -253,7 +264,11 @@ def main(argv: list[str] | None = None) -> int:
             raise proto.ProtocolError("expected CONFIG as the first frame")
         config = proto.loads(first[2])
         channel.limit = int(config["max_message_bytes"])
+        # The master's import path, plus its working directory as uvicorn and gunicorn do,
+        # so that "workers.users:worker" resolves from where the program was started.
         sys.path[:] = config["sys_path"]
+        if config["cwd"] not in sys.path and "" not in sys.path:
+            sys.path.append(config["cwd"])
     except (proto.ProtocolError, ValueError, KeyError, TypeError) as exc:
         sys.stderr.write(f"qoper8 child: bad start-up message: {exc}\n")
         return EXIT_PROTOCOL_ERROR

@@ -164,6 +164,7 @@ class Pool:
         self._child_config = {
             "worker": config.worker,
             "sys_path": list(sys.path),
+            "cwd": os.getcwd(),
             "max_message_bytes": config.max_message_bytes,
             "report_memory": config.max_memory_per_child is not None,
         }

@@ -97,12 +97,17 @@ class FrameReader:
     keeps the rest. Large payloads are collected in a list of chunks and joined once, so a
     20 MiB result costs one copy, not one per read."""
 
-    __slots__ = ("_buffer", "_limit", "_pending")
+    __slots__ = ("_buffer", "_pending", "limit")
 
     def __init__(self, limit: int) -> None:
         self._buffer = bytearray()
-        self._limit = limit
+        self.limit = limit
         self._pending: tuple[int, int, int, int] | None = None
+
+    @property
+    def pending(self) -> bool:
+        """Whether part of a frame has arrived and waits for the rest."""
+        return bool(self._buffer) or self._pending is not None
 
     def feed(self, data: bytes) -> list[tuple[int, int, int, bytes]]:
         """Add bytes; return the (kind, job_id, extra, payload) frames they complete."""
@@ -110,7 +115,7 @@ class FrameReader:
         if not buf and self._pending is None and len(data) >= HEADER_SIZE:
             # Fast path: one whole frame in one read, the common case for small results.
             length, kind, job_id, extra = HEADER.unpack_from(data)
-            if len(data) == HEADER_SIZE + length and length <= self._limit:
+            if len(data) == HEADER_SIZE + length and length <= self.limit:
                 return [(kind, job_id, extra, data[HEADER_SIZE:])]
         buf += data
         out: list[tuple[int, int, int, bytes]] = []
@@ -119,9 +124,9 @@ class FrameReader:
                 if len(buf) < HEADER_SIZE:
                     return out
                 length, kind, job_id, extra = HEADER.unpack_from(buf)
-                if length > self._limit:
+                if length > self.limit:
                     raise ProtocolError(
-                        f"frame of {length} bytes exceeds the limit of {self._limit}"
+                        f"frame of {length} bytes exceeds the limit of {self.limit}"
                     )
                 del buf[:HEADER_SIZE]
                 self._pending = (length, kind, job_id, extra)

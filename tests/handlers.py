@@ -123,6 +123,13 @@ def allocate(mib: int) -> int:
 _ballast = bytearray()
 
 
+@worker.handler("corrupt_channel")
+def corrupt_channel() -> None:
+    """Write garbage onto this child's own channel to the master, then wait to be killed."""
+    os.write(int(sys.argv[2]), b"\xff" * 64)
+    signal.pause()
+
+
 @worker.handler("validation_inside")
 def validation_inside() -> None:
     Point.model_validate({"x": "not a number", "y": 1})
