@@ -57,7 +57,9 @@ def hang() -> None:
 def block(started: str, release: str) -> int:
     """Create ``started`` (the test learns which child runs it), then wait until the test
     creates ``release``; returns this child's pid."""
-    pathlib.Path(started).write_text(str(os.getpid()))
+    tmp = pathlib.Path(f"{started}.{os.getpid()}.tmp")
+    tmp.write_text(str(os.getpid()))
+    tmp.replace(started)  # atomic: the test never reads a half-written file
     while not os.path.exists(release):
         time.sleep(POLL_SECONDS)
     return os.getpid()
