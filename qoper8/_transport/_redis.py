@@ -120,6 +120,8 @@ BACKOFF_MAX: Final = 2.0
 REPLY_TTL: Final = 300
 # The largest decompressed job payload accepted: bounds memory against zlib bombs.
 MAX_JOB_BYTES: Final = 16 * 1024 * 1024
+# Concurrent enqueues per RedisPool; each holds one connection while in flight.
+MAX_CLIENT_CONNECTIONS: Final = 32
 # Expired leases handled per reaper run (the next run takes the rest).
 REAP_BATCH: Final = 100
 
@@ -1196,6 +1198,9 @@ class RedisClient:
         self._redis: aioredis.Redis | None = None
         self._enqueue: Any = None
         self._pending: dict[str, _Pending] = {}
+        # redis-py opens a connection per concurrent command: bound them, so that a burst of
+        # submits does not open thousands of connections to Redis
+        self._enqueue_slots = asyncio.Semaphore(MAX_CLIENT_CONNECTIONS)
         self._listener: asyncio.Task[None] | None = None
         self._closed = False
         self._healthy = True
@@ -1277,7 +1282,8 @@ class RedisClient:
         keys = [JOB_PREFIX + job_id, self._queue_key, QUEUES_KEY]
         while True:
             try:
-                await self._enqueue(keys=keys, args=args)
+                async with self._enqueue_slots:
+                    await self._enqueue(keys=keys, args=args)
             except Exception as exc:
                 if not is_redis_failure(exc):
                     raise
