@@ -7,6 +7,7 @@ import contextlib
 import os
 import signal
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -22,7 +23,6 @@ from .conftest import HANDLERS, ROOT, wait_until
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
-    from pathlib import Path
 
     import redis
 
@@ -120,6 +120,12 @@ async def test_rq_sees_true_states_and_results(
     assert StartedJobRegistry(queue_name, connection=sync_redis).get_job_ids() == []
     q = Queue(queue_name, connection=sync_redis, serializer=JSONSerializer)
     assert q.count == 0
+    rq_cli = Path(sys.executable).with_name("rq")
+    info = await asyncio.create_subprocess_exec(
+        str(rq_cli), "info", "-u", redis_url, queue_name, stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await info.communicate()
+    assert b"0 executing, 1 finished, 1 failed" in out
 
 
 async def test_plain_rq_producer_feeds_the_pool(
