@@ -16,6 +16,7 @@ import os
 import signal
 import sys
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
@@ -48,6 +49,8 @@ EXIT_START_FAILED: Final = 3  # the worker module failed to import or its childr
 EXIT_BIND_FAILED: Final = 4  # the address or socket could not be bound
 EXIT_ALREADY_RUNNING: Final = 5  # the pidfile names a live process
 
+# Signals that stop the daemon; they interrupt a resize or reload still waiting for children.
+STOP_SIGNALS: Final = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGQUIT})
 # Consumers (Redis) get this long to hand back their in-flight jobs on a fast stop (INT).
 FAST_STOP_TIMEOUT: Final = 2.0
 
@@ -206,27 +209,62 @@ class Daemon:
         return RedisConsumer
 
     async def _act_on_signals(self) -> None:
-        """The one task that acts on signals and control requests, in arrival order."""
+        """The one task that acts on signals and control requests, in arrival order.
+
+        Actions run one at a time. A stop signal (TERM, INT, QUIT) that arrives while a
+        resize or reload waits for slow children interrupts it rather than waiting up to
+        ``start_timeout`` behind it; anything else waits its turn.
+        """
+        backlog: deque[signal.Signals | _Request] = deque()
         while not self._stopping:
-            item = await self._inbox.get()
-            if isinstance(item, _Request):
-                if item.future.done():
-                    continue
-                try:
-                    item.future.set_result(await item.run())
-                except Exception as exc:
-                    item.future.set_exception(exc)
+            item = backlog.popleft() if backlog else await self._inbox.get()
+            if _stops(item):
+                await self._act(item)
                 continue
-            logger.info("received %s", item.name)
-            try:
-                await self.actions[item]()
-            except Exception:
-                logger.exception("acting on %s failed", item.name)
+            current = asyncio.create_task(self._act(item))
+            while not current.done():
+                getter = asyncio.create_task(self._inbox.get())
+                await asyncio.wait({current, getter}, return_when=asyncio.FIRST_COMPLETED)
+                if not getter.done():
+                    getter.cancel()
+                    await asyncio.wait({getter})
+                if getter.cancelled():
+                    continue
+                following = getter.result()
+                if _stops(following):
+                    current.cancel()
+                    await asyncio.wait({current})
+                    backlog.appendleft(following)
+                else:
+                    backlog.append(following)
         # Anything still waiting will not run: tell its caller.
         while not self._inbox.empty():
-            item = self._inbox.get_nowait()
+            backlog.append(self._inbox.get_nowait())
+        for item in backlog:
             if isinstance(item, _Request) and not item.future.done():
                 item.future.set_exception(PoolClosed("the daemon is shutting down"))
+
+    async def _act(self, item: signal.Signals | _Request) -> None:
+        if isinstance(item, _Request):
+            if item.future.done():
+                return
+            try:
+                item.future.set_result(await item.run())
+            except asyncio.CancelledError:
+                if not item.future.done():
+                    item.future.set_exception(PoolClosed("interrupted: the daemon is stopping"))
+                raise
+            except Exception as exc:
+                item.future.set_exception(exc)
+            return
+        logger.info("received %s", item.name)
+        try:
+            await self.actions[item]()
+        except asyncio.CancelledError:
+            logger.warning("%s interrupted: the daemon is stopping", item.name)
+            raise
+        except Exception:
+            logger.exception("acting on %s failed", item.name)
 
     async def _submit_request(self, run: Callable[[], Awaitable[int]]) -> int:
         if self._stopping:
@@ -408,6 +446,10 @@ class Daemon:
         if path is not None and _read_pid(path) == os.getpid():
             with contextlib.suppress(OSError):
                 os.unlink(path)
+
+
+def _stops(item: signal.Signals | _Request) -> bool:
+    return isinstance(item, signal.Signals) and item in STOP_SIGNALS
 
 
 def _read_pid(path: Path) -> int | None:

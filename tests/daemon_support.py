@@ -184,6 +184,29 @@ class Daemon:
                 raise AssertionError(f"not ready within {timeout}s: {self.describe()}")
             time.sleep(POLL)
 
+    def group_alive(self) -> list[int]:
+        """Live (not zombie) processes of the daemon's process group: master and children."""
+        alive = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            fields = stat.rsplit(") ", 1)[1].split()
+            if fields[0] != "Z" and int(fields[2]) == self.pid:
+                alive.append(int(entry.name))
+        return alive
+
+    def wait_group_gone(self, timeout: float = STOP_TIMEOUT) -> None:
+        """Wait until no process of the group is left (no stray children)."""
+        deadline = time.monotonic() + timeout
+        while left := self.group_alive():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"processes {left} outlived the daemon: {self.describe()}")
+            time.sleep(POLL)
+
     def signal(self, signum: signal.Signals) -> None:
         os.kill(self.pid, signum)
 
@@ -216,6 +239,7 @@ def running(tmp: Path, *args: str, **kwargs: Any) -> Iterator[Daemon]:
         yield daemon
     finally:
         daemon.stop()
+    daemon.wait_group_gone()
 
 
 async def wait_until(

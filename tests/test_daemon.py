@@ -304,6 +304,26 @@ def test_signal_table_maps_each_signal_to_its_action(tmp_path: Path) -> None:
     }
 
 
+async def test_dispatcher_actions_run_in_process(tmp_path: Path) -> None:
+    """The first level: call the signal actions directly, no real signal, no subprocess."""
+    master = DaemonMaster(load_config(environ={}, overrides={"worker": HANDLERS, "children": 1}))
+    await master.pool.start()
+    try:
+        await master.actions[signal.SIGTTIN]()
+        assert master.pool.size == 2
+        await master.actions[signal.SIGTTOU]()
+        await master.actions[signal.SIGTTOU]()
+        assert master.pool.size == 1
+        await master.actions[signal.SIGHUP]()
+        assert master.pool.generation == 2
+        await master.actions[signal.SIGUSR1]()  # no log file: nothing to reopen
+        await master.actions[signal.SIGTERM]()
+        assert master.draining
+        assert not master.pool.is_open
+    finally:
+        await master.pool.aclose(grace=0)
+
+
 async def test_ttin_and_ttou_under_load_fail_no_request(tmp_path: Path) -> None:
     with running(tmp_path, children=2) as d:
         async with d.client() as client:
@@ -416,6 +436,7 @@ async def test_term_lets_jobs_in_flight_finish_then_exits_0(tmp_path: Path) -> N
             assert await asyncio.gather(*jobs) == [0, 1, 2, 3]
         assert d.wait_exit() == 0
         assert not d.pidfile.exists()
+        d.wait_group_gone()
     finally:
         d.stop()
 
@@ -452,6 +473,28 @@ async def test_int_and_quit_stop_fast(tmp_path: Path, signum: signal.Signals) ->
                 await job
         assert d.wait_exit() == 0
         assert not d.pidfile.exists()
+    finally:
+        d.stop()
+
+
+async def test_term_interrupts_a_reload_waiting_for_slow_children(tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    d = Daemon(tmp_path, children=1, env={"QOPER8_TEST_START_GATE": str(gate)}).start()
+    try:
+        d.wait_ready()
+        async with d.client() as client:
+            gate.touch()  # children started from now on block in their start hook
+            d.signal(signal.SIGHUP)
+            await wait_status(
+                client,
+                lambda s: any(c["state"] == "starting" for c in s["children"]),
+                daemon=d,
+                what="a new child stuck starting",
+            )
+            d.signal(signal.SIGTERM)
+            assert d.wait_exit() == 0  # long before start_timeout (60 s)
+            assert "SIGHUP interrupted" in d.log_text()
+        d.wait_group_gone()
     finally:
         d.stop()
 
