@@ -274,24 +274,6 @@ class Child:
 
     # ----------------------------------------------------------------- jobs
 
-    def send_job(self, job: Job, kind: Kind) -> None:
-        """Hand ``job`` to this idle child as a frame of ``kind``."""
-        if self.state is not ChildState.IDLE:
-            raise RuntimeError(f"child {self.id} is {self.state.value}, cannot take job {job.id}")
-        self.state = ChildState.BUSY
-        self.job = job
-        job.child = self
-        self._send(kind, job.id, job.payload)
-
-    def job_done(self) -> Job | None:
-        """The current job ended; the child is idle again. Returns that job."""
-        job = self.job
-        self.job = None
-        self.jobs_done += 1
-        if self.state is ChildState.BUSY:
-            self.state = ChildState.IDLE
-        return job
-
     def _send(self, kind: Kind, job_id: int, payload: bytes) -> None:
         self.send_frame(proto.frame(kind, job_id, payload))
 
@@ -319,7 +301,8 @@ class Child:
     def _on_writable(self) -> None:
         sock = self._sock
         unsent = self._unsent
-        assert sock is not None and self._loop is not None
+        assert sock is not None
+        assert self._loop is not None
         while unsent:
             chunk = unsent[0]
             try:

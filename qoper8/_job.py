@@ -34,10 +34,10 @@ class Job:
         "action_type",
         "child",
         "deadline",
+        "frame",
         "future",
         "id",
         "kind",
-        "payload",
         "started_at",
         "state",
         "submitted_at",
@@ -48,14 +48,14 @@ class Job:
         self,
         job_id: int,
         kind: JobKind,
-        payload: bytes,
+        frame: bytes,
         future: asyncio.Future[Any],
         submitted_at: float,
         action_type: str,
     ) -> None:
         self.id = job_id
         self.kind = kind
-        self.payload = payload
+        self.frame = frame  # the whole ACTION or CALL frame, header included, built once
         self.future = future
         self.submitted_at = submitted_at
         self.action_type = action_type

@@ -32,6 +32,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
+import orjson
 from pydantic import BaseModel
 
 from . import _protocol as proto
@@ -76,6 +77,12 @@ RESPAWN_BACKOFF_BASE: Final = 0.1
 RESPAWN_BACKOFF_MAX: Final = 5.0
 
 _UNSET: Final[Any] = object()
+_monotonic: Final = time.monotonic
+_dumps: Final = orjson.dumps
+_loads: Final = orjson.loads
+_HEADER_PACK: Final = proto.HEADER.pack
+# Fold raw samples into the statistics series once this many have piled up.
+SAMPLE_FOLD: Final = 4096
 
 
 class _State:
@@ -154,6 +161,13 @@ class Pool:
         self._target = config.children
         self._handlers: dict[str, HandlerInfo] = {}
         self._counters = Counters()
+        # Raw durations, folded into the counters' series when statistics() runs or the
+        # list grows long: one list append per job on the hot path instead of a histogram
+        # update.
+        self._wait_samples: list[float] = []
+        self._run_samples: list[float] = []
+        self._max_bytes = config.max_message_bytes
+        self._memory_limit = config.max_memory_per_child
         self._tasks: set[asyncio.Task[None]] = set()
         self._waiters: list[tuple[Callable[[], bool], asyncio.Future[None]]] = []
         self._room_waiters: deque[asyncio.Future[None]] = deque()
@@ -356,7 +370,18 @@ class Pool:
             JobFailed: the handler raised. JobTimeout: the deadline passed.
             ChildDied: the child died mid-job. QueueFull, PoolClosed, StartFailed.
         """
-        action_type, payload = self._encode_action(action)
+        # Hot path: a plain dict of a known type, encoded in one call; anything unusual
+        # (and every error message) goes through _encode_action.
+        action_type = action.get("type") if type(action) is dict else None
+        payload = None
+        if type(action_type) is str and action_type in self._handlers:
+            try:
+                payload = _dumps(action, default=proto.encode_model)
+            except TypeError:
+                payload = None
+        if payload is None or len(payload) > self._max_bytes:
+            action_type, payload = self._encode_action(action)
+        assert action_type is not None
         result: JSONValue = await self._submit(
             JobKind.ACTION, payload, action_type, timeout, kill_on_cancel, wait_for_room
         )
@@ -447,14 +472,24 @@ class Pool:
             await self._wait_for_room(timeout)
             if timeout is not None:
                 timeout = max(0.0, timeout - (time.monotonic() - now))
-        job = Job(self._next_job_id, kind, payload, loop.create_future(), now, action_type)
-        self._next_job_id += 1
+        job_id = self._next_job_id
+        self._next_job_id = job_id + 1
+        frame_kind = Kind.ACTION if kind is JobKind.ACTION else Kind.CALL
+        job = Job(
+            job_id,
+            kind,
+            _HEADER_PACK(len(payload), frame_kind, job_id, 0) + payload,
+            loop.create_future(),
+            now,
+            action_type,
+        )
         self._counters.submitted += 1
         if timeout is not None:
             job.deadline = now + timeout
             job.timer = loop.call_later(timeout, self._on_deadline, job, timeout)
-        if self._idle and not self._queued:
-            self._start_job(self._idle.popleft(), job)
+        idle = self._idle
+        if idle and not self._queued:
+            self._start_job(idle.popleft(), job)
         else:
             self._queue.append(job)
             self._queued += 1
@@ -492,12 +527,19 @@ class Pool:
                 return
 
     def _start_job(self, child: Child, job: Job) -> None:
-        now = time.monotonic()
+        if child.state is not ChildState.IDLE:
+            raise RuntimeError(
+                f"{child.describe()} is {child.state.value}, cannot take job {job.id}"
+            )
+        now = _monotonic()
         job.state = JobState.RUNNING
         job.started_at = now
+        job.child = child
+        child.state = ChildState.BUSY
+        child.job = job
         self._running += 1
-        self._counters.queue_wait.add(now - job.submitted_at)
-        child.send_job(job, Kind.ACTION if job.kind is JobKind.ACTION else Kind.CALL)
+        self._wait_samples.append(now - job.submitted_at)
+        child.send_frame(job.frame)
 
     def _on_deadline(self, job: Job, timeout: float) -> None:
         job.timer = None
@@ -554,25 +596,58 @@ class Pool:
         self._child_free(child)
 
     def child_frame(self, child: Child, kind: int, job_id: int, extra: int, payload: bytes) -> None:
+        """A child answered: settle its job, then give it the next one at once. This is the
+        hot path, kept flat: one call per answer, no allocation beyond the result."""
         job = child.job
         if job is None or job.id != job_id:
             child.protocol_violation(f"frame {kind} for job {job_id}, expected {job and job.id}")
             return
-        child.job_done()
+        child.job = None
+        child.jobs_done += 1
+        if child.state is ChildState.BUSY:
+            child.state = ChildState.IDLE
         self._running -= 1
-        self._counters.run_time.add(time.monotonic() - job.started_at)
-        if not job.ended:
-            self._settle(job, kind, payload, child)
+        samples = self._run_samples
+        samples.append(_monotonic() - job.started_at)
+        if len(samples) >= SAMPLE_FOLD:
+            self._fold_samples()
+        if job.state is not JobState.ENDED:
+            if kind == Kind.RESULT:
+                try:
+                    value = _loads(payload)
+                except ValueError as exc:
+                    self._undecodable(job, child, exc)
+                else:
+                    job.state = JobState.ENDED
+                    job.child = None
+                    if job.timer is not None:
+                        job.timer.cancel()
+                        job.timer = None
+                    if not job.future.done():
+                        job.future.set_result(value)
+                    self._counters.completed += 1
+            else:
+                self._settle(job, kind, payload, child)
         self._child_free(child)
 
+    def _undecodable(self, job: Job, child: Child, exc: Exception) -> None:
+        """Fail ``job`` over a reply that cannot be decoded, and stop trusting its child."""
+        self._counters.failed += 1
+        job.fail(
+            JobFailed(
+                f"job {job.id}: {child.describe()} sent a reply that cannot be decoded: {exc}",
+                job_id=job.id,
+                remote_type=type(exc).__name__,
+                remote_message=str(exc),
+            )
+        )
+        child.protocol_violation(str(exc))
+
     def _settle(self, job: Job, kind: int, payload: bytes, child: Child) -> None:
+        """Settle ``job`` from any reply but a plain RESULT (which child_frame handles)."""
         counters = self._counters
         try:
-            if kind == Kind.RESULT:
-                value = proto.loads(payload)
-                counters.completed += 1
-                job.resolve(value)
-            elif kind == Kind.ERROR:
+            if kind == Kind.ERROR:
                 info = proto.loads(payload)
                 if info.get("category") == ErrorCategory.INVALID:
                     counters.invalid += 1
@@ -595,16 +670,7 @@ class Pool:
             else:
                 raise proto.ProtocolError(f"unexpected frame kind {kind}")
         except Exception as exc:  # undecodable reply: fail this job, distrust the child
-            counters.failed += 1
-            job.fail(
-                JobFailed(
-                    f"job {job.id}: {child.describe()} sent a reply that cannot be decoded: {exc}",
-                    job_id=job.id,
-                    remote_type=type(exc).__name__,
-                    remote_message=str(exc),
-                )
-            )
-            child.protocol_violation(str(exc))
+            self._undecodable(job, child, exc)
 
     @staticmethod
     def _job_failed(job: Job, info: dict[str, Any], remote: BaseException | None) -> JobFailed:
@@ -621,10 +687,16 @@ class Pool:
         """``child`` just became idle: retire it, or give it the next queued job, or park it."""
         if child.state is not ChildState.IDLE:
             return
-        reason = self._retire_reason(child)
-        if reason is not None:
-            self._retire(child, reason)
-            return
+        if (
+            child.retire_requested
+            or child.generation != self._generation
+            or child.max_jobs is not None
+            or self._memory_limit is not None
+        ):
+            reason = self._retire_reason(child)
+            if reason is not None:
+                self._retire(child, reason)
+                return
         queue = self._queue
         while queue:
             queued = queue.popleft()
@@ -855,6 +927,15 @@ class Pool:
 
     # ================================================================ waiting and stats
 
+    def _fold_samples(self) -> None:
+        add_wait, add_run = self._counters.queue_wait.add, self._counters.run_time.add
+        for seconds in self._wait_samples:
+            add_wait(seconds)
+        for seconds in self._run_samples:
+            add_run(seconds)
+        self._wait_samples.clear()
+        self._run_samples.clear()
+
     def _wake_waiters(self) -> None:
         if not self._waiters:
             return
@@ -906,6 +987,7 @@ class Pool:
 
     def statistics(self) -> PoolStatistics:
         """A snapshot built from the master's counters; no child is asked anything."""
+        self._fold_samples()
         now = time.monotonic()
         c = self._counters
         children = tuple(

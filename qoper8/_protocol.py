@@ -78,14 +78,15 @@ def frame(kind: Kind, job_id: int, payload: bytes, extra: int = 0) -> bytes:
 def dumps(value: object) -> bytes:
     """Encode JSON the way every qoper8 boundary does. Pydantic models become their JSON
     form; anything else that is not JSON raises ``TypeError``."""
-    return orjson.dumps(value, default=_encode_model)
+    return orjson.dumps(value, default=encode_model)
 
 
 loads: Final = orjson.loads
 JSONDecodeError: Final = orjson.JSONDecodeError
 
 
-def _encode_model(value: object) -> object:
+def encode_model(value: object) -> object:
+    """orjson's ``default`` hook: pydantic models (nested anywhere) become their JSON form."""
     dump = getattr(value, "model_dump", None)
     if dump is not None and callable(dump):
         return dump(mode="json")
