@@ -592,7 +592,6 @@ class Pool:
                 h["type"]: HandlerInfo(h["type"], h["import_path"], tuple(h["params"]))
                 for h in child.handlers
             }
-        self._start_failures = 0
         self._child_free(child)
 
     def child_frame(self, child: Child, kind: int, job_id: int, extra: int, payload: bytes) -> None:
@@ -607,6 +606,8 @@ class Pool:
         if child.state is ChildState.BUSY:
             child.state = ChildState.IDLE
         self._running -= 1
+        if self._start_failures:
+            self._start_failures = 0  # a child did real work: the worker module is healthy
         samples = self._run_samples
         samples.append(_monotonic() - job.started_at)
         if len(samples) >= SAMPLE_FOLD:
@@ -762,7 +763,15 @@ class Pool:
             logger.warning(
                 "%s %s while idle", child.describe(), describe_exit(child.exitcode, child.signal)
             )
-        if not child.was_ready and self._state is _State.OPEN and not child.managed_start:
+        # A child that dies before READY, or idle before doing any job at all, counts as a
+        # failed start: either way respawning it in a loop would achieve nothing.
+        failed_start = not child.was_ready or (
+            job is None
+            and child.jobs_done == 0
+            and not child.retiring
+            and child.kill_reason is None
+        )
+        if failed_start and self._state is _State.OPEN and not child.managed_start:
             self._start_failures += 1
             logger.error(
                 "%s of %r failed to start (%d in a row): %s",
@@ -906,13 +915,14 @@ class Pool:
         try:
             await self._start_children(new)
         except BaseException:
+            # The new children are being killed; their deaths are this reload's failure,
+            # not failed background starts (they keep managed_start).
             self._generation = old_generation
             self._reloading = False
             self._reconcile()
             raise
-        finally:
-            for child in new:
-                child.managed_start = False
+        for child in new:
+            child.managed_start = False
         self._reloading = False
         self._start_failures = 0
         for child in list(self._children.values()):

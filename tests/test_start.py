@@ -99,3 +99,13 @@ async def test_child_that_keeps_dying_at_start_is_not_respawned_forever(
         assert "database is down" in str(info.value)
         await asyncio.sleep(0)
         assert not pool._tasks, "no respawn is pending after giving up"
+
+
+async def test_children_that_die_idle_right_after_start_are_not_respawned_forever() -> None:
+    async with qoper8.Pool(
+        "tests.bad_workers.dies_after_ready:worker", children=1, max_start_failures=3
+    ) as pool:
+        await wait_until(lambda: pool._broken is not None, what="the pool to give up", timeout=20)
+        with pytest.raises(qoper8.StartFailed) as info:
+            await pool.submit({"type": "echo", "value": 1})
+        assert "exited with code 7" in str(info.value)
