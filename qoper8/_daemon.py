@@ -121,6 +121,7 @@ class Daemon:
         self._log_handler: logging.Handler | None = None
         self._consumer: Any = None
         self._consumer_task: asyncio.Task[None] | None = None
+        self._backlog: deque[signal.Signals | _Request] = deque()
         # The signal table: the one place that says what each signal does.
         self.actions: dict[signal.Signals, Callable[[], Awaitable[None]]] = {
             signal.SIGTERM: self.drain,
@@ -162,21 +163,27 @@ class Daemon:
         except ConfigError as exc:
             logger.error("%s", exc)
             return EXIT_CONFIG
+        # Listen first: a taken port fails at once, not after the children started, and
+        # /v1/health answers "starting" meanwhile (submits get 503 until the pool is open).
         try:
-            await self.pool.start()
-        except StartFailed as exc:
-            logger.error("children of %r failed to start: %s", cfg.pool.worker, exc)
-            if exc.remote_traceback:
-                logger.error("the child's traceback:\n%s", exc.remote_traceback.rstrip())
-            return EXIT_START_FAILED
+            unix = None if cfg.unix is None else os.fspath(cfg.unix)
+            urls = await self.api.start(host=cfg.host, port=cfg.port, unix=unix)
+        except OSError as exc:
+            where = cfg.unix or f"{cfg.host}:{cfg.port}"
+            logger.error("cannot listen on %s: %s", where, exc.strerror or exc)
+            return EXIT_BIND_FAILED
         try:
+            logger.info("listening on %s; starting %d children", " ".join(urls), self.pool.size)
             try:
-                unix = None if cfg.unix is None else os.fspath(cfg.unix)
-                urls = await self.api.start(host=cfg.host, port=cfg.port, unix=unix)
-            except OSError as exc:
-                where = cfg.unix or f"{cfg.host}:{cfg.port}"
-                logger.error("cannot listen on %s: %s", where, exc.strerror or exc)
-                return EXIT_BIND_FAILED
+                stopped_by = await self._unless_stopped(self.pool.start())
+                if stopped_by is not None:
+                    logger.info("%s while the children were starting: stopping", stopped_by.name)
+                    return EXIT_OK
+            except StartFailed as exc:
+                logger.error("children of %r failed to start: %s", cfg.pool.worker, exc)
+                if exc.remote_traceback:
+                    logger.error("the child's traceback:\n%s", exc.remote_traceback.rstrip())
+                return EXIT_START_FAILED
             logger.info(
                 "ready: %s, %d children of %r (pid %d)",
                 " ".join(urls),
@@ -197,6 +204,27 @@ class Daemon:
             await self.api.stop()
             logger.info("stopped")
 
+    async def _unless_stopped(self, work: Awaitable[None]) -> signal.Signals | None:
+        """Run ``work`` unless a stop signal arrives first; then cancel it and return that
+        signal. Other signals and requests that arrive meanwhile wait in the backlog."""
+        task = asyncio.ensure_future(work)
+        while not task.done():
+            getter = asyncio.create_task(self._inbox.get())
+            await asyncio.wait({task, getter}, return_when=asyncio.FIRST_COMPLETED)
+            if not getter.done():
+                getter.cancel()
+                await asyncio.wait({getter})
+            if getter.cancelled():
+                continue
+            item = getter.result()
+            if isinstance(item, signal.Signals) and item in STOP_SIGNALS:
+                task.cancel()
+                await asyncio.wait({task})
+                return item
+            self._backlog.append(item)
+        task.result()
+        return None
+
     def _consumer_class(self) -> Any:
         if self.config.redis is None:
             return None
@@ -215,28 +243,15 @@ class Daemon:
         resize or reload waits for slow children interrupts it rather than waiting up to
         ``start_timeout`` behind it; anything else waits its turn.
         """
-        backlog: deque[signal.Signals | _Request] = deque()
+        backlog = self._backlog
         while not self._stopping:
             item = backlog.popleft() if backlog else await self._inbox.get()
             if _stops(item):
                 await self._act(item)
                 continue
-            current = asyncio.create_task(self._act(item))
-            while not current.done():
-                getter = asyncio.create_task(self._inbox.get())
-                await asyncio.wait({current, getter}, return_when=asyncio.FIRST_COMPLETED)
-                if not getter.done():
-                    getter.cancel()
-                    await asyncio.wait({getter})
-                if getter.cancelled():
-                    continue
-                following = getter.result()
-                if _stops(following):
-                    current.cancel()
-                    await asyncio.wait({current})
-                    backlog.appendleft(following)
-                else:
-                    backlog.append(following)
+            stopped_by = await self._unless_stopped(self._act(item))
+            if stopped_by is not None:  # it was cut short; now act on the stop signal
+                await self._act(stopped_by)
         # Anything still waiting will not run: tell its caller.
         while not self._inbox.empty():
             backlog.append(self._inbox.get_nowait())

@@ -17,7 +17,7 @@ import pytest
 import qoper8
 from qoper8._daemon import Daemon as DaemonMaster
 from qoper8.config import load_config
-from qoper8.errors import PoolClosed
+from qoper8.errors import PoolClosed, TransportError
 from tests.daemon_support import (
     HANDLERS,
     Daemon,
@@ -495,6 +495,32 @@ async def test_term_interrupts_a_reload_waiting_for_slow_children(tmp_path: Path
             assert d.wait_exit() == 0  # long before start_timeout (60 s)
             assert "SIGHUP interrupted" in d.log_text()
         d.wait_group_gone()
+    finally:
+        d.stop()
+
+
+async def test_health_says_starting_and_term_stops_a_daemon_still_starting(
+    tmp_path: Path,
+) -> None:
+    gate = tmp_path / "gate"
+    gate.touch()  # the first children block in their start hook
+    d = Daemon(tmp_path, children=1, env={"QOPER8_TEST_START_GATE": str(gate)}).start()
+    try:
+        async with d.client() as client:
+
+            async def starting() -> bool:
+                try:
+                    return bool((await client.health())["status"] == "starting")
+                except TransportError:
+                    return False  # not listening yet
+
+            await wait_until(starting, daemon=d, what="health to say starting")
+            with pytest.raises(PoolClosed):
+                await client.submit({"type": "echo"}, wait_for_room=False)
+            d.signal(signal.SIGTERM)
+            assert d.wait_exit() == 0
+        d.wait_group_gone()
+        assert "SIGTERM while the children were starting" in d.log_text()
     finally:
         d.stop()
 

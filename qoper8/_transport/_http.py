@@ -289,8 +289,10 @@ class HttpApi:
         # Any generation counts: during a reload the old children serve until the new ones
         # are ready, and a load balancer must not take the daemon out of rotation for that.
         ready = sum(1 for c in stats.children if c.state in ("idle", "busy"))
-        if self._control.draining or not self._pool.is_open:
+        if self._control.draining:
             status = "draining"
+        elif not self._pool.is_open:
+            status = "starting"
         elif ready >= stats.target_size:
             status = "ready"
         else:
