@@ -170,60 +170,52 @@ TAKE_LUA: Final = TAKE_FUNCTION + "return take(KEYS[1], KEYS[2], KEYS[3], ARGV)\
 # queued again and another execution owns it; this one's outcome is dropped). If the job
 # hash is gone altogether (Redis restarted empty), the waiting client still gets its reply.
 # Then, if asked, take the next job for the child that just became idle: under load a job
-# costs this one round trip instead of two.
-# KEYS: job, wip, registry (finished or failed), results, execution, executions, queue, claim.
-# ARGV: member, execution id, status, ended_at, registry score, ttl (-1 persist, 0 delete),
-# reply key, reply payload, the 7 take arguments (an empty execution id: take nothing), job
-# fields count N, N field/value pairs, stream fields count M, M field/value pairs.
+# costs this one round trip instead of two. Arguments travel as one JSON object (packing
+# thirty separate arguments cost the master more than the rest of the job).
+# KEYS: wip, queue, claim. ARGV[1]: {id, m: member, x: execution id, s: status, e: ended_at,
+# reg: registry key, sc: registry score, ttl (-1 persist, 0 delete), rk: reply key, rp: reply,
+# jf: job field/value pairs, sf: stream field/value pairs, t: the 7 take arguments or absent}.
 # Returns {1 if recorded else 0, the next job or false}.
 FINISH_LUA: Final = (
     TAKE_FUNCTION
     + """
+local a = cjson.decode(ARGV[1])
+local jk = 'rq:job:' .. a.id
 local function finish()
-  local reply = ARGV[7]
-  if redis.call('ZREM', KEYS[2], ARGV[1]) == 0 then
-    if reply ~= '' and redis.call('EXISTS', KEYS[1]) == 0 then
-      redis.call('RPUSH', reply, ARGV[8])
-      redis.call('EXPIRE', reply, %(reply_ttl)d)
+  if redis.call('ZREM', KEYS[1], a.m) == 0 then
+    if a.rk ~= '' and redis.call('EXISTS', jk) == 0 then
+      redis.call('RPUSH', a.rk, a.rp)
+      redis.call('EXPIRE', a.rk, %(reply_ttl)d)
     end
     return 0
   end
-  local i = 16
-  local n = tonumber(ARGV[i])
-  local fields = {'status', ARGV[3], 'ended_at', ARGV[4]}
-  for k = 1, n * 2 do fields[#fields + 1] = ARGV[i + k] end
-  i = i + n * 2 + 1
-  redis.call('HSET', KEYS[1], unpack(fields))
-  local ttl = ARGV[6]
-  if ttl ~= '0' then
-    redis.call('ZADD', KEYS[3], ARGV[5], string.sub(KEYS[1], 8))
-    local m = tonumber(ARGV[i])
-    local sf = {}
-    for k = 1, m * 2 do sf[#sf + 1] = ARGV[i + k] end
-    redis.call('XADD', KEYS[4], 'MAXLEN', '~', %(maxlen)d, '*', unpack(sf))
+  local fields = {'status', a.s, 'ended_at', a.e}
+  for _, v in ipairs(a.jf) do fields[#fields + 1] = v end
+  redis.call('HSET', jk, unpack(fields))
+  local rk = 'rq:results:' .. a.id
+  if a.ttl ~= '0' then
+    redis.call('ZADD', a.reg, a.sc, a.id)
+    redis.call('XADD', rk, 'MAXLEN', '~', %(maxlen)d, '*', unpack(a.sf))
   end
-  if ttl == '0' then
-    redis.call('DEL', KEYS[1])
-  elseif ttl == '-1' then
-    redis.call('PERSIST', KEYS[1])
+  if a.ttl == '0' then
+    redis.call('DEL', jk)
+  elseif a.ttl == '-1' then
+    redis.call('PERSIST', jk)
   else
-    redis.call('EXPIRE', KEYS[1], ttl)
-    redis.call('EXPIRE', KEYS[4], ttl)
+    redis.call('EXPIRE', jk, a.ttl)
+    redis.call('EXPIRE', rk, a.ttl)
   end
-  redis.call('DEL', KEYS[5])
-  redis.call('ZREM', KEYS[6], ARGV[2])
-  if reply ~= '' then
-    redis.call('RPUSH', reply, ARGV[8])
-    redis.call('EXPIRE', reply, %(reply_ttl)d)
+  redis.call('DEL', 'rq:execution:' .. a.m)
+  redis.call('ZREM', 'rq:executions:' .. a.id, a.x)
+  if a.rk ~= '' then
+    redis.call('RPUSH', a.rk, a.rp)
+    redis.call('EXPIRE', a.rk, %(reply_ttl)d)
   end
   return 1
 end
 local written = finish()
 local nxt = false
-if ARGV[12] ~= '' then
-  nxt = take(KEYS[7], KEYS[2], KEYS[8], {ARGV[9], ARGV[10], ARGV[11], ARGV[12], ARGV[13],
-                                         ARGV[14], ARGV[15]})
-end
+if a.t then nxt = take(KEYS[2], KEYS[1], KEYS[3], a.t) end
 return {written, nxt}
 """.replace("%(reply_ttl)d", str(REPLY_TTL)).replace("%(maxlen)d", str(RESULTS_MAXLEN))
 )
@@ -598,9 +590,9 @@ class _Running:
 @dataclass(slots=True)
 class _Outcome:
     status: str  # "finished" or "failed"
-    reply: bytes
-    job_fields: list[bytes | str] = field(default_factory=list)
-    stream_fields: list[bytes | str] = field(default_factory=list)
+    reply: str
+    job_fields: list[str] = field(default_factory=list)
+    stream_fields: list[str] = field(default_factory=list)
 
 
 class RedisConsumer:
@@ -895,7 +887,7 @@ class RedisConsumer:
         except TypeError as exc:  # a pool result is JSON already; belt and braces
             return self._failure(running, InvalidAction(f"result is not JSON: {exc}"))
         ended = time.time()
-        stream: list[bytes | str] = [
+        stream: list[str] = [
             "type",
             str(RESULT_SUCCESSFUL),
             "worker_name",
@@ -908,9 +900,9 @@ class RedisConsumer:
             repr(ended),
         ]
         if value is not None:  # rq stores no return_value for None
-            stream += ["return_value", base64.b64encode(encoded)]
+            stream += ["return_value", base64.b64encode(encoded).decode()]
         reply = b'{"id":' + orjson.dumps(running.job_id) + b',"result":' + encoded + b"}"
-        return _Outcome("finished", reply, [], stream)
+        return _Outcome("finished", reply.decode(), [], stream)
 
     def _failure(self, running: _Running, exc: Qoper8Error) -> _Outcome:
         if isinstance(exc, JobError) and exc.job_id is None:
@@ -920,13 +912,13 @@ class RedisConsumer:
         exc_string = f"{tb.rstrip()}\n" if tb else ""
         exc_string += f"qoper8.{type(exc).__name__}: {exc}"
         err_json = orjson.dumps(info)
-        stream: list[bytes | str] = [
+        stream: list[str] = [
             "type",
             str(RESULT_FAILED),
             "worker_name",
             self.name,
             "exc_string",
-            base64.b64encode(zlib.compress(exc_string.encode())),
+            base64.b64encode(zlib.compress(exc_string.encode())).decode(),
             "execution_id",
             running.execution_id,
             "execution_started_at",
@@ -934,14 +926,11 @@ class RedisConsumer:
             "execution_ended_at",
             repr(time.time()),
         ]
-        fields: list[bytes | str] = [
-            "exc_info",
-            zlib.compress(exc_string.encode()),
-            "qoper8_error",
-            err_json,
-        ]
+        # rq reads exc_info zlib-compressed or, failing that, as plain text (Job.restore);
+        # plain text travels in the script's JSON argument
+        fields = ["exc_info", exc_string, "qoper8_error", err_json.decode()]
         reply = b'{"id":' + orjson.dumps(running.job_id) + b',"error":' + err_json + b"}"
-        return _Outcome("failed", reply, fields, stream)
+        return _Outcome("failed", reply.decode(), fields, stream)
 
     async def _write_outcome(self, running: _Running, outcome: _Outcome) -> None:
         job_id = running.job_id
@@ -951,36 +940,26 @@ class RedisConsumer:
         else:
             ttl = DEFAULT_FAILURE_TTL if running.failure_ttl is None else running.failure_ttl
             registry = self._failed_key
-        score: float | str = "+inf" if ttl < 0 else time.time() + ttl
-        ttl_arg = "-1" if ttl < 0 else str(ttl)
         pool = self.pool
-        want_next = not self._stopping and pool.is_open and pool.has_capacity()
-        take_args = self._take_args() if want_next else ["", "", "", "", "", "", ""]
-        args: list[Any] = [
-            running.member,
-            running.execution_id,
-            outcome.status,
-            rq_now(),
-            score,
-            ttl_arg,
-            running.reply_key,
-            outcome.reply,
-            *take_args,
-            len(outcome.job_fields) // 2,
-            *outcome.job_fields,
-            len(outcome.stream_fields) // 2,
-            *outcome.stream_fields,
-        ]
-        keys = [
-            JOB_PREFIX + job_id,
-            self._wip_key,
-            registry,
-            RESULTS_PREFIX + job_id,
-            EXECUTION_PREFIX + running.member,
-            EXECUTIONS_PREFIX + job_id,
-            self._queue_key,
-            self._claim_key,
-        ]
+        arg: dict[str, Any] = {
+            "id": job_id,
+            "m": running.member,
+            "x": running.execution_id,
+            "s": outcome.status,
+            "e": rq_now(),
+            "reg": registry,
+            "sc": "+inf" if ttl < 0 else repr(time.time() + ttl),
+            "ttl": "-1" if ttl < 0 else str(ttl),
+            "rk": running.reply_key,
+            "rp": outcome.reply,
+            "jf": outcome.job_fields,
+            "sf": outcome.stream_fields,
+        }
+        take_args: list[Any] = []
+        if not self._stopping and pool.is_open and pool.has_capacity():
+            take_args = arg["t"] = [str(a) for a in self._take_args()]
+        args = [orjson.dumps(arg)]
+        keys = [self._wip_key, self._queue_key, self._claim_key]
         backoff = _Backoff(f"consumer {self.name} job {job_id}", self.url)
         reply = await _retrying(
             f"consumer {self.name}: recording job {job_id}",

@@ -284,6 +284,6 @@ async def test_garbage_and_hostile_jobs_fail_cleanly(
     assert sync_redis.hget(f"rq:job:{queue_name}-done", "status") == b"finished"
     exc_info = sync_redis.hget(f"rq:job:{bad_timeout}", "exc_info")
     assert isinstance(exc_info, bytes)
-    assert b"'soon' is not a number" in zlib.decompress(exc_info)
+    assert b"'soon' is not a number" in exc_info  # plain text, which rq also reads
     assert sync_redis.llen(qkey) == 0
     assert StartedJobRegistry(queue_name, connection=sync_redis).get_job_ids() == []
