@@ -3,9 +3,25 @@ tell, and never costs a child."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pytest
+import pytest_asyncio
 
 import qoper8
+from tests.conftest import HANDLERS
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+# One pool for the whole module: these tests check that bad input costs no child at all.
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def pool() -> AsyncIterator[qoper8.Pool]:
+    async with qoper8.Pool(HANDLERS, children=2) as p:
+        yield p
 
 
 @pytest.mark.parametrize(
@@ -42,11 +58,12 @@ import qoper8
 async def test_refused_at_submit_before_any_child_sees_it(
     pool: qoper8.Pool, action: object
 ) -> None:
+    before = pool.statistics()
     with pytest.raises(qoper8.InvalidAction):
         await pool.submit(action)  # type: ignore[arg-type]
-    stats = pool.statistics()
-    assert stats.submitted == 0
-    assert all(c.jobs_done == 0 for c in stats.children)
+    after = pool.statistics()
+    assert after.submitted == before.submitted
+    assert [c.jobs_done for c in after.children] == [c.jobs_done for c in before.children]
 
 
 @pytest.mark.parametrize(
