@@ -656,6 +656,7 @@ class RedisConsumer:
         self._done = asyncio.Event()
         self._redis: aioredis.Redis | None = None
         self._scripts: dict[str, Any] = {}
+        self._finisher: _Batcher
         self._stop_deadline: float | None = None
         self._jobs_task: set[asyncio.Task[None]] = set()
         reason = (
@@ -711,6 +712,7 @@ class RedisConsumer:
             "reap": r.register_script(REAP_LUA),
             "handback": r.register_script(HANDBACK_LUA),
         }
+        self._finisher = _Batcher(self._scripts["finish"], r)
         return r
 
     async def stop(self) -> None:
@@ -964,7 +966,7 @@ class RedisConsumer:
         reply = await _retrying(
             f"consumer {self.name}: recording job {job_id}",
             backoff,
-            lambda: self._script("finish")(keys=keys, args=args),
+            lambda: self._finisher.call(keys, args),
             self._give_up,
         )
         written, nxt = reply if reply is not None else (None, None)
@@ -1104,6 +1106,56 @@ class RedisConsumer:
                 self.name,
                 members,
             )
+
+
+class _Batcher:
+    """Sends the calls of one script made in the same event-loop turn as one pipeline: when
+    several children finish together, their outcomes cost one round trip, not one each."""
+
+    def __init__(self, script: Any, client: aioredis.Redis) -> None:
+        self._script = script
+        self._client = client
+        self._pending: list[tuple[list[str], list[Any], asyncio.Future[Any]]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def call(self, keys: list[str], args: list[Any]) -> asyncio.Future[Any]:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+        if not self._pending:
+            loop.call_soon(self._flush)
+        self._pending.append((keys, args, fut))
+        return fut
+
+    def _flush(self) -> None:
+        batch, self._pending = self._pending, []
+        task = asyncio.create_task(self._send(batch))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _send(self, batch: list[tuple[list[str], list[Any], asyncio.Future[Any]]]) -> None:
+        try:
+            if len(batch) == 1:
+                keys, args, _ = batch[0]
+                results: list[Any] = [await self._script(keys=keys, args=args)]
+            else:
+                async with self._client.pipeline(transaction=False) as pipe:
+                    for keys, args, _ in batch:
+                        await self._script(keys=keys, args=args, client=pipe)
+                    results = await pipe.execute(raise_on_error=False)
+        except BaseException as exc:
+            for _, _, fut in batch:
+                if not fut.done():
+                    fut.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for (_, _, fut), result in zip(batch, results, strict=True):
+            if fut.done():
+                continue
+            if isinstance(result, Exception):
+                fut.set_exception(result)
+            else:
+                fut.set_result(result)
 
 
 class _HandBack(Exception):
