@@ -154,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
             "### Per scenario: median, spread, ratio",
             "",
             report.detail_tables(summary, names),
+            "",
+            report.scaling_table(rec.results),
         ]
     )
     print()

@@ -160,7 +160,7 @@ class Qoper8Submit(Driver):
     async def _start(self, n: int) -> None:
         import qoper8
 
-        self.pool = qoper8.Pool(QOPER8_WORKER, children=n, timeout=None)
+        self.pool = qoper8.Pool(QOPER8_WORKER, children=n)
         await self.pool.start()
 
     def call(self, op: str, arg: Any = None) -> Awaitable[Any]:

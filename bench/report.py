@@ -137,7 +137,9 @@ def cell(row: dict[str, Any] | None, unit: str) -> str:
 
 def driver_order(results: dict[str, Any]) -> list[str]:
     names: list[str] = []
-    for per in results.values():
+    for scenario, per in results.items():
+        if scenario == "scaling":
+            continue
         for name in per:
             if name not in names:
                 names.append(name)
@@ -229,6 +231,28 @@ def detail_tables(summary: dict[str, Any], names: list[str]) -> str:
             f"{c['all_settled']} | {_num(t, 's') if t is not None else 'never (hung)'} |"
         )
     return "\n".join(out)
+
+
+def scaling_table(results: dict[str, Any]) -> str:
+    scaling = results.get("scaling", {})
+    if not scaling:
+        return ""
+    table: dict[str, dict[int, str]] = {}
+    counts: set[int] = set()
+    for key, entries in scaling.items():
+        name, _, c = key.rpartition("@")
+        counts.add(int(c))
+        table.setdefault(name, {})[int(c)] = cell(stat(entries, "jobs_per_s"), "jobs/s")
+    cs = sorted(counts)
+    lines = [
+        "#### no-op throughput against the number of children (jobs/s, median)\n",
+        "| pool | " + " | ".join(f"{c} children" for c in cs) + " |",
+        "|---|" + "---|" * len(cs),
+    ]
+    lines += [
+        f"| {n} | " + " | ".join(row.get(c, "") for c in cs) + " |" for n, row in table.items()
+    ]
+    return "\n".join(lines) + "\n"
 
 
 # ================================================================ targets
@@ -384,6 +408,9 @@ def charts(
     for key, ax, title in panels:
         rows = summary[key]["rows"]
         labels = [n for n in names if n in rows and rows[n].get("median") is not None]
+        if not labels:
+            ax.set_visible(False)
+            continue
         meds = [rows[n]["median"] for n in labels]
         lo = [rows[n]["median"] - rows[n]["min"] for n in labels]
         hi = [rows[n]["max"] - rows[n]["median"] for n in labels]
@@ -425,7 +452,34 @@ def charts(
     plt.close(fig)
     written.append(p)
 
+    scaling = results.get("scaling", {})
+    if scaling:
+        fig, ax = plt.subplots(figsize=(10, 6))
+        series: dict[str, dict[int, float]] = {}
+        for key, entries in scaling.items():
+            name, _, c = key.rpartition("@")
+            row = stat(entries, "jobs_per_s")
+            if row.get("median") is not None:
+                series.setdefault(name, {})[int(c)] = row["median"]
+        for name, points in series.items():
+            xs = sorted(points)
+            style = "-" if name.startswith("qoper8") else ":" if name.startswith("raw") else "--"
+            ax.plot(xs, [points[x] for x in xs], style, marker="o", label=name)
+        ax.set_xticks(sorted({c for pts in series.values() for c in pts}))
+        ax.set_xlabel("children")
+        ax.set_ylabel("no-op jobs/s (median)")
+        ax.set_title("no-op throughput against the number of children")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        p = outdir / "scaling.png"
+        fig.savefig(p, dpi=90)
+        plt.close(fig)
+        written.append(p)
+
     lat = results.get("latency", {})
+    if not lat:
+        return written
     fig, ax = plt.subplots(figsize=(10, 6))
     for name in names:
         entries = [e for e in lat.get(name, []) if e.get("samples_us")]

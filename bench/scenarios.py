@@ -41,6 +41,7 @@ SCENARIOS = [
     "start",
     "memory",
     "raw",
+    "scaling",  # throughput against the number of children; --full only unless asked for
 ]
 
 
@@ -63,7 +64,9 @@ class Config:
     crash_wait_s: float = 2.0
     respawn_wait_s: float = 2.0
     start_timeout_s: float = 30.0
-    scenarios: tuple[str, ...] = tuple(SCENARIOS)
+    scaling_children: tuple[int, ...] = (1, 2, 4)
+    scaling_n: int = 5_000
+    scenarios: tuple[str, ...] = tuple(s for s in SCENARIOS if s != "scaling")
 
     @classmethod
     def full(cls) -> Config:
@@ -75,6 +78,7 @@ class Config:
             latency_cap_s=10.0,
             crash_wait_s=10.0,
             respawn_wait_s=10.0,
+            scenarios=tuple(SCENARIOS),
         )
 
 
@@ -333,10 +337,18 @@ def _descendants() -> dict[int, Any]:
 
 
 def _kill_new_descendants(before: set[int]) -> None:
-    """SIGKILL what a turn left behind (a wedged pool's children), sparing the resource
-    trackers that multiprocessing and loky keep for the whole program."""
+    """SIGKILL what a turn left behind (a wedged pool's children), sparing the helpers that
+    live for the whole program: multiprocessing's and loky's resource trackers, and the
+    multiprocessing manager aiomultiprocess starts once and reuses for every pool."""
+    spare: set[int] = set()
+    with contextlib.suppress(Exception):
+        import aiomultiprocess.core
+
+        manager = aiomultiprocess.core._manager
+        if manager is not None:
+            spare.add(manager._process.pid)
     for pid, proc in _descendants().items():
-        if pid in before:
+        if pid in before or pid in spare:
             continue
         try:
             if "resource_tracker" in " ".join(proc.cmdline()):
@@ -519,6 +531,22 @@ async def turn_blocking(d: Driver, cfg: Config, rec: Recorder) -> None:
         await d.close()
 
 
+async def turn_scaling(d: Any, cfg: Config, rec: Recorder) -> None:
+    """Scenario 1 again with 1, 2, 4... children: a fresh pool for each count."""
+    for c in cfg.scaling_children:
+        if not rec.wants("scaling", f"{d.name}@{c}"):
+            continue
+        pool = type(d)()
+        try:
+            await _start(pool, c, cfg)
+            one = dataclasses.replace(cfg, throughput_n=cfg.scaling_n)
+            await rec.measure("scaling", f"{d.name}@{c}", lambda p=pool, o=one: m_throughput(p, o))
+        except Exception as exc:
+            rec.add("scaling", f"{d.name}@{c}", {"status": "error", "detail": repr(exc)[:200]})
+        finally:
+            await pool.close()
+
+
 async def run_all(
     driver_types: list[type[Any]], cfg: Config, on_rep: Callable[[Recorder], None] | None = None
 ) -> Recorder:
@@ -531,18 +559,25 @@ async def run_all(
             bool(want & {"throughput", "latency", "hol", "memory", "raw", "crash"}),
         ),
         ("blocking", turn_blocking, bool(want & {"blocking", "loop_lag", "start"})),
+        ("scaling", turn_scaling, "scaling" in want),
     ]
     for rep in range(cfg.reps):
         print(f"repetition {rep + 1}/{cfg.reps}", flush=True)
         for group, turn, active in groups:
             if not active:
                 continue
-            types = [t for t in driver_types if group == "small" or not t.variant]
+            types = [
+                t
+                for t in driver_types
+                if group == "small"
+                or not t.variant
+                or (group == "scaling" and t.name.startswith("raw"))
+            ]
             if cfg.quick:
                 types = [t for t in types if not getattr(t, "full_only", False)]
             if want == {"raw"}:
                 types = [t for t in types if t.name.startswith("raw")]
-            elif not want & {"raw", "throughput", "latency"}:
+            elif group != "scaling" and not want & {"raw", "throughput", "latency"}:
                 types = [t for t in types if not t.name.startswith("raw")]
             k = rep % len(types)
             for t in types[k:] + types[:k]:
