@@ -454,7 +454,7 @@ class Pool:
                 "the pool is closed" if self._state != _State.NEW else "the pool is not started"
             )
         if self._broken is not None:
-            raise self._broken
+            raise self._broken_error()
         if timeout is _UNSET:
             timeout = self.config.timeout
         loop = self._loop
@@ -804,9 +804,21 @@ class Pool:
         )
         for job in self._queue:
             if job.state is JobState.QUEUED:
-                job.fail(self._broken)
+                job.fail(self._broken_error())
         self._queue.clear()
         self._queued = 0
+
+    def _broken_error(self) -> StartFailed:
+        """A fresh copy of the error that broke the pool, for each caller (one exception
+        object raised many times would pile up everyone's tracebacks)."""
+        broken = self._broken
+        assert broken is not None
+        return StartFailed(
+            str(broken),
+            remote_type=broken.remote_type,
+            remote_message=broken.remote_message,
+            remote_traceback=broken.remote_traceback,
+        )
 
     def child_output(self, child: Child, line: str) -> None:
         try:
