@@ -650,6 +650,7 @@ class RedisConsumer:
         self._consumers_key = CONSUMERS_PREFIX + queue
         self._running: dict[str, _Running] = {}
         self._slot_freed = asyncio.Event()
+        self._queue_seen_empty = False
         self._stopping = False
         self._interruptible = False
         self._take_task: asyncio.Task[None] | None = None
@@ -782,7 +783,10 @@ class RedisConsumer:
                 await asyncio.sleep(0)
 
     async def _take_one(self) -> list[Any] | None:
-        raw = await self._take_script()
+        # After the queue was seen empty, go straight to BLMOVE (it returns at once if a job
+        # arrived meanwhile): one round trip fewer per job on a lightly loaded queue.
+        raw = None if self._queue_seen_empty else await self._take_script()
+        self._queue_seen_empty = raw is None
         if raw is None and not self._stopping:
             assert self._redis is not None
             self._interruptible = True
@@ -972,6 +976,7 @@ class RedisConsumer:
         written, nxt = reply if reply is not None else (None, None)
         running.finished = True
         if nxt:
+            self._queue_seen_empty = False
             self._start([*nxt, take_args[3]])  # before this job leaves: the child's slot passes on
         self._running.pop(running.member, None)
         if not nxt:
