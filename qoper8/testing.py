@@ -1,0 +1,103 @@
+"""Helpers for users' own tests: run a worker module's handlers in-process.
+
+``InlinePool`` has the pool's ``submit()`` and raises the same typed errors, but runs each
+handler right here, with the same validation and the same JSON round trip as a child. Handler
+logic can then be unit-tested fast, and under a debugger, without starting processes; keep at
+least one test against a real ``qoper8.Pool`` for the process boundary itself.
+"""
+
+from __future__ import annotations
+
+import traceback
+from typing import TYPE_CHECKING, Any
+
+from . import _protocol as proto
+from ._worker import Worker, load_worker
+from .errors import InvalidAction, JobFailed, PoolClosed
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from types import TracebackType
+
+    from pydantic import BaseModel
+
+    from ._types import JSONValue
+
+__all__ = ["InlinePool"]
+
+
+class InlinePool:
+    """Runs a worker module's handlers in this process, one at a time.
+
+    Example:
+        ```python
+        async with qoper8.testing.InlinePool("workers.users:worker") as pool:
+            assert await pool.submit({"type": "user.get", "id": 1}) == {"id": 1, "name": "ada"}
+        ```
+
+    Args:
+        worker: a ``"pkg.mod:attr"`` reference or a ``Worker``. Its start hooks run on
+            entry and its stop hooks on exit, as in a child.
+    """
+
+    def __init__(self, worker: str | Worker) -> None:
+        self._worker = worker if isinstance(worker, Worker) else load_worker(worker)
+        self._open = False
+        self._next_id = 1
+
+    async def __aenter__(self) -> InlinePool:
+        self._worker.run_start_hooks()
+        self._open = True
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._open = False
+        self._worker.run_stop_hooks()
+
+    async def submit(self, action: Mapping[str, Any] | BaseModel, **_: Any) -> JSONValue:
+        """As ``qoper8.Pool.submit`` (options are accepted and ignored).
+
+        Raises:
+            InvalidAction: as the pool would (bad shape, unknown type, rejected params,
+                unencodable).
+            JobFailed: the handler raised, or its result is not JSON.
+        """
+        if not self._open:
+            raise PoolClosed("the inline pool is not open")
+        job_id, self._next_id = self._next_id, self._next_id + 1
+        if hasattr(action, "model_dump"):
+            action = action.model_dump(mode="json")
+        if not isinstance(action, dict) or not isinstance(action.get("type"), str):
+            raise InvalidAction("an action is a mapping with a string 'type' field")
+        try:
+            data = proto.loads(proto.dumps(action))
+        except TypeError as exc:
+            raise InvalidAction(f"action {action['type']!r} is not JSON-encodable: {exc}") from None
+        action_type = data.pop("type")
+        handler = self._worker.get(action_type)
+        if handler is None:
+            known = ", ".join(sorted(self._worker.handlers)) or "none"
+            raise InvalidAction(f"unknown action type {action_type!r} (known: {known})")
+        try:
+            kwargs = handler.bind(data)
+        except Exception as exc:
+            raise InvalidAction(f"{type(exc).__qualname__}: {exc}") from exc
+        try:
+            result = handler.func(**kwargs)
+            if handler.is_async:
+                result = await result
+            value: JSONValue = proto.loads(proto.dumps(result))
+        except Exception as exc:
+            raise JobFailed(
+                f"job {job_id} ({action_type}) failed: {type(exc).__qualname__}: {exc}",
+                job_id=job_id,
+                remote_type=type(exc).__qualname__,
+                remote_message=str(exc),
+                remote_traceback="".join(traceback.format_exception(exc)),
+            ) from exc
+        return value
