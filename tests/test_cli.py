@@ -11,7 +11,14 @@ from typing import TYPE_CHECKING
 import orjson
 import pytest
 
-from qoper8._cli import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, format_status
+from qoper8._cli import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    format_status,
+    main,
+)
 from qoper8._daemon import (
     EXIT_ALREADY_RUNNING,
     EXIT_BIND_FAILED,
@@ -28,6 +35,14 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.timeout(60)
 
 
+def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """Run ``qoper8 ARGS`` in this process (the client commands and start-up refusals that
+    happen before any daemon runs), returning (exit code, stdout, stderr)."""
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     with running(tmp_path_factory.mktemp("cli")) as d:
@@ -39,43 +54,54 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
 
 def test_bad_config_file_exits_with_the_config_code_naming_the_setting(tmp_path: Path) -> None:
     conf = write_toml(tmp_path / "q.toml", [f'worker = "{HANDLERS}"', 'children = "many"'])
-    done = run_cli("serve", "--config", str(conf))
+    done = run_cli("serve", "--config", str(conf))  # the real command, as an operator runs it
     assert done.returncode == EXIT_CONFIG
     assert "children" in done.stderr
     assert "config file" in done.stderr
 
 
-def test_unknown_setting_in_the_file_is_named(tmp_path: Path) -> None:
+def test_unknown_setting_in_the_file_is_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     conf = write_toml(tmp_path / "q.toml", [f'worker = "{HANDLERS}"', "chidlren = 2"])
-    done = run_cli("serve", "--config", str(conf))
-    assert done.returncode == EXIT_CONFIG
-    assert "chidlren" in done.stderr
+    code, _, err = cli(capsys, "serve", "--config", str(conf))
+    assert code == EXIT_CONFIG
+    assert "chidlren" in err
 
 
-def test_toml_syntax_error_and_missing_file(tmp_path: Path) -> None:
+def test_toml_syntax_error_and_missing_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     conf = write_toml(tmp_path / "q.toml", ["worker = "])
-    done = run_cli("serve", "--config", str(conf))
-    assert (done.returncode, "not valid TOML" in done.stderr) == (EXIT_CONFIG, True)
-    done = run_cli("serve", "--config", str(tmp_path / "missing.toml"))
-    assert (done.returncode, "cannot read" in done.stderr) == (EXIT_CONFIG, True)
+    code, _, err = cli(capsys, "serve", "--config", str(conf))
+    assert (code, "not valid TOML" in err) == (EXIT_CONFIG, True)
+    code, _, err = cli(capsys, "serve", "--config", str(tmp_path / "missing.toml"))
+    assert (code, "cannot read" in err) == (EXIT_CONFIG, True)
 
 
-def test_bad_environment_variable_is_named() -> None:
-    done = run_cli("serve", "--worker", HANDLERS, env={"QOPER8_PORT": "eighty"})
-    assert done.returncode == EXIT_CONFIG
-    assert "port (environment)" in done.stderr
+def test_bad_environment_variable_is_named(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("QOPER8_PORT", "eighty")
+    code, _, err = cli(capsys, "serve", "--worker", HANDLERS)
+    assert code == EXIT_CONFIG
+    assert "port (environment)" in err
 
 
 def test_non_loopback_bind_without_a_token_is_refused() -> None:
     done = run_cli("serve", "--worker", HANDLERS, "--host", "0.0.0.0")
     assert done.returncode == EXIT_CONFIG
     assert "token" in done.stderr
+    assert "0.0.0.0" in done.stderr
 
 
-def test_missing_worker_is_a_config_error() -> None:
-    done = run_cli("serve", env={"QOPER8_WORKER": ""})
-    assert done.returncode == EXIT_CONFIG
-    assert "worker" in done.stderr
+def test_missing_worker_is_a_config_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("QOPER8_WORKER", raising=False)
+    code, _, err = cli(capsys, "serve")
+    assert code == EXIT_CONFIG
+    assert "worker" in err
 
 
 def test_worker_module_that_fails_to_import_exits_start_failed(tmp_path: Path) -> None:
@@ -121,7 +147,7 @@ def test_python_m_qoper8_and_the_script_are_the_same_program() -> None:
 
 
 def test_status_prints_a_table_of_children(daemon: Daemon) -> None:
-    done = run_cli("status", "--url", daemon.url)
+    done = run_cli("status", "--url", daemon.url)  # the real command once
     assert done.returncode == EXIT_OK, done.stderr
     for child in daemon.status()["children"]:
         assert str(child["pid"]) in done.stdout
@@ -130,45 +156,45 @@ def test_status_prints_a_table_of_children(daemon: Daemon) -> None:
     assert "totals:" in done.stdout
 
 
-def test_status_json_and_url_from_the_environment(daemon: Daemon) -> None:
-    done = run_cli("status", "--json", env={"QOPER8_URL": daemon.url})
-    assert done.returncode == EXIT_OK, done.stderr
-    assert orjson.loads(done.stdout)["pid"] == daemon.pid
+def test_status_json_and_url_from_the_environment(
+    daemon: Daemon, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("QOPER8_URL", daemon.url)
+    code, out, err = cli(capsys, "status", "--json")
+    assert code == EXIT_OK, err
+    assert orjson.loads(out)["pid"] == daemon.pid
 
 
-def test_submit_prints_the_result(daemon: Daemon) -> None:
-    done = run_cli("submit", '{"type": "add", "a": 20, "b": 22}', "--url", daemon.url)
-    assert (done.returncode, done.stdout.strip()) == (EXIT_OK, "42")
+def test_submit_prints_the_result(daemon: Daemon, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = cli(capsys, "submit", '{"type": "add", "a": 20, "b": 22}', "--url", daemon.url)
+    assert (code, out.strip()) == (EXIT_OK, "42")
     done = run_cli("submit", "-", "--url", daemon.url, stdin='{"type": "echo", "value": "hi"}')
     assert (done.returncode, done.stdout.strip()) == (EXIT_OK, '"hi"')
 
 
-def test_submit_errors_exit_non_zero(daemon: Daemon) -> None:
-    done = run_cli("submit", '{"type": "fail"}', "--url", daemon.url)
-    assert done.returncode == EXIT_FAILED
-    assert "JobFailed" in done.stderr
-    done = run_cli("submit", "{oops", "--url", daemon.url)
-    assert done.returncode == EXIT_USAGE
-    done = run_cli("submit", "[1]", "--url", daemon.url)
-    assert done.returncode == EXIT_USAGE
+def test_submit_errors_exit_non_zero(daemon: Daemon, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = cli(capsys, "submit", '{"type": "fail"}', "--url", daemon.url)
+    assert code == EXIT_FAILED
+    assert "JobFailed" in err
+    assert cli(capsys, "submit", "{oops", "--url", daemon.url)[0] == EXIT_USAGE
+    assert cli(capsys, "submit", "[1]", "--url", daemon.url)[0] == EXIT_USAGE
 
 
-def test_resize_and_reload_commands(daemon: Daemon) -> None:
-    done = run_cli("resize", "+1", "--url", daemon.url)
-    assert (done.returncode, done.stdout.strip()) == (EXIT_OK, "children: 3")
-    done = run_cli("resize", "2", "--url", daemon.url)
-    assert (done.returncode, done.stdout.strip()) == (EXIT_OK, "children: 2")
-    done = run_cli("resize", "two", "--url", daemon.url)
-    assert done.returncode == EXIT_USAGE
+def test_resize_and_reload_commands(daemon: Daemon, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = cli(capsys, "resize", "+1", "--url", daemon.url)
+    assert (code, out.strip()) == (EXIT_OK, "children: 3")
+    code, out, _ = cli(capsys, "resize", "2", "--url", daemon.url)
+    assert (code, out.strip()) == (EXIT_OK, "children: 2")
+    assert cli(capsys, "resize", "two", "--url", daemon.url)[0] == EXIT_USAGE
     generation = daemon.status()["generation"]
-    done = run_cli("reload", "--url", daemon.url)
-    assert (done.returncode, done.stdout.strip()) == (EXIT_OK, f"generation: {generation + 1}")
+    code, out, _ = cli(capsys, "reload", "--url", daemon.url)
+    assert (code, out.strip()) == (EXIT_OK, f"generation: {generation + 1}")
 
 
-def test_unreachable_daemon_exits_unreachable() -> None:
-    done = run_cli("status", "--url", f"http://127.0.0.1:{free_port()}")
-    assert done.returncode == EXIT_UNREACHABLE
-    assert "cannot reach" in done.stderr
+def test_unreachable_daemon_exits_unreachable(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = cli(capsys, "status", "--url", f"http://127.0.0.1:{free_port()}")
+    assert code == EXIT_UNREACHABLE
+    assert "cannot reach" in err
 
 
 def test_format_status_copes_with_missing_fields() -> None:
