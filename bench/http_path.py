@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib
+import importlib.util
 import os
 import shutil
 import signal
@@ -214,15 +216,162 @@ def _table(
     return "\n".join(lines)
 
 
+# ---------------------------------------------------------------- choosing the HTTP library
+
+# `--servers`: the same submit endpoint (JSON in, pool.submit, JSON out) on one asyncio loop
+# with a pool, served by each candidate library, driven by wrk. This is how the daemon's
+# library was chosen; uvicorn and starlette are not qoper8 dependencies, so that candidate is
+# skipped unless they are installed.
+SERVERS = ("aiohttp", "uvicorn+starlette")
+
+
+async def _serve_with(kind: str, port: int, children: int) -> None:
+    import orjson
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    async with qoper8.Pool(WORKER, children=children) as pool:
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+
+        async def work(body: bytes) -> bytes:
+            return orjson.dumps({"result": await pool.submit(orjson.loads(body))})
+
+        if kind == "aiohttp":
+            from aiohttp import web
+
+            async def handle(request: web.Request) -> web.Response:
+                body = await work(await request.read())
+                return web.Response(body=body, content_type="application/json")
+
+            app = web.Application()
+            app.router.add_post("/v1/submit", handle)
+            runner = web.AppRunner(app, access_log=None, handle_signals=False)
+            await runner.setup()
+            await web.TCPSite(runner, "127.0.0.1", port).start()
+            await stop.wait()
+            await runner.cleanup()
+        else:
+            # imported by name: optional, and not qoper8 dependencies
+            uvicorn = importlib.import_module("uvicorn")
+            starlette_apps = importlib.import_module("starlette.applications")
+            responses = importlib.import_module("starlette.responses")
+            routing = importlib.import_module("starlette.routing")
+
+            async def endpoint(request: Any) -> Any:
+                body = await work(await request.body())
+                return responses.Response(body, media_type="application/json")
+
+            app2 = starlette_apps.Starlette(
+                routes=[routing.Route("/v1/submit", endpoint, methods=["POST"])]
+            )
+            config = uvicorn.Config(
+                app2, host="127.0.0.1", port=port, loop="none", http="httptools",
+                access_log=False, log_level="warning", lifespan="off",
+            )  # fmt: skip
+            server = uvicorn.Server(config)
+            task = asyncio.create_task(server.serve())
+            await stop.wait()
+            server.should_exit = True
+            await task
+
+
+def _compare_servers(children: int, concurrencies: list[int], duration: float, reps: int) -> str:
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        return "--servers needs wrk (apt-get install wrk)"
+    kinds = [
+        k
+        for k in SERVERS
+        if k == "aiohttp"
+        or (importlib.util.find_spec("uvicorn") and importlib.util.find_spec("starlette"))
+    ]
+    script = Path(tempfile.mkdtemp()) / "post.lua"
+    script.write_text(_WRK_SCRIPT)
+    results: dict[tuple[str, int], list[dict[str, float]]] = {}
+    for _ in range(reps):
+        for kind in kinds:
+            port = _free_port()
+            proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "bench.http_path",
+                    "--serve-with",
+                    kind,
+                    "--port",
+                    str(port),
+                    "--children",
+                    str(children),
+                ],
+                cwd=REPO,
+                start_new_session=True,
+            )
+            try:
+                _wait_listening(port, proc)
+                for c in concurrencies:
+                    results.setdefault((kind, c), []).append(
+                        _wrk(wrk, f"http://127.0.0.1:{port}", c, duration, script)
+                    )
+            finally:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(15)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+    lines = [
+        f"HTTP library behind the same pool ({children} children, `echo`), wrk, "
+        f"{duration:g}s per point, median of {reps}",
+        "",
+        "| library | concurrency | requests/s | p50 ms | p99 ms |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for (kind, c), runs in sorted(results.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        lines.append(
+            f"| {kind} | {c} | {statistics.median(r['throughput'] for r in runs):,.0f} | "
+            f"{statistics.median(r['p50_ms'] for r in runs):.2f} | "
+            f"{statistics.median(r['p99_ms'] for r in runs):.2f} |"
+        )
+    missing = sorted(set(SERVERS) - set(kinds))
+    if missing:
+        lines.append(f"\n(not installed, skipped: {', '.join(missing)})")
+    return "\n".join(lines)
+
+
+def _wait_listening(port: int, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT
+    while True:
+        if proc.poll() is not None:
+            raise SystemExit(f"the server exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise SystemExit("the server did not listen in time") from None
+            time.sleep(0.05)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.http_path", description=__doc__)
     p.add_argument("--children", type=int, default=2)
     p.add_argument("--concurrency", default="1,8,64", help="comma-separated client counts")
     p.add_argument("--duration", type=float, default=2.0, help="seconds per measurement")
     p.add_argument("--reps", type=int, default=3)
+    p.add_argument(
+        "--servers", action="store_true", help="compare HTTP libraries (needs wrk) instead"
+    )
+    p.add_argument("--serve-with", choices=SERVERS, help=argparse.SUPPRESS)
+    p.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     concurrencies = [int(c) for c in args.concurrency.split(",")]
-    print(asyncio.run(run(args.children, concurrencies, args.duration, args.reps)))
+    if args.serve_with:
+        asyncio.run(_serve_with(args.serve_with, args.port, args.children))
+    elif args.servers:
+        print(_compare_servers(args.children, concurrencies, args.duration, args.reps))
+    else:
+        print(asyncio.run(run(args.children, concurrencies, args.duration, args.reps)))
     return 0
 
 
