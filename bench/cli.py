@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"warning: child processes still alive after the run: {stray}", file=sys.stderr)
 
     summary = report.summarise(rec.results)
-    names = report.driver_order(rec.results)
+    names = report.driver_order(rec.results, [d.name for d in drivers])
     tgt = report.targets(summary, names)
     md = "\n".join(
         [

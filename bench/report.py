@@ -135,7 +135,8 @@ def cell(row: dict[str, Any] | None, unit: str) -> str:
     return txt
 
 
-def driver_order(results: dict[str, Any]) -> list[str]:
+def driver_order(results: dict[str, Any], preferred: list[str] | None = None) -> list[str]:
+    """Every pool that has a result, in ``preferred`` order (the drivers' list), then the rest."""
     names: list[str] = []
     for scenario, per in results.items():
         if scenario == "scaling":
@@ -143,6 +144,9 @@ def driver_order(results: dict[str, Any]) -> list[str]:
         for name in per:
             if name not in names:
                 names.append(name)
+    if preferred:
+        rank = {n: i for i, n in enumerate(preferred)}
+        names.sort(key=lambda n: rank.get(n, len(rank)))
     return names
 
 

@@ -265,6 +265,9 @@ async def m_crash(d: Driver, cfg: Config) -> dict[str, Any]:
     for i, f in enumerate(futs):
         f.add_done_callback(lambda _, i=i: settled_at.__setitem__(i, time.perf_counter() - t0))
     await asyncio.wait(futs, timeout=cfg.crash_wait_s)
+    # Read before the hung ones are cancelled below (cancelling settles them too).
+    all_settled = all(f.done() for f in futs)
+    finish = max(s for s in settled_at if s is not None) if all_settled else None
     outcomes = []
     for i, f in enumerate(futs):
         if not f.done():
@@ -284,7 +287,6 @@ async def m_crash(d: Driver, cfg: Config) -> dict[str, Any]:
         if o != "ok":
             other_failures[o] = other_failures.get(o, 0) + 1
     survives, after = await check_serves(d)
-    all_settled = all(s is not None for s in settled_at)
     return {
         "crash_caller_sees": outcomes[crash_at],
         "others_ok": others.count("ok"),
@@ -292,7 +294,7 @@ async def m_crash(d: Driver, cfg: Config) -> dict[str, Any]:
         "other_failures": other_failures,
         "pool_survives": survives,
         "next_call": after,
-        "time_to_finish_s": max(s for s in settled_at if s is not None) if all_settled else None,
+        "time_to_finish_s": finish,
     }
 
 
