@@ -284,7 +284,7 @@ for _, m in ipairs(expired) do
       end
       redis.call('XADD', 'rq:results:' .. id, 'MAXLEN', '~', %(maxlen)d, '*', 'type', '%(failed)d',
                  'worker_name', '', 'exc_string', ARGV[5])
-      if f[3] then
+      if f[3] and string.sub(f[3], 1, 13) == 'qoper8:reply:' then
         redis.call('RPUSH', f[3], '{"id":"' .. id .. '","error":' .. err .. '}')
         redis.call('EXPIRE', f[3], %(reply_ttl)d)
       end
@@ -830,7 +830,7 @@ class RedisConsumer:
             job_id=job_id,
             execution_id=execution_id,
             started=time.time(),
-            reply_key=_text(raw[3]) if raw[3] else "",
+            reply_key=_reply_key(raw[3]),
             result_ttl=_int_or_none(raw[5]),
             failure_ttl=_int_or_none(raw[6]),
         )
@@ -1165,6 +1165,13 @@ class _Batcher:
 
 class _HandBack(Exception):
     """The pool could not run the job (closing, broken): give it back untouched."""
+
+
+def _reply_key(value: object) -> str:
+    """A job's reply list, if it names one of ours: a job written by anyone who can reach
+    Redis must not make a host push to (and set an expiry on) an arbitrary key."""
+    key = _text(value) if value else ""
+    return key if key.startswith(REPLY_PREFIX) else ""
 
 
 def _int_or_none(value: object) -> int | None:

@@ -258,7 +258,10 @@ async def test_garbage_and_hostile_jobs_fail_cleanly(
     # ids that must be skipped, not run: no hash at all, and a job already finished
     sync_redis.rpush(qkey, f"{queue_name}-ghost")
     put(f"{queue_name}-done", json_job("add", [1, 1]), status="finished")
-    good = put(f"{queue_name}-good", json_job("add", [20, 22]), timeout="5")
+    # a reply key that is not one of qoper8's: the host must not push to it or expire it
+    victim = f"{queue_name}-victim"
+    sync_redis.rpush(victim, "precious")
+    good = put(f"{queue_name}-good", json_job("add", [20, 22]), timeout="5", qoper8_reply=victim)
 
     def ended() -> bool:
         status = sync_redis.hget(f"rq:job:{good}", "status")
@@ -272,6 +275,8 @@ async def test_garbage_and_hostile_jobs_fail_cleanly(
     async with asyncio.timeout(30), serving(redis_url, queue_name):
         await wait_until(ended, what="every job to end")
     assert not marker.exists()
+    assert sync_redis.lrange(victim, 0, -1) == [b"precious"]
+    assert sync_redis.ttl(victim) == -1
     for job_id, reason in expect_failed.items():
         job = Job.fetch(job_id, connection=sync_redis, serializer=JSONSerializer)
         assert job.get_status() == JobStatus.FAILED
