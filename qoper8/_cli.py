@@ -33,25 +33,25 @@ EXIT_UNREACHABLE: Final = 6  # the daemon could not be reached (TransportError)
 
 # `serve` flags that map one to one onto a setting; their values go to pydantic as given,
 # so a flag, a variable and a TOML key are all validated (and named) the same way.
-_SETTING_FLAGS: Final[tuple[tuple[str, str], ...]] = (
-    ("--worker", 'worker module, "pkg.mod:attr"'),
-    ("--children", "number of children (default: the number of CPUs)"),
-    ("--host", "address to listen on (default 127.0.0.1; others need --token)"),
-    ("--port", "port to listen on (default 8765)"),
-    ("--unix", "listen on this Unix socket instead of host and port"),
-    ("--pidfile", "write the master's pid here"),
-    ("--log-file", "log here instead of stderr (USR1 reopens it)"),
-    ("--log-level", "DEBUG, INFO, WARNING or ERROR"),
-    ("--token", "require 'Authorization: Bearer TOKEN' on every request"),
-    ("--timeout", "default job deadline in seconds"),
-    ("--max-queue", "jobs that may wait for a child; more get 503 QueueFull"),
-    ("--max-jobs-per-child", "retire a child after this many jobs"),
-    ("--max-memory-per-child", "retire a child above this resident memory (bytes)"),
-    ("--start-timeout", "seconds a child gets to become ready"),
-    ("--grace", "TERM: seconds queued and running jobs get to finish (default 30)"),
-    ("--max-body-bytes", "largest request body (default 10 MiB)"),
-    ("--redis", "also consume actions from this Redis URL (Redis mode)"),
-    ("--queue", "the Redis queue to consume (with --redis)"),
+_SETTING_FLAGS: Final[tuple[tuple[str, str, str], ...]] = (
+    ("--worker", "REF", 'worker module, "pkg.mod:attr"'),
+    ("--children", "N", "number of children (default: the number of CPUs)"),
+    ("--host", "ADDR", "address to listen on (default 127.0.0.1; others need --token)"),
+    ("--port", "PORT", "port to listen on (default 8765)"),
+    ("--unix", "PATH", "listen on this Unix socket instead of host and port"),
+    ("--pidfile", "PATH", "write the master's pid here"),
+    ("--log-file", "PATH", "log here instead of stderr (USR1 reopens it)"),
+    ("--log-level", "LEVEL", "DEBUG, INFO, WARNING or ERROR"),
+    ("--token", "TOKEN", "require 'Authorization: Bearer TOKEN' on every request"),
+    ("--timeout", "SECONDS", "default job deadline"),
+    ("--max-queue", "N", "jobs that may wait for a child; more get 503 QueueFull"),
+    ("--max-jobs-per-child", "N", "retire a child after this many jobs"),
+    ("--max-memory-per-child", "BYTES", "retire a child above this resident memory"),
+    ("--start-timeout", "SECONDS", "time a child gets to become ready"),
+    ("--grace", "SECONDS", "TERM: time queued and running jobs get to finish (default 30)"),
+    ("--max-body-bytes", "BYTES", "largest request body (default 10 MiB)"),
+    ("--redis", "URL", "also consume actions from this Redis URL (Redis mode)"),
+    ("--queue", "NAME", "the Redis queue to consume (with --redis)"),
 )
 
 
@@ -65,8 +65,8 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="run the daemon (HTTP/JSON API)")
     serve.add_argument("--config", metavar="FILE", help="TOML settings file")
-    for flag, help_text in _SETTING_FLAGS:
-        serve.add_argument(flag, help=help_text, default=None)
+    for flag, metavar, help_text in _SETTING_FLAGS:
+        serve.add_argument(flag, metavar=metavar, help=help_text, default=None)
     serve.add_argument(
         "--debug", action="store_true", default=None, help="send tracebacks in JobFailed errors"
     )
@@ -118,7 +118,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     overrides: dict[str, Any] = {
         flag.removeprefix("--").replace("-", "_"): getattr(args, flag[2:].replace("-", "_"))
-        for flag, _ in _SETTING_FLAGS
+        for flag, _, _ in _SETTING_FLAGS
     }
     overrides["debug"] = args.debug
 
