@@ -166,8 +166,7 @@ class Pool:
         # update.
         self._wait_samples: list[float] = []
         self._run_samples: list[float] = []
-        self._max_bytes = config.max_message_bytes
-        self._memory_limit = config.max_memory_per_child
+        self._apply_config(config)
         self._tasks: set[asyncio.Task[None]] = set()
         self._waiters: list[tuple[Callable[[], bool], asyncio.Future[None]]] = []
         self._room_waiters: deque[asyncio.Future[None]] = deque()
@@ -175,6 +174,12 @@ class Pool:
         self._broken: StartFailed | None = None
         self._reloading = False
         self._closed = asyncio.Event()
+
+    def _apply_config(self, config: PoolConfig) -> None:
+        """Adopt ``config``: at construction, and on ``reload(config)``."""
+        self.config = config
+        self._max_bytes = config.max_message_bytes
+        self._memory_limit = config.max_memory_per_child
         self._child_config = {
             "worker": config.worker,
             "sys_path": list(sys.path),
@@ -905,22 +910,30 @@ class Pool:
             if isinstance(res, BaseException):
                 raise self._start_error(res, children)
 
-    async def reload(self) -> None:
-        """Replace every child with a fresh one (new code, same settings) with no downtime:
-        a new generation starts beside the old one, then old children retire as each
-        finishes its job. Jobs keep flowing throughout; none is dropped.
+    async def reload(self, config: PoolConfig | None = None) -> None:
+        """Replace every child with a fresh one (new code; new settings when ``config`` is
+        given) with no downtime: a new generation starts beside the old one, then old
+        children retire as each finishes its job. Jobs keep flowing throughout; none is
+        dropped.
+
+        Args:
+            config: settings for the new generation and the pool from now on (worker
+                module, size, timeouts, limits); the current ones when omitted.
 
         Raises:
-            StartFailed: the new generation could not start; the old one keeps serving.
+            StartFailed: the new generation could not start; the old one, and the old
+                settings, keep serving.
         """
         if self._state is not _State.OPEN:
             raise PoolClosed("the pool is closed")
         if self._reloading:
             raise Qoper8Error("a reload is already in progress")
         self._reloading = True
-        old_generation = self._generation
+        old_generation, old_config, old_target = self._generation, self.config, self._target
         self._generation += 1
-        self._child_config = {**self._child_config, "sys_path": list(sys.path)}
+        self._apply_config(config or self.config)
+        if config is not None:
+            self._target = config.children
         new = [self._new_child() for _ in range(self._target)]
         for child in new:
             child.managed_start = True
@@ -929,7 +942,8 @@ class Pool:
         except BaseException:
             # The new children are being killed; their deaths are this reload's failure,
             # not failed background starts (they keep managed_start).
-            self._generation = old_generation
+            self._generation, self._target = old_generation, old_target
+            self._apply_config(old_config)
             self._reloading = False
             self._reconcile()
             raise

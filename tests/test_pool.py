@@ -211,11 +211,23 @@ async def test_reload_replaces_every_child_with_no_failed_job(pool: qoper8.Pool)
 
 
 async def test_reload_with_broken_code_keeps_the_old_generation(pool: qoper8.Pool) -> None:
-    pool._child_config = {**pool._child_config, "worker": "tests.bad_workers.start_fails:worker"}
+    broken = qoper8.PoolConfig(worker="tests.bad_workers.start_fails:worker", children=2)
     with pytest.raises(qoper8.StartFailed):
-        await pool.reload()
+        await pool.reload(broken)
     assert pool.generation == 1
+    assert pool.config.worker == HANDLERS
     assert await pool.submit({"type": "add", "a": 1, "b": 2}) == 3
+    assert [c.generation for c in pool.statistics().children] == [1, 1]
+
+
+async def test_reload_with_new_settings_applies_them_to_the_new_generation(
+    pool: qoper8.Pool,
+) -> None:
+    await pool.reload(qoper8.PoolConfig(worker=HANDLERS, children=3, timeout=0.2))
+    await _wait_stats(pool, lambda s: [c.generation for c in s.children] == [2, 2, 2])
+    with pytest.raises(qoper8.JobTimeout):
+        await pool.submit({"type": "hang"})
+    assert pool.size == 3
 
 
 async def _wait_stats(
