@@ -16,7 +16,7 @@ import aiohttp
 import orjson
 from pydantic import BaseModel
 
-from ._transport._http import TIMEOUT_HEADER
+from ._transport._http import KILL_ON_CANCEL_HEADER, TIMEOUT_HEADER
 from .errors import (
     InvalidAction,
     JobTimeout,
@@ -134,8 +134,9 @@ class Client:
                 model with a ``type`` field.
             timeout: seconds until ``JobTimeout``; None for no deadline; the client's
                 ``timeout`` (or else the daemon's) when omitted.
-            kill_on_cancel: accepted for the pool's signature; over HTTP a cancelled call
-                leaves its job running to its end (the daemon cannot tell).
+            kill_on_cancel: if this call is cancelled while its job runs, the daemon kills
+                and replaces that child (otherwise the job runs to its end). A call
+                cancelled while its job is queued drops the job either way.
             wait_for_room: when the daemon's queue is full, retry until there is room or
                 the deadline passes (True), or raise ``QueueFull`` at once (False).
 
@@ -147,9 +148,10 @@ class Client:
             StartFailed: as ``Pool.submit`` raises them.
             TransportError: the daemon could not be reached or answered garbage.
         """
-        del kill_on_cancel
         body = _encode(action)
         headers = {"Content-Type": "application/json"}
+        if kill_on_cancel:
+            headers[KILL_ON_CANCEL_HEADER] = "1"
         if timeout is _UNSET:
             timeout = self._timeout  # None here leaves the deadline to the daemon
         elif timeout is None:

@@ -87,6 +87,40 @@ async def test_results_and_typed_errors_are_the_same_as_the_pool(
     assert isinstance(died.value.pid, int)
 
 
+async def test_cancelling_a_call_drops_its_queued_job_and_kills_on_request(
+    tmp_path: Path,
+) -> None:
+    release = tmp_path / "release"
+    hold = {"type": "wait_file", "path": str(release), "value": 1}
+    with running(tmp_path, children=1) as d:
+        async with d.client() as client, d.client() as other:
+            first = asyncio.create_task(client.submit(hold))
+            await wait_status(client, lambda s: s["running"] == 1, daemon=d, what="running")
+            queued = asyncio.create_task(other.submit(hold))
+            await wait_status(client, lambda s: s["queue_length"] == 1, daemon=d, what="queued")
+            queued.cancel()
+            await wait_status(
+                client,
+                lambda s: s["queue_length"] == 0 and s["cancelled"] == 1,
+                daemon=d,
+                what="the queued job dropped",
+            )
+            release.touch()
+            assert await first == 1
+            # kill_on_cancel: the running job's child is killed and replaced
+            release.unlink()
+            pid = (await client.status())["children"][0]["pid"]
+            running_job = asyncio.create_task(other.submit(hold, kill_on_cancel=True))
+            await wait_status(client, lambda s: s["running"] == 1, daemon=d, what="running")
+            running_job.cancel()
+            await wait_status(
+                client,
+                lambda s: settled(s, 1) and s["children"][0]["pid"] != pid,
+                daemon=d,
+                what="a new child in place of the killed one",
+            )
+
+
 async def test_status_health_and_metrics(daemon: Daemon) -> None:
     async with daemon.client() as client:
         status = await client.status()

@@ -46,7 +46,14 @@ if TYPE_CHECKING:
     from .._stats import Histogram, PoolStatistics
     from . import PoolLike
 
-__all__ = ["TIMEOUT_HEADER", "Control", "HttpApi", "render_metrics", "status_for"]
+__all__ = [
+    "KILL_ON_CANCEL_HEADER",
+    "TIMEOUT_HEADER",
+    "Control",
+    "HttpApi",
+    "render_metrics",
+    "status_for",
+]
 
 logger = logging.getLogger("qoper8.http")
 
@@ -56,6 +63,9 @@ TIMEOUT_HEADER: Final = "Qoper8-Timeout"
 # What a 503 for QueueFull tells the caller to wait before trying again. One second is long
 # against a job's run time and short against a human's patience.
 RETRY_AFTER_SECONDS: Final = 1
+# "1" asks that the job's child be killed if the caller goes away while the job runs (the
+# pool's kill_on_cancel). A caller that goes away while its job is queued always drops it.
+KILL_ON_CANCEL_HEADER: Final = "Qoper8-Kill-On-Cancel"
 # How long stop() lets in-flight requests finish writing their answers.
 SHUTDOWN_TIMEOUT: Final = 5.0
 
@@ -163,6 +173,9 @@ class HttpApi:
         runner = web.AppRunner(
             self.make_app(),
             handle_signals=False,  # the daemon owns every signal
+            # A client that disconnects cancels its submit, as cancelling Pool.submit does:
+            # a queued job is dropped rather than run for nobody.
+            handler_cancellation=True,
             access_log=None,
             shutdown_timeout=SHUTDOWN_TIMEOUT,
         )
@@ -272,6 +285,8 @@ class HttpApi:
                 kwargs["timeout"] = _parse_timeout(raw)
             except ValueError as exc:
                 return self._error_response(InvalidAction(str(exc)), 400)
+        if request.headers.get(KILL_ON_CANCEL_HEADER, "").strip().lower() in ("1", "true"):
+            kwargs["kill_on_cancel"] = True
         if self._control.draining:
             return self._error_response(PoolClosed("the daemon is shutting down"))
         try:
