@@ -18,7 +18,7 @@ from typing import Any
 from bench import report
 from bench.drivers import ALL_DRIVERS
 from bench.raw import RawPingPong
-from bench.scenarios import SCENARIOS, Config, leftover_children, run_all
+from bench.scenarios import SCENARIOS, Config, kill_descendants, leftover_children, run_all
 
 RESULTS = Path(__file__).parent / "results"
 # Benchmarks owned by other modules of bench/, run on request as their own processes.
@@ -127,13 +127,21 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     t0 = time.perf_counter()
-    rec = asyncio.run(run_all(drivers, cfg))
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    def checkpoint(rec: Any) -> None:
+        # After each repetition, so that a run cut short still leaves its numbers.
+        partial = args.out / f"latest-{mode}.partial.json"
+        report.write_json(partial, meta, rec.results, report.summarise(rec.results))
+
+    rec = asyncio.run(run_all(drivers, cfg, checkpoint))
+    (args.out / f"latest-{mode}.partial.json").unlink(missing_ok=True)
     meta["elapsed_s"] = time.perf_counter() - t0
     meta["machine"]["loadavg_end"] = os.getloadavg()
     stray = leftover_children()
     if stray:
         meta["stray_children"] = stray
-        print(f"warning: child processes still alive after the run: {stray}", file=sys.stderr)
+    kill_descendants()
 
     summary = report.summarise(rec.results)
     names = report.driver_order(rec.results, [d.name for d in drivers])

@@ -237,7 +237,7 @@ async def m_hol(d: Driver, cfg: Config) -> dict[str, Any]:
 
         fut.add_done_callback(done)
         futs.append(fut)
-    guard = sum(durations) / 1000.0 * 3 + 10
+    guard = max(ideal) / 1000.0 * 3 + 5
     try:
         await bounded(asyncio.gather(*futs), guard)
     finally:
@@ -603,5 +603,19 @@ def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
-def leftover_children() -> list[int]:
-    return [pid for pid in _descendants() if pid_alive(pid)]
+def kill_descendants() -> None:
+    """At the end of a run: whatever is left (helpers such as aiomultiprocess's manager and
+    the resource trackers, which would otherwise outlive the bench) is killed."""
+    for proc in _descendants().values():
+        with contextlib.suppress(Exception):
+            proc.kill()
+
+
+def leftover_children() -> list[str]:
+    """Processes still alive after every pool closed (helpers that live for the program)."""
+    out = []
+    for pid, proc in _descendants().items():
+        if pid_alive(pid):
+            with contextlib.suppress(Exception):
+                out.append(f"{pid} {' '.join(proc.cmdline())[:80]}")
+    return out
