@@ -20,11 +20,8 @@ POLL: float = 0.005
 
 @worker.on_start
 def slow_start() -> None:
-    """Children start slowly when the test asks: after QOPER8_TEST_START_DELAY seconds, or
-    while the file named by QOPER8_TEST_START_GATE exists (bounded)."""
-    delay = float(os.environ.get("QOPER8_TEST_START_DELAY", "0") or 0)
-    if delay:
-        time.sleep(delay)
+    """Children start slowly when the test asks: while the file named by
+    QOPER8_TEST_START_GATE exists (bounded)."""
     gate = os.environ.get("QOPER8_TEST_START_GATE")
     deadline = time.monotonic() + 120
     while gate and os.path.exists(gate) and time.monotonic() < deadline:

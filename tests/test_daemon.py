@@ -267,8 +267,10 @@ async def test_queue_full_is_503_with_retry_after(tmp_path: Path) -> None:
 
 
 async def test_health_is_503_while_a_child_starts(tmp_path: Path) -> None:
-    with running(tmp_path, children=1, env={"QOPER8_TEST_START_DELAY": "1.0"}) as d:
+    gate = tmp_path / "gate"
+    with running(tmp_path, children=1, env={"QOPER8_TEST_START_GATE": str(gate)}) as d:
         async with d.client() as client:
+            gate.touch()  # the next child blocks in its start hook until the gate goes
             d.signal(signal.SIGTTIN)
 
             async def starting() -> bool:
@@ -276,7 +278,11 @@ async def test_health_is_503_while_a_child_starts(tmp_path: Path) -> None:
                 return bool(health["status"] == "starting")
 
             await wait_until(starting, daemon=d, what="health to say starting")
-            assert d.json("GET", "/v1/health")[0] == 503
+            assert d.json("GET", "/v1/health") == (
+                503,
+                {"status": "starting", "ready": 1, "target": 2},
+            )
+            gate.unlink()
 
             async def ready() -> bool:
                 return bool((await client.health())["status"] == "ready")
