@@ -248,5 +248,8 @@ async def test_unix_socket(tmp_path: Path) -> None:
             await wait_until(ready, daemon=d, what="ready on the socket")
             assert await client.submit({"type": "add", "a": 1, "b": 1}) == 2
             assert (await client.status())["urls"] == [f"unix:{sock}"]
+        d.signal(signal.SIGTERM)
+        assert d.wait_exit() == 0
+        assert not sock.exists()
     finally:
         d.stop()

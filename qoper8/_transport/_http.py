@@ -18,9 +18,11 @@ Errors come back as ``{"error": {"type": "<qoper8 error class>", "message": ...}
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import logging
 import math
+import os
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import orjson
@@ -144,6 +146,7 @@ class HttpApi:
         self._max_body = max_body_bytes
         self.debug = debug
         self._runner: web.AppRunner | None = None
+        self._unix: str | None = None
         self.urls: list[str] = []
 
     def set_token(self, token: str | None) -> None:
@@ -184,6 +187,7 @@ class HttpApi:
         try:
             if unix is not None:
                 await web.UnixSite(runner, unix).start()
+                self._unix = unix
                 self.urls = [f"unix:{unix}"]
             else:
                 await web.TCPSite(runner, host, port).start()
@@ -201,6 +205,10 @@ class HttpApi:
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
+        unix, self._unix = self._unix, None
+        if unix is not None:  # asyncio leaves the socket file behind (before Python 3.13)
+            with contextlib.suppress(OSError):
+                os.unlink(unix)
 
     # ------------------------------------------------------------ middleware
 
