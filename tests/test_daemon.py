@@ -385,22 +385,29 @@ async def test_hup_under_load_starts_a_new_generation_and_fails_no_request(tmp_p
 
 
 async def test_hup_rereads_the_config_file(tmp_path: Path) -> None:
-    conf = write_toml(tmp_path / "qoper8.toml", [f'worker = "{HANDLERS}"', "children = 1"])
-    d = Daemon(tmp_path, "--config", str(conf), children=1)
+    def settings(*lines: str) -> None:
+        write_toml(tmp_path / "qoper8.toml", [f'worker = "{HANDLERS}"', *lines])
+
+    settings("children = 1", 'token = "one"')
+    d = Daemon(tmp_path, "--config", str(tmp_path / "qoper8.toml"), children=1)
     # --children on the command line would win over the file; drop it for this test
     i = d.args.index("--children")
     del d.args[i : i + 2]
+    d.token = "one"  # from the file
     d.start()
     try:
         d.wait_ready()
+        settings("children = 3", 'token = "two"')
+        d.signal(signal.SIGHUP)
+        d.token = "two"
         async with d.client() as client:
-            write_toml(conf, [f'worker = "{HANDLERS}"', "children = 3"])
-            d.signal(signal.SIGHUP)
             await wait_status(
                 client, lambda s: settled(s, 3, 2), daemon=d, what="3 children, gen 2"
             )
+            code, _ = d.json("GET", "/v1/status", headers={"Authorization": "Bearer one"})
+            assert code == 401  # the new token is in force
             # A bad file on HUP: logged and refused; the daemon keeps its settings and serves.
-            write_toml(conf, [f'worker = "{HANDLERS}"', "children = -4"])
+            settings("children = -4", 'token = "three"')
             d.signal(signal.SIGHUP)
 
             async def refused() -> bool:
