@@ -52,7 +52,7 @@ import orjson
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from ..errors import (
     InvalidAction,
@@ -1143,10 +1143,18 @@ class _Batcher:
                 keys, args, _ = batch[0]
                 results: list[Any] = [await self._script(keys=keys, args=args)]
             else:
+                # EVALSHA by hand: a pipeline given Script objects first asks SCRIPT EXISTS,
+                # one more round trip each time. A NOSCRIPT answer (Redis restarted) is
+                # retried below through the script, which loads it.
+                sha = self._script.sha
                 async with self._client.pipeline(transaction=False) as pipe:
                     for keys, args, _ in batch:
-                        await self._script(keys=keys, args=args, client=pipe)
+                        pipe.evalsha(sha, len(keys), *keys, *args)
                     results = await pipe.execute(raise_on_error=False)
+                for i, result in enumerate(results):
+                    if isinstance(result, NoScriptError):
+                        keys, args, _ = batch[i]
+                        results[i] = await self._script(keys=keys, args=args)
         except BaseException as exc:
             for _, _, fut in batch:
                 if not fut.done():

@@ -208,3 +208,15 @@ async def test_reaper_returns_a_dead_consumers_claims(server: fakeredis.FakeServ
     assert await reaper.reap() == (2, [], [])
     assert r.lrange("rq:queue:q", 0, -1) == [b"a", b"b", b"c"]
     assert r.zrange("qoper8:consumers:q", 0, -1) == [b"alive"]
+
+
+async def test_batched_calls_survive_a_script_cache_flush() -> None:
+    """Outcomes finished together go out as one pipeline; after Redis lost its script
+    cache (a restart) each call is retried through the script, which loads it again."""
+    r = fakeredis.FakeAsyncRedis()
+    script = r.register_script("return ARGV[1]")
+    batcher = _redis._Batcher(script, r)
+    assert await batcher.call([], ["warm"]) == b"warm"
+    await r.script_flush()
+    results = await asyncio.gather(*(batcher.call([], [str(i)]) for i in range(3)))
+    assert results == [b"0", b"1", b"2"]
