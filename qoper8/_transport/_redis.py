@@ -801,7 +801,7 @@ class RedisConsumer:
             raw = await self._take_script()
         return raw
 
-    def _take_args(self) -> list[Any]:
+    def _take_args(self, now_text: str | None = None) -> list[Any]:
         now = time.time()
         return [
             now,
@@ -809,7 +809,7 @@ class RedisConsumer:
             self.name,
             uuid.uuid4().hex,  # the execution id
             self.max_retries,
-            rq_now(),
+            now_text or rq_now(),
             int(self.lease * 2) + 60,
         ]
 
@@ -952,7 +952,7 @@ class RedisConsumer:
             "m": running.member,
             "x": running.execution_id,
             "s": outcome.status,
-            "e": rq_now(),
+            "e": (ended := rq_now()),
             "reg": registry,
             "sc": "+inf" if ttl < 0 else repr(time.time() + ttl),
             "ttl": "-1" if ttl < 0 else str(ttl),
@@ -963,7 +963,7 @@ class RedisConsumer:
         }
         take_args: list[Any] = []
         if not self._stopping and pool.is_open and pool.has_capacity():
-            take_args = arg["t"] = [str(a) for a in self._take_args()]
+            take_args = arg["t"] = [str(a) for a in self._take_args(ended)]
         args = [orjson.dumps(arg)]
         keys = [self._wip_key, self._queue_key, self._claim_key]
         backoff = _Backoff(f"consumer {self.name} job {job_id}", self.url)
