@@ -22,6 +22,9 @@ Redis keys touched (rq's data model under the prefix ``rq``, plus three of qoper
     rq:failed:{queue}                zset    FailedJobRegistry, scored by failure expiry
     rq:results:{id}                  stream  rq's results: type, return_value (base64 JSON),
                                              exc_string (base64 zlib text), execution times
+    rq:workers, rq:workers:{queue}   set     rq's worker registry: each host's worker key
+    rq:worker:{consumer}             hash    rq's worker record (state, heartbeat, job
+                                             counts), so that `rq info` lists the hosts
     qoper8:claim:{queue}:{consumer}  list    ids an idle consumer moved off the queue with
                                              BLMOVE and has not leased yet
     qoper8:consumers:{queue}         zset    consumer names scored by heartbeat expiry; the
@@ -89,6 +92,8 @@ EXECUTIONS_PREFIX: Final = f"{RQ}:executions:"
 FINISHED_PREFIX: Final = f"{RQ}:finished:"
 FAILED_PREFIX: Final = f"{RQ}:failed:"
 RESULTS_PREFIX: Final = f"{RQ}:results:"
+WORKERS_KEY: Final = f"{RQ}:workers"
+WORKER_PREFIX: Final = f"{RQ}:worker:"
 CLAIM_PREFIX: Final = "qoper8:claim:"
 CONSUMERS_PREFIX: Final = "qoper8:consumers:"
 REPLY_PREFIX: Final = "qoper8:reply:"
@@ -174,7 +179,8 @@ TAKE_LUA: Final = TAKE_FUNCTION + "return take(KEYS[1], KEYS[2], KEYS[3], ARGV)\
 # thirty separate arguments cost the master more than the rest of the job).
 # KEYS: wip, queue, claim. ARGV[1]: {id, m: member, x: execution id, s: status, e: ended_at,
 # reg: registry key, sc: registry score, ttl (-1 persist, 0 delete), rk: reply key, rp: reply,
-# jf: job field/value pairs, sf: stream field/value pairs, t: the 7 take arguments or absent}.
+# jf: job field/value pairs, sf: stream field/value pairs, w: rq worker key, t: the 7 take
+# arguments or absent}.
 # Returns {1 if recorded else 0, the next job or false}.
 FINISH_LUA: Final = (
     TAKE_FUNCTION
@@ -211,6 +217,11 @@ local function finish()
     redis.call('RPUSH', a.rk, a.rp)
     redis.call('EXPIRE', a.rk, %(reply_ttl)d)
   end
+  if redis.call('EXISTS', a.w) == 1 then
+    local counter = 'failed_job_count'
+    if a.s == 'finished' then counter = 'successful_job_count' end
+    redis.call('HINCRBY', a.w, counter, 1)
+  end
   return 1
 end
 local written = finish()
@@ -220,13 +231,21 @@ return {written, nxt}
 """.replace("%(reply_ttl)d", str(REPLY_TTL)).replace("%(maxlen)d", str(RESULTS_MAXLEN))
 )
 
-# Renew this consumer's registration and the leases of its running jobs; return the members
-# whose lease is already gone (reaped), so the consumer can log that their outcome will be
-# dropped. KEYS: wip, consumers. ARGV: lease expiry, consumer name, now (rq text), members...
+# Renew this consumer's registration (qoper8's, and rq's worker hash so that `rq info` lists
+# the host) and the leases of its running jobs; return the members whose lease is already gone
+# (reaped), so the consumer can log that their outcome will be dropped.
+# KEYS: wip, consumers, rq:workers, rq:workers:{queue}, rq:worker:{name}. ARGV: lease expiry,
+# consumer name, now (rq text), state, worker ttl, birth (rq text), hostname, pid, queue name,
+# members...
 HEARTBEAT_LUA: Final = """
 redis.call('ZADD', KEYS[2], ARGV[1], ARGV[2])
+redis.call('HSET', KEYS[5], 'name', ARGV[2], 'last_heartbeat', ARGV[3], 'state', ARGV[4],
+           'birth', ARGV[6], 'hostname', ARGV[7], 'pid', ARGV[8], 'queues', ARGV[9])
+redis.call('EXPIRE', KEYS[5], ARGV[5])
+redis.call('SADD', KEYS[3], KEYS[5])
+redis.call('SADD', KEYS[4], KEYS[5])
 local lost = {}
-for i = 4, #ARGV do
+for i = 10, #ARGV do
   local m = ARGV[i]
   if redis.call('ZSCORE', KEYS[1], m) then
     redis.call('ZADD', KEYS[1], ARGV[1], m)
@@ -298,12 +317,13 @@ return {returned, requeued, failed}
     .replace("%(failed)d", str(RESULT_FAILED))
 )
 
-# Hand running and claimed jobs back on a graceful stop: they go to the queue front without
-# using up a retry, because nothing went wrong with them.
-# KEYS: wip, queue, claim, consumers. ARGV: consumer name, members...
+# Hand running and claimed jobs back: they go to the queue front without using up a retry,
+# because nothing went wrong with them. On the final stop, also unregister the consumer.
+# KEYS: wip, queue, claim, consumers, rq:workers, rq:workers:{queue}, rq:worker:{name}.
+# ARGV: consumer name, final ('1' or '0'), members...
 HANDBACK_LUA: Final = """
 local n = 0
-for i = 2, #ARGV do
+for i = 3, #ARGV do
   local m = ARGV[i]
   if redis.call('ZREM', KEYS[1], m) == 1 then
     local id = string.match(m, '^(.*):[^:]*$') or m
@@ -314,7 +334,12 @@ for i = 2, #ARGV do
   end
 end
 while redis.call('LMOVE', KEYS[3], KEYS[2], 'RIGHT', 'LEFT') do n = n + 1 end
-redis.call('ZREM', KEYS[4], ARGV[1])
+if ARGV[2] == '1' then
+  redis.call('ZREM', KEYS[4], ARGV[1])
+  redis.call('DEL', KEYS[7])
+  redis.call('SREM', KEYS[5], KEYS[7])
+  redis.call('SREM', KEYS[6], KEYS[7])
+end
 return n
 """
 
@@ -648,6 +673,9 @@ class RedisConsumer:
         self._finished_key = FINISHED_PREFIX + queue
         self._claim_key = f"{CLAIM_PREFIX}{queue}:{self.name}"
         self._consumers_key = CONSUMERS_PREFIX + queue
+        self._worker_key = WORKER_PREFIX + self.name
+        self._queue_workers_key = f"{WORKERS_KEY}:{queue}"
+        self._birth = rq_now()
         self._running: dict[str, _Running] = {}
         self._slot_freed = asyncio.Event()
         self._queue_seen_empty = False
@@ -960,6 +988,7 @@ class RedisConsumer:
             "rp": outcome.reply,
             "jf": outcome.job_fields,
             "sf": outcome.stream_fields,
+            "w": self._worker_key,
         }
         take_args: list[Any] = []
         if not self._stopping and pool.is_open and pool.has_capacity():
@@ -999,8 +1028,25 @@ class RedisConsumer:
             members = list(self._running)
             try:
                 lost = await self._script("heartbeat")(
-                    keys=[self._wip_key, self._consumers_key],
-                    args=[time.time() + self.lease, self.name, rq_now(), *members],
+                    keys=[
+                        self._wip_key,
+                        self._consumers_key,
+                        WORKERS_KEY,
+                        self._queue_workers_key,
+                        self._worker_key,
+                    ],
+                    args=[
+                        time.time() + self.lease,
+                        self.name,
+                        rq_now(),
+                        "busy" if members else "idle",
+                        int(self.lease * 2) + 60,
+                        self._birth,
+                        socket.gethostname(),
+                        os.getpid(),
+                        self.queue,
+                        *members,
+                    ],
                 )
             except Exception as exc:
                 if not is_redis_failure(exc):
@@ -1083,9 +1129,9 @@ class RedisConsumer:
                 r.task.cancel()
         if self._jobs_task:
             await asyncio.wait(list(self._jobs_task), timeout=self.grace + 1)
-        await self._hand_back(leftovers)
+        await self._hand_back(leftovers, final=True)
 
-    async def _hand_back(self, jobs: list[_Running]) -> None:
+    async def _hand_back(self, jobs: list[_Running], *, final: bool = False) -> None:
         members = [r.member for r in jobs]
         for r in jobs:
             r.finished = True
@@ -1097,8 +1143,16 @@ class RedisConsumer:
             f"consumer {self.name}: handing back {len(members)} jobs",
             backoff,
             lambda: self._script("handback")(
-                keys=[self._wip_key, self._queue_key, self._claim_key, self._consumers_key],
-                args=[self.name, *members],
+                keys=[
+                    self._wip_key,
+                    self._queue_key,
+                    self._claim_key,
+                    self._consumers_key,
+                    WORKERS_KEY,
+                    self._queue_workers_key,
+                    self._worker_key,
+                ],
+                args=[self.name, "1" if final else "0", *members],
             ),
             lambda: time.monotonic() > deadline,
         )
