@@ -322,19 +322,25 @@ class Daemon:
         task.cancel()
 
     async def _reload_now(self) -> int:
-        """HUP: read the settings again and start a new generation of children (old ones
-        retire as each finishes its job). Return the new generation.
+        """HUP: read the settings again and start a new generation of children with them
+        (old ones retire as each finishes its job). Return the new generation.
+
+        The pool's settings (worker module, timeouts, limits) take effect with the new
+        generation. Its size follows the file only when the file's ``children`` changed, so
+        a size set by TTIN/TTOU or resize survives a plain HUP.
 
         Raises:
             ConfigError: the new settings are invalid; nothing changed.
-            StartFailed: the new children failed to start; the old ones keep serving.
+            StartFailed: the new children failed to start; the old ones, and all the old
+                settings, keep serving.
         """
         old = self.config
         new = self._reload_config() if self._reload_config is not None else old
+        pool_config = new.pool
+        if new.pool.children == old.pool.children:
+            pool_config = new.pool.model_copy(update={"children": self.pool.size})
+        await self.pool.reload(pool_config)
         self._apply_daemon_settings(new)
-        await self.pool.reload()
-        if new.pool.children != old.pool.children:
-            await self.pool.resize(new.pool.children)
         logger.info("reloaded: generation %d, %d children", self.pool.generation, self.pool.size)
         return self.pool.generation
 
@@ -344,7 +350,7 @@ class Daemon:
         except ConfigError as exc:
             logger.error("reload refused, the running settings stay: %s", exc)
         except StartFailed as exc:
-            logger.error("reload failed, the old children keep serving: %s", exc)
+            logger.error("reload failed, the old children and settings keep serving: %s", exc)
 
     def _apply_daemon_settings(self, new: ServeConfig) -> None:
         old = self.config
@@ -353,16 +359,8 @@ class Daemon:
             for name in ("host", "port", "unix", "max_body_bytes", "pidfile", "redis", "queue")
             if getattr(new, name) != getattr(old, name)
         ]
-        # The pool keeps the settings it was built with; only its size can change live.
-        fixed += [
-            f"{name}"
-            for name in type(new.pool).model_fields
-            if name != "children" and getattr(new.pool, name) != getattr(old.pool, name)
-        ]
         if fixed:
-            logger.warning(
-                "changed settings that take effect at restart only: %s", ", ".join(fixed)
-            )
+            logger.warning("settings that take effect at restart only: %s", ", ".join(fixed))
         self.api.set_token(new.token)
         self.api.debug = new.debug
         logging.getLogger("qoper8").setLevel(new.log_level)

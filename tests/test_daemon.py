@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.timeout(60)
 
+OTHER_HANDLERS = "tests.handlers:worker"
+
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
@@ -385,27 +387,38 @@ async def test_hup_under_load_starts_a_new_generation_and_fails_no_request(tmp_p
 
 
 async def test_hup_rereads_the_config_file(tmp_path: Path) -> None:
-    def settings(*lines: str) -> None:
-        write_toml(tmp_path / "qoper8.toml", [f'worker = "{HANDLERS}"', *lines])
+    def settings(*lines: str, worker: str = HANDLERS) -> None:
+        write_toml(tmp_path / "qoper8.toml", [f'worker = "{worker}"', *lines])
 
     settings("children = 1", 'token = "one"')
     d = Daemon(tmp_path, "--config", str(tmp_path / "qoper8.toml"), children=1)
-    # --children on the command line would win over the file; drop it for this test
-    i = d.args.index("--children")
-    del d.args[i : i + 2]
+    # flags would win over the file; drop --worker and --children for this test
+    for flag in ("--worker", "--children"):
+        i = d.args.index(flag)
+        del d.args[i : i + 2]
     d.token = "one"  # from the file
     d.start()
     try:
         d.wait_ready()
-        settings("children = 3", 'token = "two"')
+        # new size, new token, new worker module: all in force once generation 2 is ready
+        settings("children = 3", 'token = "two"', worker=OTHER_HANDLERS)
         d.signal(signal.SIGHUP)
         d.token = "two"
         async with d.client() as client:
-            await wait_status(
-                client, lambda s: settled(s, 3, 2), daemon=d, what="3 children, gen 2"
-            )
+
+            async def reloaded() -> bool:
+                try:
+                    return settled(await client.status(), 3, 2)
+                except TransportError:  # 401 until the new settings are in force
+                    return False
+
+            await wait_until(reloaded, daemon=d, what="3 children of generation 2")
+            status = await client.status()
+            assert status["worker"] == OTHER_HANDLERS
+            assert "kill_self" in status["handlers"]
+            assert "wait_file" not in status["handlers"]
             code, _ = d.json("GET", "/v1/status", headers={"Authorization": "Bearer one"})
-            assert code == 401  # the new token is in force
+            assert code == 401  # the old token is refused
             # A bad file on HUP: logged and refused; the daemon keeps its settings and serves.
             settings("children = -4", 'token = "three"')
             d.signal(signal.SIGHUP)
