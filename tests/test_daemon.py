@@ -356,8 +356,16 @@ async def test_ttin_and_ttou_under_load_fail_no_request(tmp_path: Path) -> None:
 async def test_ttou_never_goes_below_one_child(tmp_path: Path) -> None:
     with running(tmp_path, children=1) as d:
         d.signal(signal.SIGTTOU)
-        d.signal(signal.SIGTTIN)  # handled after TTOU: one task acts, in order
+
+        async def acted() -> bool:
+            return "resized to 1 children" in d.log_text()
+
+        # The kernel delivers pending signals lowest number first (TTIN before TTOU), so
+        # wait for TTOU to be handled before sending TTIN.
+        await wait_until(acted, daemon=d, what="TTOU handled")
         async with d.client() as client:
+            assert settled(await client.status(), 1)
+            d.signal(signal.SIGTTIN)
             await wait_status(client, lambda s: settled(s, 2), daemon=d, what="2 children")
 
 
