@@ -606,3 +606,66 @@ async def test_serve_with_redis_consumes_the_queue_and_stops_on_term(tmp_path: P
         if keys:
             cleanup.delete(*keys)
         cleanup.close()
+
+
+# ==================================================================== pure parts
+
+
+def test_metrics_text_is_well_formed_prometheus() -> None:
+    import re
+
+    from qoper8._stats import (
+        ChildStatistics,
+        Histogram,
+        Percentiles,
+        PoolStatistics,
+    )
+    from qoper8._transport._http import render_metrics
+
+    hist = Histogram(((0.001, 2), (0.01, 5), (1.0, 7)), 8, 3.5)
+    none = Percentiles(0, None, None, None, None)
+    child = ChildStatistics(1, 42, 1, "busy", 3, 1.0, 0.5, None)
+    stats = PoolStatistics(
+        children=(child,), target_size=1, generation=1, queue_length=2, running=1,
+        submitted=11, completed=7, failed=1, invalid=1, timed_out=0, died=1, cancelled=0,
+        recycled=0, rejected=3, queue_wait=none, run_time=none,
+        queue_wait_histogram=hist, run_time_histogram=hist,
+    )  # fmt: skip
+    text = render_metrics(stats)
+    sample = re.compile(r'^[a-z_][a-z0-9_]*(\{[a-z_]+="[^"]*"\})? -?[0-9.e+-]+$')
+    typed = set()
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            typed.add(line.split()[2])
+        elif not line.startswith("# HELP "):
+            assert sample.match(line), line
+            base = re.sub(r"_(bucket|sum|count)$", "", line.split("{")[0].split()[0])
+            assert base in typed, f"{line} has no # TYPE before it"
+    assert 'qoper8_jobs_total{outcome="rejected"} 3' in text
+    assert 'qoper8_children{state="busy"} 1' in text
+    assert 'qoper8_children{state="idle"} 0' in text
+    assert 'qoper8_run_time_seconds_bucket{le="0.001"} 2' in text
+    assert 'qoper8_run_time_seconds_bucket{le="+Inf"} 8' in text
+    assert "qoper8_run_time_seconds_sum 3.5" in text
+    assert text.endswith("\n")
+
+
+def test_each_error_has_its_status() -> None:
+    from qoper8 import errors
+    from qoper8._transport._http import status_for
+
+    expected = {
+        errors.InvalidAction("x"): 422,
+        errors.QueueFull("x"): 503,
+        errors.PoolClosed("x"): 503,
+        errors.StartFailed("x"): 503,
+        errors.JobTimeout("x"): 504,
+        errors.JobFailed("x", remote_type="E", remote_message="m"): 500,
+        errors.ChildDied("x"): 502,
+        errors.ConfigError("x"): 422,
+        errors.TransportError("x"): 502,
+        errors.Qoper8Error("x"): 500,
+    }
+    assert {type(e).__name__: status_for(e) for e in expected} == {
+        type(e).__name__: s for e, s in expected.items()
+    }
