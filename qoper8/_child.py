@@ -37,6 +37,7 @@ LINGER_AFTER_EOF: Final = 2.0
 RECV_SIZE: Final = 256 * 1024
 
 
+
 class ChildState(enum.Enum):
     STARTING = "starting"
     IDLE = "idle"
@@ -172,6 +173,10 @@ class Child:
         master_sock.setblocking(False)
         self._sock = master_sock
         self._reader = proto.FrameReader(limit)
+        # Reused for every read: recv(n) would allocate n bytes per call, and at 256 KiB
+        # that is an mmap, mremap and munmap per job.
+        self._recv_buffer = bytearray(RECV_SIZE)
+        self._recv_view = memoryview(self._recv_buffer)
         loop.add_reader(master_sock.fileno(), self._on_readable)
         assert self._proc.stdout is not None
         self._output, _ = await loop.connect_read_pipe(
@@ -322,11 +327,12 @@ class Child:
         sock = self._sock
         assert sock is not None
         try:
-            data = sock.recv(RECV_SIZE)
+            received = sock.recv_into(self._recv_buffer)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
-            data = b""
+            received = 0
+        data = bytes(self._recv_view[:received])
         if not data:
             self._close_channel()
             self.on_channel_closed()

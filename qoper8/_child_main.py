@@ -71,7 +71,10 @@ class Channel:
         self._sock = sock
         self._reader = proto.FrameReader(limit)
         self._frames: deque[tuple[int, int, int, bytes]] = deque()
-        self.limit = limit
+        # One receive buffer for the child's life: recv(n) would allocate n bytes per call,
+        # and at 256 KiB that is an mmap, mremap and munmap per job.
+        self._buffer = bytearray(RECV_SIZE)
+        self._view = memoryview(self._buffer)
 
     @property
     def limit(self) -> int:
@@ -95,7 +98,8 @@ class Channel:
         return kind, job_id, payload
 
     def _recv(self) -> bytes:
-        return self._sock.recv(RECV_SIZE)
+        received = self._sock.recv_into(self._buffer)
+        return bytes(self._view[:received])
 
     def close(self) -> None:
         self._sock.close()
