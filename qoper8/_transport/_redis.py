@@ -1209,13 +1209,15 @@ class _Batcher:
                     if isinstance(result, NoScriptError):
                         keys, args, _ = batch[i]
                         results[i] = await self._script(keys=keys, args=args)
-        except BaseException as exc:
+        except Exception as exc:
             for _, _, fut in batch:
                 if not fut.done():
                     fut.set_exception(exc)
-            if not isinstance(exc, Exception):
-                raise
             return
+        except BaseException:
+            for _, _, fut in batch:
+                fut.cancel()
+            raise
         for (_, _, fut), result in zip(batch, results, strict=True):
             if fut.done():
                 continue

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 
@@ -26,7 +27,7 @@ async def main(url: str, queue: str, children: int, lease: float) -> None:
         loop.add_signal_handler(signal.SIGTERM, stop.set)
         loop.add_signal_handler(signal.SIGINT, stop.set)
         runner = asyncio.create_task(consumer.run())
-        sys.stdout.write(f"READY {__import__('os').getpid()}\n")
+        sys.stdout.write(f"READY {os.getpid()}\n")
         sys.stdout.flush()
         await stop.wait()
         await consumer.stop()
