@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 # killed after this long, so its slot cannot leak.
 LINGER_AFTER_EOF: Final = 2.0
 # One recv per readiness event; a result larger than this arrives over several events.
-RECV_SIZE: Final = 256 * 1024
+RECV_SIZE: Final = 64 * 1024
 
 
 
@@ -173,7 +173,7 @@ class Child:
         master_sock.setblocking(False)
         self._sock = master_sock
         self._reader = proto.FrameReader(limit)
-        # Reused for every read: recv(n) would allocate n bytes per call, and at 256 KiB
+        # Reused for every read: recv(n) would allocate n bytes per call, and above 128 KiB
         # that is an mmap, mremap and munmap per job.
         self._recv_buffer = bytearray(RECV_SIZE)
         self._recv_view = memoryview(self._recv_buffer)

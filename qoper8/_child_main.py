@@ -30,7 +30,7 @@ EXIT_PROTOCOL_ERROR: Final = 4
 EXIT_ORPHANED: Final = 5
 
 _PR_SET_PDEATHSIG: Final = 1
-RECV_SIZE: Final = 256 * 1024
+RECV_SIZE: Final = 64 * 1024
 # How often the portable orphan watchdog checks its parent where the kernel cannot signal us.
 _ORPHAN_POLL_SECONDS: Final = 0.5
 
@@ -72,7 +72,7 @@ class Channel:
         self._reader = proto.FrameReader(limit)
         self._frames: deque[tuple[int, int, int, bytes]] = deque()
         # One receive buffer for the child's life: recv(n) would allocate n bytes per call,
-        # and at 256 KiB that is an mmap, mremap and munmap per job.
+        # and above 128 KiB that is an mmap, mremap and munmap per job.
         self._buffer = bytearray(RECV_SIZE)
         self._view = memoryview(self._buffer)
 
