@@ -37,7 +37,6 @@ LINGER_AFTER_EOF: Final = 2.0
 RECV_SIZE: Final = 64 * 1024
 
 
-
 class ChildState(enum.Enum):
     STARTING = "starting"
     IDLE = "idle"
