@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import pickle
 import shutil
 import subprocess
@@ -115,8 +116,9 @@ async def test_abandoned_job_fails_after_its_retries(
 
 
 async def test_redis_restart_under_load_loses_nothing_acknowledged(
-    redis_server: Callable[..., RedisServer], queue_name: str
+    redis_server: Callable[..., RedisServer], queue_name: str, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.WARNING, logger="qoper8.redis")
     server = redis_server()
     async with asyncio.timeout(60):
         async with (
@@ -140,6 +142,10 @@ async def test_redis_restart_under_load_loses_nothing_acknowledged(
             assert results == list(range(n))
             # and the whole system carries on after the outage
             assert await rp.submit({"type": "add", "a": 1, "b": 2}, timeout=10) == 3
+    # the outage was logged, once when it began and once when Redis came back
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("unreachable" in m for m in messages)
+    assert any("is back after" in m for m in messages)
 
 
 async def test_unreachable_redis_is_a_transport_error_after_the_deadline(
