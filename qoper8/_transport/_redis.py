@@ -125,6 +125,14 @@ BACKOFF_MAX: Final = 2.0
 REPLY_TTL: Final = 300
 # The largest decompressed job payload accepted: bounds memory against zlib bombs.
 MAX_JOB_BYTES: Final = 16 * 1024 * 1024
+# How ``lease`` (the longest a dead host's jobs wait before they are queued again) splits:
+# each renewal extends the lease by WINDOW x lease, renewals come every HEARTBEAT x lease and
+# every host reaps every REAP x lease (times 0.5-1 jitter). Death to requeue is at most
+# (WINDOW + REAP) x lease = 5/6 of it; a host whose loop stalls for WINDOW x lease (20 s by
+# default) loses its leases and its jobs may run twice.
+LEASE_WINDOW_FRACTION: Final = 2 / 3
+HEARTBEAT_FRACTION: Final = 1 / 6
+REAP_FRACTION: Final = 1 / 6
 # Concurrent enqueues per RedisPool; each holds one connection while in flight.
 MAX_CLIENT_CONNECTIONS: Final = 32
 # Expired leases handled per reaper run (the next run takes the rest).
@@ -634,8 +642,8 @@ class RedisConsumer:
         pool: a started pool (``qoper8.Pool``).
         url: ``redis://``, ``rediss://`` or ``unix://`` URL, password included if any.
         queue: the rq queue name.
-        lease: seconds a host may go silent before its running jobs are queued again
-            (heartbeats renew it every ``lease / 3``).
+        lease: at most this many seconds after a host dies, its running jobs are queued
+            again (heartbeats renew leases every ``lease / 6``; any host reaps).
         max_retries: times a job whose lease expired is queued again, when the job does
             not set rq's ``retries_left`` itself; after that it fails with the reason.
         grace: how long ``stop()`` waits for running jobs before handing them back
@@ -664,6 +672,7 @@ class RedisConsumer:
         self.url = url
         self.queue = queue
         self.lease = lease
+        self._window = lease * LEASE_WINDOW_FRACTION
         self.max_retries = max_retries
         self.grace = grace
         self.name = name or f"qoper8.{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:6]}"
@@ -833,7 +842,7 @@ class RedisConsumer:
         now = time.time()
         return [
             now,
-            now + self.lease,
+            now + self._window,
             self.name,
             uuid.uuid4().hex,  # the execution id
             self.max_retries,
@@ -1023,7 +1032,7 @@ class RedisConsumer:
     # ------------------------------------------------------------ leases
     async def _heartbeat_loop(self) -> None:
         backoff = _Backoff(f"consumer {self.name} heartbeat", self.url)
-        interval = self.lease / 3
+        interval = self.lease * HEARTBEAT_FRACTION
         while True:
             members = list(self._running)
             try:
@@ -1036,7 +1045,7 @@ class RedisConsumer:
                         self._worker_key,
                     ],
                     args=[
-                        time.time() + self.lease,
+                        time.time() + self._window,
                         self.name,
                         rq_now(),
                         "busy" if members else "idle",
@@ -1068,7 +1077,7 @@ class RedisConsumer:
     async def _reap_loop(self) -> None:
         # Every host reaps; the script is atomic, so two reapers never requeue a job twice.
         backoff = _Backoff(f"consumer {self.name} reaper", self.url)
-        interval = self.lease / 2
+        interval = self.lease * REAP_FRACTION
         while True:
             await asyncio.sleep(interval * random.uniform(0.5, 1.0))
             try:
