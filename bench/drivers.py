@@ -205,6 +205,48 @@ class Qoper8Executor(Qoper8Submit):
         return self.loop.run_in_executor(self.executor, FUNCS[op], *_args(op, arg))
 
 
+class Qoper8Sync(Driver):
+    """qoper8's blocking face (``qoper8.sync.Pool``), measured only in the blocking-API rows."""
+
+    name = "qoper8.sync"
+    how = "(blocking face only)"
+    sync_how = "pool.executor().map(f, xs) / pool.submit(action)"
+    variant = True
+    sync_only = True
+
+    async def _start(self, n: int) -> None:
+        import qoper8.sync
+
+        self.pool = qoper8.sync.Pool(QOPER8_WORKER, children=n)
+        finished, res = await run_bounded_async(self.pool.start, 60.0)
+        if not finished or isinstance(res, BaseException):
+            raise RuntimeError(f"qoper8.sync.Pool did not start: {res!r}")
+
+    def call(self, op: str, arg: Any = None) -> Awaitable[Any]:
+        action: dict[str, Any] = {"type": op}
+        if op == "echo":
+            action["value"] = arg
+        elif op == "sleep":
+            action["ms"] = arg
+        return asyncio.to_thread(self.pool.submit, action)
+
+    def pids(self) -> list[int]:
+        return [
+            c.pid
+            for c in self.pool.statistics().children
+            if c.pid is not None and c.state in ("idle", "busy")
+        ]
+
+    async def _close(self) -> None:
+        await run_bounded_async(self.pool.close, CLOSE_TIMEOUT)
+
+    def sync_throughput(self, n: int) -> None:
+        list(self.pool.executor().map(workers.echo, range(n)))
+
+    def sync_latency_one(self, i: int) -> Any:
+        return self.pool.submit({"type": "echo", "value": i})
+
+
 # ---------------------------------------------------------------- concurrent.futures
 
 
@@ -431,6 +473,7 @@ ALL_DRIVERS: list[type[Driver]] = [
     Qoper8Submit,
     Qoper8Run,
     Qoper8Executor,
+    Qoper8Sync,
     PPE,
     PPEMaxTasks,
     MPPool,

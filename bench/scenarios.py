@@ -483,6 +483,13 @@ async def turn_small(d: Any, cfg: Config, rec: Recorder) -> None:
         if not is_raw and not want & {"throughput", "latency", "hol", "crash"}:
             return
         ok = True
+        if getattr(d, "sync_only", False):
+            if want & {"throughput", "latency"}:
+                ok = await rec.measure("latency_sync", name, _async(lambda: m_latency_sync(d, cfg)))
+                ok = ok and await rec.measure(
+                    "throughput_sync", name, _async(lambda: m_throughput_sync(d, cfg))
+                )
+            return
         if want & {"latency", "raw"}:
             ok = await rec.measure("latency", name, lambda: m_latency(d, cfg))
         if ok and want & {"throughput", "raw"}:
