@@ -261,16 +261,20 @@ class Daemon:
 
     async def _act(self, item: signal.Signals | _Request) -> None:
         if isinstance(item, _Request):
-            if item.future.done():
-                return
             try:
-                item.future.set_result(await item.run())
+                result = await item.run()
             except asyncio.CancelledError:
                 if not item.future.done():
                     item.future.set_exception(PoolClosed("interrupted: the daemon is stopping"))
                 raise
             except Exception as exc:
-                item.future.set_exception(exc)
+                if not item.future.done():
+                    item.future.set_exception(exc)
+                else:
+                    logger.error("a control request failed: %s", exc)
+            else:
+                if not item.future.done():
+                    item.future.set_result(result)
             return
         logger.info("received %s", item.name)
         try:
@@ -285,8 +289,12 @@ class Daemon:
         if self._stopping:
             raise PoolClosed("the daemon is shutting down")
         request = _Request(run)
+        # Mark an error as seen even if its caller went away (no "never retrieved" noise).
+        request.future.add_done_callback(lambda f: f.cancelled() or f.exception())
         self._inbox.put_nowait(request)
-        return await request.future
+        # Shielded: a caller that goes away (an HTTP client disconnecting) does not cancel
+        # an operation the daemon has accepted; it runs in its turn all the same.
+        return await asyncio.shield(request.future)
 
     # ================================================================ the signal actions
 

@@ -199,6 +199,23 @@ async def test_resize_and_reload_endpoints(daemon: Daemon) -> None:
         assert not old_pids & {c["pid"] for c in status["children"]}
 
 
+async def test_a_reload_whose_caller_hangs_up_still_runs(daemon: Daemon) -> None:
+    async with daemon.client() as client:
+        before = await client.status()
+        _reader, writer = await asyncio.open_connection("127.0.0.1", daemon.port)
+        writer.write(b"POST /v1/reload HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}")
+        await writer.drain()
+        writer.close()  # gone before the answer
+        await wait_status(
+            client,
+            lambda s: settled(s, 2, before["generation"] + 1),
+            daemon=daemon,
+            what="the reload done all the same",
+        )
+        assert await client.submit({"type": "add", "a": 2, "b": 2}) == 4
+        assert "crashed" not in daemon.log_text()
+
+
 # ==================================================================== limits and security
 
 
