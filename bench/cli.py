@@ -172,7 +172,9 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / f"latest-{mode}.md").write_text(md + "\n")
     report.write_json(args.out / f"latest-{mode}.json", meta, rec.results, summary)
     try:
-        pngs = report.charts(rec.results, summary, names, args.out)
+        pngs = report.charts(
+            rec.results, summary, names, args.out, "" if mode == "quick" else "-full"
+        )
         print("\ncharts:", ", ".join(str(p) for p in pngs))
     except Exception as exc:  # charts are a convenience; the numbers are already written
         print(f"charts failed: {type(exc).__name__}: {exc}", file=sys.stderr)

@@ -390,8 +390,13 @@ def write_json(
 
 
 def charts(
-    results: dict[str, Any], summary: dict[str, Any], names: list[str], outdir: Path
+    results: dict[str, Any],
+    summary: dict[str, Any],
+    names: list[str],
+    outdir: Path,
+    suffix: str = "",
 ) -> list[Path]:
+    """summary, latency_cdf and (when measured) scaling PNGs; ``suffix`` keeps modes apart."""
     os.environ.setdefault("MPLBACKEND", "Agg")
     import matplotlib.pyplot as plt
 
@@ -457,7 +462,7 @@ def charts(
         "bars = median, whiskers = min–max"
     )
     fig.tight_layout()
-    p = outdir / "summary.png"
+    p = outdir / f"summary{suffix}.png"
     fig.savefig(p, dpi=90)
     plt.close(fig)
     written.append(p)
@@ -482,7 +487,7 @@ def charts(
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
         fig.tight_layout()
-        p = outdir / "scaling.png"
+        p = outdir / f"scaling{suffix}.png"
         fig.savefig(p, dpi=90)
         plt.close(fig)
         written.append(p)
@@ -506,7 +511,7 @@ def charts(
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    p = outdir / "latency_cdf.png"
+    p = outdir / f"latency_cdf{suffix}.png"
     fig.savefig(p, dpi=90)
     plt.close(fig)
     written.append(p)
