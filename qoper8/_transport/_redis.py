@@ -3,8 +3,9 @@
 ``RedisConsumer`` feeds one pool from one rq queue: it takes a job only when the pool has an
 idle child, leases it in rq's StartedJobRegistry, renews the lease by heartbeat, and writes
 the outcome where rq's tools look (job hash, registries, results stream). ``RedisClient`` is
-the submitting side behind ``qoper8.RedisPool``. This is the only module that imports redis
-or rq; it never imports the pool (it is handed one) and never unpickles anything.
+the submitting side behind ``qoper8.RedisPool``. This is the only module that imports redis;
+it writes rq's data model itself in Lua (rq is not imported at run time; the tests read
+everything back through rq), never imports the pool (it is handed one), never unpickles.
 
 Redis keys touched (rq's data model under the prefix ``rq``, plus three of qoper8's own)::
 
