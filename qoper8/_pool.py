@@ -240,6 +240,10 @@ class Pool:
         await asyncio.gather(*tasks, return_exceptions=True)
         for c in children:
             c.kill("another child failed to start")
+        # Reap them before reporting, so that the caller never sees a half-dead generation.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(RETIRE_TIMEOUT):
+                await asyncio.gather(*(c.wait_exited() for c in children if c.pid is not None))
         raise self._start_error(failed.exception(), children)
 
     def _start_error(self, exc: BaseException | None, children: list[Child]) -> StartFailed:
