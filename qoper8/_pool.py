@@ -174,6 +174,7 @@ class Pool:
         self._broken: StartFailed | None = None
         self._reloading = False
         self._closed = asyncio.Event()
+        self._drain_cut = asyncio.Event()
 
     def _apply_config(self, config: PoolConfig) -> None:
         """Adopt ``config``: at construction, and on ``reload(config)``."""
@@ -229,8 +230,12 @@ class Pool:
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
         except BaseException:
+            # Cancelled (a daemon stopping mid-reload): children already spawned must not
+            # linger in their start hooks until the pool closes.
             for t in tasks:
                 t.cancel()
+            for c in children:
+                c.kill("start cancelled")
             raise
         failed = next((t for t in done if not t.cancelled() and t.exception() is not None), None)
         if failed is None:
@@ -278,23 +283,40 @@ class Pool:
     async def aclose(self, *, grace: float | None = None) -> None:
         """Stop taking jobs, let queued and running ones finish for up to ``grace`` seconds
         (default ``shutdown_timeout``), then fail what is left with ``PoolClosed``, retire
-        the children (their stop hooks run) and reap them. Safe to call twice."""
+        the children (their stop hooks run) and reap them.
+
+        Safe to call again while closing: a shorter ``grace`` cuts the drain short (a
+        second Ctrl-C). If the closing task is cancelled, every child is killed at once and
+        the pool is closed all the same.
+        """
         if self._state in (_State.NEW, _State.CLOSED):
             self._state = _State.CLOSED
             return
+        grace = self.config.shutdown_timeout if grace is None else grace
         if self._state is _State.CLOSING:
+            assert self._loop is not None
+            self._loop.call_later(max(0.0, grace), self._drain_cut.set)
             await self._closed.wait()
             return
         self._state = _State.CLOSING
         for fut in self._room_waiters:
             if not fut.done():
                 fut.set_result(None)
-        grace = self.config.shutdown_timeout if grace is None else grace
-        if self._queued or self._running:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(grace):
-                    await self.wait_idle()
-        await self._shutdown_children(grace=RETIRE_TIMEOUT)
+        try:
+            if self._queued or self._running:
+                idle = asyncio.ensure_future(self.wait_idle())
+                cut = asyncio.ensure_future(self._drain_cut.wait())
+                try:
+                    await asyncio.wait([idle, cut], timeout=grace, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    idle.cancel()
+                    cut.cancel()
+            await self._shutdown_children(grace=RETIRE_TIMEOUT)
+        except BaseException:
+            for child in list(self._children.values()):
+                child.kill("pool close was cancelled")
+            self._finish_close()
+            raise
         self._finish_close()
 
     async def _shutdown_children(self, grace: float) -> None:
@@ -1000,6 +1022,20 @@ class Pool:
     async def wait_idle(self) -> None:
         """Wait until no job is queued or running."""
         await self._wait_for(lambda: not self._queued and not self._running)
+
+    @property
+    def is_broken(self) -> bool:
+        """Whether the pool gave up: its children kept failing to start and none is left.
+        Every submit then raises ``StartFailed``; a daemon should exit."""
+        return self._broken is not None
+
+    async def wait_broken(self) -> StartFailed:
+        """Wait until the pool gives up (see ``is_broken``) and return why. Never returns
+        for a healthy pool; a daemon runs it beside its server to exit with a clear code."""
+        await self._wait_for(lambda: self._broken is not None)
+        if self._broken is None:  # closed instead
+            raise PoolClosed("the pool closed")
+        return self._broken_error()
 
     def has_capacity(self) -> bool:
         """Whether a job submitted now would start at once (an idle child, nothing queued)."""

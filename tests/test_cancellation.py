@@ -139,3 +139,50 @@ async def test_close_past_its_grace_fails_what_is_left_with_pool_closed() -> Non
         await running
     with pytest.raises(qoper8.PoolClosed):
         await queued
+
+
+async def test_a_second_close_with_a_shorter_grace_cuts_the_drain_short() -> None:
+    pool = qoper8.Pool(HANDLERS, children=1)
+    await pool.start()
+    hung = asyncio.create_task(pool.submit({"type": "hang"}))
+    await wait_until(lambda: pool.statistics().running == 1)
+    first = asyncio.create_task(pool.aclose(grace=60))
+    await wait_until(lambda: not pool.is_open)
+    await asyncio.wait_for(pool.aclose(grace=0.05), 10)
+    await asyncio.wait_for(first, 10)
+    with pytest.raises(qoper8.PoolClosed):
+        await hung
+
+
+async def test_cancelling_close_kills_the_children_and_closes_the_pool() -> None:
+    from tests.conftest import pid_alive
+
+    pool = qoper8.Pool(HANDLERS, children=2)
+    await pool.start()
+    pids = [c.pid for c in pool.statistics().children]
+    hung = asyncio.create_task(pool.submit({"type": "hang"}))
+    await wait_until(lambda: pool.statistics().running == 1)
+    closing = asyncio.create_task(pool.aclose(grace=60))
+    await wait_until(lambda: not pool.is_open)
+    closing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await closing
+    await wait_until(lambda: not any(pid is not None and pid_alive(pid) for pid in pids))
+    await asyncio.wait_for(pool.aclose(), 5)  # already closed: returns at once
+    hung.cancel()
+
+
+async def test_cancelling_a_reload_kills_the_children_it_started(pool: qoper8.Pool) -> None:
+    stuck = qoper8.PoolConfig(worker="tests.bad_workers.hangs_at_start:worker", children=2)
+    reload = asyncio.create_task(pool.reload(stuck))
+    await wait_until(
+        lambda: (
+            sum(c.generation == 2 and c.pid is not None for c in pool.statistics().children) == 2
+        )
+    )
+    reload.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await reload
+    await wait_until(lambda: all(c.generation == 1 for c in pool.statistics().children))
+    assert pool.generation == 1
+    assert await pool.submit({"type": "echo", "value": "old code serves"}) == "old code serves"

@@ -3,6 +3,7 @@ leaves nothing behind, and a child that keeps dying is not respawned in a tight 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import time
@@ -91,7 +92,9 @@ async def test_child_that_keeps_dying_at_start_is_not_respawned_forever(
         victim = pool.statistics().children[0].pid
         assert victim is not None
         os.kill(victim, signal.SIGKILL)
-        await wait_until(lambda: pool._broken is not None, what="the pool to give up")
+        why = await asyncio.wait_for(pool.wait_broken(), 20)
+        assert "database is down" in str(why)
+        assert pool.is_broken
         assert pool._start_failures == 3
         with pytest.raises(qoper8.StartFailed) as info:
             await pool.submit({"type": "echo", "value": 1})
