@@ -147,17 +147,27 @@ async def test_consumer_runs_rq_jobs_and_records_rq_outcomes(server: fakeredis.F
     q = Queue("q", connection=r, serializer=JSONSerializer)
     ok = q.enqueue("add", 1, b=2)
     bad = q.enqueue("os.system", "true")
+    forget = q.enqueue("add", 2, 2, result_ttl=0)  # rq: keep nothing of a finished job
+    keep = q.enqueue("add", 3, 3, result_ttl=-1)  # rq: keep it forever
     consumer = RedisConsumer(FakePool(), url="redis://fake", queue="q", lease=5)
     task = asyncio.create_task(consumer.run())
     await wait_until(
-        lambda: ok.get_status() == JobStatus.FINISHED and bad.get_status() == JobStatus.FAILED,
+        lambda: (
+            ok.get_status() == JobStatus.FINISHED
+            and bad.get_status() == JobStatus.FAILED
+            and keep.get_status() == JobStatus.FINISHED
+            and not r.exists(forget.key)
+        ),
         within=5,
-        what="both outcomes",
+        what="every outcome",
     )
     await consumer.stop()
     await task
     assert ok.return_value(refresh=True) == 3
+    assert 0 < r.ttl(ok.key) <= _redis.DEFAULT_RESULT_TTL
     assert bad.id in FailedJobRegistry("q", connection=r).get_job_ids()
+    assert r.ttl(keep.key) == -1
+    assert keep.return_value(refresh=True) == 6
 
 
 async def test_reaper_requeues_expired_leases_then_fails_them(server: fakeredis.FakeServer) -> None:
