@@ -1478,14 +1478,22 @@ class RedisClient:
                 value = stream[0][1].get(b"return_value")
                 result = orjson.loads(base64.b64decode(value)) if value else None
                 pending.future.set_result(result)
-            elif status == b"failed" and error:
-                with contextlib.suppress(orjson.JSONDecodeError, AttributeError):
-                    pending.future.set_exception(error_from_dict(orjson.loads(error)))
+            elif status == b"failed":
+                pending.future.set_exception(_stored_error(job_id, error))
         if lost:
             logger.warning(
                 "RedisPool: %d jobs vanished from Redis during the outage; enqueued again",
                 lost,
             )
+
+
+def _stored_error(job_id: str, error: bytes | None) -> Qoper8Error:
+    """The typed error a host stored with a failed job; rq's own cleanup (``rq info`` failing
+    an abandoned job) stores none, which reads as a plain ``JobError``."""
+    if error:
+        with contextlib.suppress(orjson.JSONDecodeError, AttributeError, TypeError):
+            return error_from_dict(orjson.loads(error))
+    return JobError(f"job {job_id} failed in Redis (abandoned, as rq saw it)", job_id=job_id)
 
 
 def _log_failure(task: asyncio.Task[None]) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from pydantic import BaseModel
 from rq import Queue
 from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
@@ -60,6 +61,23 @@ async def test_submit_returns_the_handler_result(redis_url: str, queue_name: str
                 *(rp.submit({"type": "add", "a": i, "b": 1}, timeout=5) for i in range(50))
             )
             assert results == [i + 1 for i in range(50)]
+            assert await rp.submit(Add(a=4, b=5), timeout=5) == 9  # a pydantic action
+
+
+class Add(BaseModel):
+    type: str = "add"
+    a: int
+    b: int
+
+
+async def test_no_host_serving_the_queue_is_a_job_timeout(redis_url: str, queue_name: str) -> None:
+    async with asyncio.timeout(10), qoper8.RedisPool(redis_url, queue=queue_name) as rp:
+        with pytest.raises(qoper8.JobTimeout, match="no host serving the queue"):
+            await rp.submit({"type": "echo"}, timeout=0.3)
+        with pytest.raises(qoper8.InvalidAction):
+            await rp.submit({"type": "echo"}, timeout=-1)
+    with pytest.raises(qoper8.PoolClosed):
+        await rp.submit({"type": "echo"}, timeout=1)
 
 
 async def test_typed_errors_match_the_local_pool(redis_url: str, queue_name: str) -> None:
