@@ -51,6 +51,8 @@ EXIT_ALREADY_RUNNING: Final = 5  # the pidfile names a live process
 
 # Signals that stop the daemon; they interrupt a resize or reload still waiting for children.
 STOP_SIGNALS: Final = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGQUIT})
+# Signals that cut a TERM drain short.
+FAST_STOP_SIGNALS: Final = frozenset({signal.SIGINT, signal.SIGQUIT})
 # Consumers (Redis) get this long to hand back their in-flight jobs on a fast stop (INT).
 FAST_STOP_TIMEOUT: Final = 2.0
 
@@ -117,6 +119,7 @@ class Daemon:
         )
         self._inbox: asyncio.Queue[signal.Signals | _Request] = asyncio.Queue()
         self._stopping = False
+        self._exit_code = EXIT_OK
         self._started = time.time()
         self._log_handler: logging.Handler | None = None
         self._consumer: Any = None
@@ -197,14 +200,30 @@ class Daemon:
                     self._consumer_task = tg.create_task(self._consumer.run())
                     logger.info("consuming Redis queue %r", cfg.queue)
                 tg.create_task(self._act_on_signals())
-            return EXIT_OK
+                tg.create_task(self._stop_when_broken())
+            return self._exit_code
         finally:
             self._stopping = True
             await self.pool.aclose(grace=0)
             await self.api.stop()
             logger.info("stopped")
 
-    async def _unless_stopped(self, work: Awaitable[None]) -> signal.Signals | None:
+    async def _stop_when_broken(self) -> None:
+        """Exit with EXIT_START_FAILED once the pool gives up on children that keep failing
+        to start (gunicorn's way), instead of answering 503 forever."""
+        try:
+            why = await self.pool.wait_broken()
+        except PoolClosed:
+            return  # the daemon is stopping anyway
+        logger.error(
+            "children of %r keep failing to start; stopping: %s", self.config.pool.worker, why
+        )
+        self._exit_code = EXIT_START_FAILED
+        self._inbox.put_nowait(signal.SIGQUIT)
+
+    async def _unless_stopped(
+        self, work: Awaitable[None], stops: frozenset[signal.Signals] = STOP_SIGNALS
+    ) -> signal.Signals | None:
         """Run ``work`` unless a stop signal arrives first; then cancel it and return that
         signal. Other signals and requests that arrive meanwhile wait in the backlog."""
         task = asyncio.ensure_future(work)
@@ -217,7 +236,7 @@ class Daemon:
             if getter.cancelled():
                 continue
             item = getter.result()
-            if isinstance(item, signal.Signals) and item in STOP_SIGNALS:
+            if isinstance(item, signal.Signals) and item in stops:
                 task.cancel()
                 await asyncio.wait({task})
                 return item
@@ -247,7 +266,11 @@ class Daemon:
         while not self._stopping:
             item = backlog.popleft() if backlog else await self._inbox.get()
             if _stops(item):
-                await self._act(item)
+                # A drain can itself be cut short: INT or QUIT during a TERM's grace period
+                # stops at once (the pool kills what still runs).
+                stopped_by = await self._unless_stopped(self._act(item), FAST_STOP_SIGNALS)
+                if stopped_by is not None:
+                    await self._act(stopped_by)
                 continue
             stopped_by = await self._unless_stopped(self._act(item))
             if stopped_by is not None:  # it was cut short; now act on the stop signal

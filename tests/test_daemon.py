@@ -686,3 +686,39 @@ def test_each_error_has_its_status() -> None:
     assert {type(e).__name__: status_for(e) for e in expected} == {
         type(e).__name__: s for e, s in expected.items()
     }
+
+
+async def test_int_during_a_term_drain_stops_at_once(tmp_path: Path) -> None:
+    d = Daemon(tmp_path, "--grace", "60", children=1).start()
+    try:
+        d.wait_ready()
+        async with d.client() as client:
+            job = asyncio.create_task(
+                client.submit({"type": "wait_file", "path": str(tmp_path / "never")})
+            )
+            await wait_status(client, lambda s: s["running"] == 1, daemon=d, what="a running job")
+            d.signal(signal.SIGTERM)
+            await wait_status(client, lambda s: s["draining"], daemon=d, what="draining")
+            d.signal(signal.SIGINT)
+            with pytest.raises(PoolClosed):
+                await job
+        assert d.wait_exit() == 0  # long before the 60 s grace period
+        d.wait_group_gone()
+    finally:
+        d.stop()
+
+
+async def test_daemon_exits_3_when_children_keep_failing_to_start(tmp_path: Path) -> None:
+    d = Daemon(
+        tmp_path,
+        "--worker",
+        "tests.bad_workers.dies_after_ready:worker",
+        children=1,
+        env={"QOPER8_MAX_START_FAILURES": "2"},
+    ).start()
+    try:
+        assert d.wait_exit() == 3
+        assert "keep failing to start" in d.log_text()
+        d.wait_group_gone()
+    finally:
+        d.stop()
