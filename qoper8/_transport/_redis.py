@@ -134,6 +134,8 @@ MAX_JOB_BYTES: Final = 16 * 1024 * 1024
 LEASE_WINDOW_FRACTION: Final = 2 / 3
 HEARTBEAT_FRACTION: Final = 1 / 6
 REAP_FRACTION: Final = 1 / 6
+# A cancelled consumer spends at most this long handing its running jobs back.
+ABANDON_TIMEOUT: Final = 2.0
 # Concurrent enqueues per RedisPool; each holds one connection while in flight.
 MAX_CLIENT_CONNECTIONS: Final = 32
 # Expired leases handled per reaper run (the next run takes the rest).
@@ -730,12 +732,21 @@ class RedisConsumer:
                 beat = tg.create_task(self._heartbeat_loop())
                 reap = tg.create_task(self._reap_loop())
                 self._take_task = tg.create_task(self._take_loop())
-                with contextlib.suppress(asyncio.CancelledError):
+                try:
                     await self._take_task
+                except asyncio.CancelledError:
+                    current = asyncio.current_task()
+                    if current is not None and current.cancelling():
+                        raise  # run() itself is cancelled, not just the take loop by stop()
                 self._stopping = True
                 await self._finish_running()
                 beat.cancel()
                 reap.cancel()
+        except asyncio.CancelledError:
+            # Cancelled (a daemon's fast stop): still hand back what runs, briefly, so that
+            # it is queued again now rather than when its lease expires.
+            await self._abandon()
+            raise
         finally:
             self._stopping = True
             with contextlib.suppress(Exception):
@@ -754,17 +765,18 @@ class RedisConsumer:
         self._finisher = _Batcher(self._scripts["finish"], r)
         return r
 
-    async def stop(self) -> None:
-        """Stop taking jobs; let running ones finish for up to ``grace`` seconds, then hand
-        the rest back to the queue front (their children are killed). Returns once ``run``
-        has returned. No job is left "started"."""
+    async def stop(self, *, grace: float | None = None) -> None:
+        """Stop taking jobs; let running ones finish for up to ``grace`` seconds (default:
+        the consumer's ``grace``; 0 hands them back at once), then hand the rest back to the
+        queue front (their children are killed). Returns once ``run`` has returned. No job is
+        left "started"."""
         if self._take_task is None:
             self._stopping = True
             self._done.set()
             return
         if not self._stopping:
             self._stopping = True
-            self._stop_deadline = time.monotonic() + self.grace
+            self._stop_deadline = time.monotonic() + (self.grace if grace is None else grace)
             if self._interruptible and not self._take_task.done():
                 self._take_task.cancel()
         await self._done.wait()
@@ -1140,6 +1152,24 @@ class RedisConsumer:
         if self._jobs_task:
             await asyncio.wait(list(self._jobs_task), timeout=self.grace + 1)
         await self._hand_back(leftovers, final=True)
+
+    async def _abandon(self) -> None:
+        self._stopping = True
+        leftovers = [r for r in self._running.values() if not r.finished]
+        for r in leftovers:
+            if r.task is not None:
+                r.task.cancel()
+        try:
+            async with asyncio.timeout(ABANDON_TIMEOUT):
+                await self._hand_back(leftovers, final=True)
+        except (TimeoutError, RedisError, OSError) as exc:
+            logger.error(
+                "consumer %s: cancelled; could not hand back %d jobs (%s); their leases will "
+                "expire and the reaper will queue them again",
+                self.name,
+                len(leftovers),
+                exc,
+            )
 
     async def _hand_back(self, jobs: list[_Running], *, final: bool = False) -> None:
         members = [r.member for r in jobs]

@@ -280,3 +280,27 @@ async def test_two_daemons_serve_one_queue_and_stop_cleanly(
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(d.pid, signal.SIGKILL)
     assert StartedJobRegistry(queue_name, connection=sync_redis).get_job_ids() == []
+
+
+@pytest.mark.parametrize("how", ["stop(grace=0)", "cancel run()"])
+async def test_fast_stops_hand_running_jobs_back(
+    redis_url: str, queue_name: str, sync_redis: redis.Redis, tmp_path: Path, how: str
+) -> None:
+    started, release = tmp_path / "started", tmp_path / "release"
+    q = Queue(queue_name, connection=sync_redis, serializer=JSONSerializer)
+    job = q.enqueue("block", started=str(started), release=str(release))
+    async with asyncio.timeout(20), qoper8.Pool(HANDLERS, children=1) as pool:
+        consumer = RedisConsumer(pool, url=redis_url, queue=queue_name, grace=30)
+        task = asyncio.create_task(consumer.run())
+        await wait_until(started.exists, what="the job to start")
+        if how == "stop(grace=0)":
+            await consumer.stop(grace=0)
+            await task
+        else:
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+    assert job.get_status() == JobStatus.QUEUED
+    assert q.job_ids == [job.id]
+    assert StartedJobRegistry(queue_name, connection=sync_redis).get_job_ids() == []
+    assert Worker.all(queue=q) == []
