@@ -1035,8 +1035,9 @@ class RedisConsumer:
         self.completed += 1
         if written == 0:
             logger.warning(
-                "consumer %s: job %s finished after its lease was lost (queued again "
-                "elsewhere); this outcome (%s) was dropped",
+                "consumer %s: job %s ended after its lease was gone (reaped and queued "
+                "again, or lost with a Redis restart); this outcome (%s) was not recorded, "
+                "only sent to a waiting RedisPool if the job itself was gone too",
                 self.name,
                 job_id,
                 outcome.status,
