@@ -21,7 +21,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import redis
@@ -75,10 +75,22 @@ def queue_name(redis_base_url: str) -> Iterator[str]:
     yield name
     with contextlib.suppress(redis.RedisError, OSError):
         client = redis.Redis.from_url(redis_base_url)
-        keys = list(client.scan_iter(f"*{name}*"))
-        if keys:
-            client.delete(*keys)
+        forget_queue(client, name)
         client.close()
+
+
+def forget_queue(client: redis.Redis, name: str) -> None:
+    """Delete a queue's keys and those of the jobs it knows (job keys do not name it)."""
+    members: list[Any] = []
+    for kind in ("finished", "failed", "wip"):
+        members += client.zrange(f"rq:{kind}:{name}", 0, -1)
+    members += client.lrange(f"rq:queue:{name}", 0, -1)
+    ids = {bytes(m).decode().split(":")[0] for m in members}
+    keys = [f"rq:{k}:{i}" for i in ids for k in ("job", "results", "executions")]
+    keys += [bytes(k).decode() for k in client.scan_iter(f"*{name}*")]
+    if keys:
+        client.delete(*keys)
+    client.srem("rq:queues", f"rq:queue:{name}")
 
 
 @pytest.fixture
