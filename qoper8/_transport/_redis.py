@@ -154,8 +154,10 @@ local function take(queue, wip, claim, t)
   if not id then id = redis.call('LPOP', queue) end
   while id do
     local jk = 'rq:job:' .. id
-    local f = redis.call('HMGET', jk, 'data', 'status', 'timeout', 'retries_left',
-                         'qoper8_reply', 'qoper8_deadline', 'result_ttl', 'failure_ttl')
+    -- pcall: a key of the wrong type (written by anyone) is skipped like a missing one
+    local f = redis.pcall('HMGET', jk, 'data', 'status', 'timeout', 'retries_left',
+                          'qoper8_reply', 'qoper8_deadline', 'result_ttl', 'failure_ttl')
+    if f.err then f = {} end
     local st = f[2]
     if f[1] and (not st or st == 'queued' or st == 'created' or st == '') then
       local member = id .. ':' .. t[4]
@@ -208,7 +210,7 @@ local function finish()
   end
   local fields = {'status', a.s, 'ended_at', a.e}
   for _, v in ipairs(a.jf) do fields[#fields + 1] = v end
-  redis.call('HSET', jk, unpack(fields))
+  redis.pcall('HSET', jk, unpack(fields))
   local rk = 'rq:results:' .. a.id
   if a.ttl ~= '0' then
     redis.call('ZADD', a.reg, a.sc, a.id)
@@ -261,7 +263,7 @@ for i = 10, #ARGV do
   if redis.call('ZSCORE', KEYS[1], m) then
     redis.call('ZADD', KEYS[1], ARGV[1], m)
     local id = string.match(m, '^(.*):[^:]*$') or m
-    redis.call('HSET', 'rq:job:' .. id, 'last_heartbeat', ARGV[3])
+    redis.pcall('HSET', 'rq:job:' .. id, 'last_heartbeat', ARGV[3])
   else
     lost[#lost + 1] = m
   end
@@ -294,7 +296,8 @@ for _, m in ipairs(expired) do
   redis.call('DEL', 'rq:execution:' .. m)
   redis.call('ZREM', 'rq:executions:' .. id, ex)
   local jk = 'rq:job:' .. id
-  local f = redis.call('HMGET', jk, 'status', 'retries_left', 'qoper8_reply', 'failure_ttl')
+  local f = redis.pcall('HMGET', jk, 'status', 'retries_left', 'qoper8_reply', 'failure_ttl')
+  if f.err then f = {} end
   if f[1] == 'started' then
     local left = tonumber(f[2] or '0') or 0
     if left > 0 then
@@ -338,7 +341,7 @@ for i = 3, #ARGV do
   local m = ARGV[i]
   if redis.call('ZREM', KEYS[1], m) == 1 then
     local id = string.match(m, '^(.*):[^:]*$') or m
-    redis.call('HSET', 'rq:job:' .. id, 'status', 'queued', 'started_at', '')
+    redis.pcall('HSET', 'rq:job:' .. id, 'status', 'queued', 'started_at', '')
     redis.call('DEL', 'rq:execution:' .. m)
     redis.call('LPUSH', KEYS[2], id)
     n = n + 1

@@ -226,8 +226,13 @@ class _Evil:
 
 
 async def test_garbage_and_hostile_jobs_fail_cleanly(
-    redis_url: str, queue_name: str, sync_redis: redis.Redis, tmp_path: Path
+    redis_url: str,
+    queue_name: str,
+    sync_redis: redis.Redis,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.WARNING, logger="qoper8.redis")
     marker = tmp_path / "pwned"
     qkey = f"rq:queue:{queue_name}"
 
@@ -261,8 +266,11 @@ async def test_garbage_and_hostile_jobs_fail_cleanly(
     # rq itself cannot read this job (Job.fetch raises), so check the raw hash
     bad_timeout = put(f"{queue_name}-timeout", json_job("echo"), timeout="soon")
     minutes = put(f"{queue_name}-minutes", json_job("add", [1, 2]), timeout="3m")
-    # ids that must be skipped, not run: no hash at all, and a job already finished
+    # ids that must be skipped, not run: no hash at all, a key of the wrong type, and a job
+    # already finished
     sync_redis.rpush(qkey, f"{queue_name}-ghost")
+    sync_redis.set(f"rq:job:{queue_name}-string", "not a hash")
+    sync_redis.rpush(qkey, f"{queue_name}-string")
     put(f"{queue_name}-done", json_job("add", [1, 1]), status="finished")
     # a reply key that is not one of qoper8's: the host must not push to it or expire it
     victim = f"{queue_name}-victim"
@@ -281,6 +289,8 @@ async def test_garbage_and_hostile_jobs_fail_cleanly(
     async with asyncio.timeout(30), serving(redis_url, queue_name):
         await wait_until(ended, what="every job to end")
     assert not marker.exists()
+    # garbage is the job's problem, never mistaken for Redis being away
+    assert not [r for r in caplog.records if "unreachable" in r.getMessage()]
     assert sync_redis.lrange(victim, 0, -1) == [b"precious"]
     assert sync_redis.ttl(victim) == -1
     for job_id, reason in expect_failed.items():
