@@ -56,7 +56,13 @@ import orjson
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import (
+    NoScriptError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    RedisError,
+    ResponseError,
+)
 
 from ..errors import (
     InvalidAction,
@@ -134,6 +140,10 @@ MAX_JOB_BYTES: Final = 16 * 1024 * 1024
 LEASE_WINDOW_FRACTION: Final = 2 / 3
 HEARTBEAT_FRACTION: Final = 1 / 6
 REAP_FRACTION: Final = 1 / 6
+# Errors Redis answers that pass (a replica promoted, memory freed, scripts reloaded); any
+# other answered error is retried only MAX_ANSWERED_ERRORS times.
+TRANSIENT_ERRORS: Final = (ReadOnlyError, OutOfMemoryError, NoScriptError)
+MAX_ANSWERED_ERRORS: Final = 5
 # A cancelled consumer spends at most this long handing its running jobs back.
 ABANDON_TIMEOUT: Final = 2.0
 # Concurrent enqueues per RedisPool; each holds one connection while in flight.
@@ -566,14 +576,18 @@ async def _retrying(
     what: str, backoff: _Backoff, call: Callable[[], Awaitable[T]], give_up: Callable[[], bool]
 ) -> T | None:
     """Run ``call`` until it succeeds, backing off while Redis is away; ``None`` once
-    ``give_up()`` says to stop trying."""
+    ``give_up()`` says to stop trying, or after a few errors that Redis answered (a script
+    error is not an outage, and repeating it forever would hold a child's slot forever)."""
+    answered = 0
     while True:
         try:
             result = await call()
         except Exception as exc:
             if not is_redis_failure(exc):
                 raise
-            if give_up():
+            if isinstance(exc, ResponseError) and not isinstance(exc, TRANSIENT_ERRORS):
+                answered += 1
+            if give_up() or answered >= MAX_ANSWERED_ERRORS:
                 logger.error("%s: gave up: %s", what, exc)
                 return None
             await backoff.failed(exc)
