@@ -56,7 +56,9 @@ async def test_job_of_a_sigkilled_host_completes_elsewhere(
 ) -> None:
     started, release = tmp_path / "started", tmp_path / "release"
     async with asyncio.timeout(40):
-        host_a = await spawn_host(redis_url, queue_name, children=1, lease=1.0)
+        # a short lease, yet long enough that a loaded machine never stalls host B past
+        # two thirds of it (which would requeue the job once more)
+        host_a = await spawn_host(redis_url, queue_name, children=1, lease=2.0)
         async with qoper8.RedisPool(redis_url, queue=queue_name) as rp:
             call = asyncio.create_task(
                 rp.submit(
@@ -69,7 +71,7 @@ async def test_job_of_a_sigkilled_host_completes_elsewhere(
             host_a.kill()  # master and children, mid-job: nothing is written back
             await host_a.proc.wait()
             release.touch()
-            await spawn_host(redis_url, queue_name, children=1, lease=1.0)
+            await spawn_host(redis_url, queue_name, children=1, lease=2.0)
             second_pid = await call
     assert second_pid != first_pid
     finished = FinishedJobRegistry(queue_name, connection=sync_redis).get_job_ids()
