@@ -278,6 +278,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_PROTOCOL_ERROR
     try:
         worker = load_worker(config["worker"])
+        worker.prepare()
         worker.run_start_hooks()
     except BaseException as exc:
         with contextlib.suppress(OSError):

@@ -307,7 +307,9 @@ class Pool:
                 idle = asyncio.ensure_future(self.wait_idle())
                 cut = asyncio.ensure_future(self._drain_cut.wait())
                 try:
-                    await asyncio.wait([idle, cut], timeout=grace, return_when=asyncio.FIRST_COMPLETED)
+                    await asyncio.wait(
+                        [idle, cut], timeout=grace, return_when=asyncio.FIRST_COMPLETED
+                    )
                 finally:
                     idle.cancel()
                     cut.cancel()

@@ -95,18 +95,23 @@ class Handler:
         )
         return create_model(f"Params_{self.func.__name__}", __config__=config, **fields)
 
+    def prepare(self) -> Callable[[Any], Any]:
+        """Build the parameter validator now: a child does this before READY, so that its
+        first action is as fast as the rest (building one costs milliseconds)."""
+        if self._validate is None:
+            self._model = self._build_model()
+            # The core validator directly: model_validate's Python wrapper costs as much as
+            # the validation itself on small actions.
+            self._validate = self._model.__pydantic_validator__.validate_python
+        return self._validate
+
     def bind(self, params: dict[str, Any]) -> dict[str, Any]:
         """Validate an action's fields into the handler's keyword arguments.
 
         Raises:
             pydantic.ValidationError: the fields do not fit the handler's signature.
         """
-        validate = self._validate
-        if validate is None:
-            self._model = self._build_model()
-            # The core validator directly: model_validate's Python wrapper costs as much as
-            # the validation itself on small actions.
-            validate = self._validate = self._model.__pydantic_validator__.validate_python
+        validate = self._validate or self.prepare()
         validated = validate(params)
         values = validated.__dict__
         kwargs = {name: values[field] for name, field in self._fields}
@@ -198,6 +203,11 @@ class Worker:
         """Run the start hooks in registration order."""
         for hook in self._on_start:
             hook()
+
+    def prepare(self) -> None:
+        """Build every handler's validator (see ``Handler.prepare``)."""
+        for handler in self._handlers.values():
+            handler.prepare()
 
     def run_stop_hooks(self) -> None:
         """Run the stop hooks in reverse order (last opened, first closed)."""

@@ -101,3 +101,20 @@ def test_stop_hooks_run_in_reverse_order() -> None:
     worker.run_start_hooks()
     worker.run_stop_hooks()
     assert calls == ["start1", "start2", "stop2", "stop1"]
+
+
+def test_prepare_builds_validators_up_front() -> None:
+    worker = qoper8.Worker()
+
+    @worker.handler("ok")
+    def ok(a: int) -> int:
+        return a
+
+    handler = worker.get("ok")
+    assert handler is not None
+    assert handler._validate is None
+    worker.prepare()
+    validate = handler._validate
+    assert validate is not None
+    assert handler.bind({"a": "3"}) == {"a": 3}
+    assert handler._validate is validate
