@@ -31,6 +31,7 @@ METRICS: list[tuple[str, str, str, str, bool]] = [
     ("respawn", "respawn_s", "7 respawn one child", "s", False),
     ("memory", "children_rss_mb", "8 memory RSS (2 children)", "MB", False),
     ("memory", "children_pss_mb", "8 memory PSS (2 children)", "MB", False),
+    ("memory", "children_uss_mb", "8 memory USS (2 children)", "MB", False),
     ("throughput_sync", "jobs_per_s", "1 no-op throughput, blocking API", "jobs/s", True),
     ("latency_sync", "p50_us", "2 latency p50, blocking API", "µs", False),
     ("latency_sync", "p99_us", "2 latency p99, blocking API", "µs", False),
@@ -166,7 +167,7 @@ def summary_table(summary: dict[str, Any], names: list[str]) -> str:
         ("crash", "6 crash: survives · others ok · caller sees"),
         ("start.start_s", "7 start ×8"),
         ("respawn.respawn_s", "7 respawn"),
-        ("memory.children_pss_mb", "8 PSS MB (RSS)"),
+        ("memory.children_pss_mb", "8 PSS MB (USS)"),
     ]
     head = "| pool, driven from asyncio | " + " | ".join(c[1] for c in cols) + " |"
     sep = "|---|" + "---|" * len(cols)
@@ -190,8 +191,8 @@ def summary_table(summary: dict[str, Any], names: list[str]) -> str:
             row = m["rows"].get(name)
             txt = cell(row, m["unit"])
             if key == "memory.children_pss_mb" and row and row.get("median") is not None:
-                rss = summary["memory.children_rss_mb"]["rows"].get(name, {}).get("median")
-                txt += f" ({_num(rss)})"
+                uss = summary.get("memory.children_uss_mb", {}).get("rows", {}).get(name, {})
+                txt += f" ({_num(uss.get('median'))})"
             cells.append(txt)
         if any(cells):
             lines.append(f"| {name} | " + " | ".join(cells) + " |")

@@ -386,7 +386,7 @@ def _kill_new_descendants(before: set[int]) -> None:
 def m_memory(new_procs: dict[int, Any], master_rss_before: int) -> dict[str, Any]:
     import psutil
 
-    rss = pss = 0
+    rss = pss = uss = 0
     count = 0
     for p in new_procs.values():
         try:
@@ -395,11 +395,15 @@ def m_memory(new_procs: dict[int, Any], master_rss_before: int) -> dict[str, Any
             continue
         rss += info.rss
         pss += getattr(info, "pss", info.rss)
+        uss += getattr(info, "uss", info.rss)
         count += 1
     master = psutil.Process().memory_info().rss
     return {
         "children_rss_mb": rss / 2**20,
         "children_pss_mb": pss / 2**20,
+        # What killing the children would free: fork's children share the master's pages
+        # (which grow with the master), fresh interpreters share only libraries.
+        "children_uss_mb": uss / 2**20,
         "processes": count,
         "master_rss_growth_mb": (master - master_rss_before) / 2**20,
     }
