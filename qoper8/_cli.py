@@ -52,6 +52,8 @@ _SETTING_FLAGS: Final[tuple[tuple[str, str, str], ...]] = (
     ("--max-body-bytes", "BYTES", "largest request body (default 10 MiB)"),
     ("--redis", "URL", "also consume actions from this Redis URL (Redis mode)"),
     ("--queue", "NAME", "the Redis queue to consume (with --redis)"),
+    ("--redis-lease", "SECONDS", "a silent host's Redis jobs run elsewhere after this (30)"),
+    ("--redis-max-retries", "N", "times an abandoned Redis job is run again (3)"),
 )
 
 

@@ -196,7 +196,14 @@ class Daemon:
             )
             async with asyncio.TaskGroup() as tg:
                 if consumer_cls is not None:
-                    self._consumer = consumer_cls(self.pool, url=cfg.redis, queue=cfg.queue)
+                    self._consumer = consumer_cls(
+                        self.pool,
+                        url=cfg.redis,
+                        queue=cfg.queue,
+                        lease=cfg.redis_lease,
+                        max_retries=cfg.redis_max_retries,
+                        grace=cfg.grace,
+                    )
                     self._consumer_task = tg.create_task(self._consumer.run())
                     logger.info("consuming Redis queue %r", cfg.queue)
                 tg.create_task(self._act_on_signals())
@@ -337,16 +344,18 @@ class Daemon:
     async def stop_fast(self) -> None:
         """INT, QUIT: stop now; running jobs fail with PoolClosed."""
         self._stopping = True
-        await self._stop_consumer(limit=FAST_STOP_TIMEOUT)
+        await self._stop_consumer(limit=FAST_STOP_TIMEOUT, grace=0.0)
         await self.pool.aclose(grace=0)
 
-    async def _stop_consumer(self, limit: float | None) -> None:
+    async def _stop_consumer(self, limit: float | None, grace: float | None = None) -> None:
+        """Stop taking Redis jobs; running ones get ``grace`` (default: the daemon's) to
+        finish before they are handed back to the queue."""
         task = self._consumer_task
         if task is None or task.done():
             return
         try:
             async with asyncio.timeout(limit):
-                await self._consumer.stop()
+                await self._consumer.stop(grace=grace)
                 await asyncio.wait({task})
         except TimeoutError:
             logger.warning("the Redis consumer did not stop within %gs; cancelling it", limit)

@@ -132,6 +132,9 @@ class ServeConfig(BaseModel):
     debug: bool = Field(default=False, description="send child tracebacks in JobFailed errors")
     redis: str | None = Field(default=None, min_length=1, description="Redis URL: also consume")
     queue: str = Field(default="default", min_length=1, description="Redis queue name")
+    # How long a host may go silent before its Redis jobs run elsewhere (at least once).
+    redis_lease: float = Field(default=30.0, gt=0, description="Redis job lease (seconds)")
+    redis_max_retries: int = Field(default=3, ge=0, description="re-runs of an abandoned job")
 
     @field_validator("log_level", mode="before")
     @classmethod

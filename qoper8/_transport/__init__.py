@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
     from .._stats import PoolStatistics
     from .._types import JSONValue
+    from .._worker import HandlerInfo
 
 __all__ = ["PoolLike"]
 
@@ -31,6 +32,9 @@ class PoolLike(Protocol):
 
     @property
     def generation(self) -> int: ...
+
+    @property
+    def handlers(self) -> dict[str, HandlerInfo]: ...
 
     async def submit(
         self,

@@ -140,3 +140,13 @@ def test_serve_config_is_frozen() -> None:
     with pytest.raises(ValueError, match="frozen"):
         cfg.port = 1  # type: ignore[misc]
     assert isinstance(cfg, ServeConfig)
+
+
+def test_redis_lease_and_retries_come_from_flags_and_are_validated() -> None:
+
+    cfg = load_config(
+        environ={}, overrides={"worker": "w:worker", "redis_lease": "5", "redis_max_retries": "1"}
+    )
+    assert (cfg.redis_lease, cfg.redis_max_retries) == (5.0, 1)
+    with pytest.raises(ConfigError, match="redis_lease"):
+        load_config(environ={}, overrides={"worker": "w:worker", "redis_lease": "0"})
