@@ -38,14 +38,19 @@ def machine() -> dict[str, Any]:
             versions[pkg] = importlib.metadata.version(pkg)
         except importlib.metadata.PackageNotFoundError:
             versions[pkg] = None
+    # A run from an exported snapshot of a commit (no .git) names it in BENCH_GIT_COMMIT.
+    commit = os.environ.get("BENCH_GIT_COMMIT", "")
     try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            cwd=Path(__file__).parent,
-            check=False,
-        ).stdout.strip()
+        commit = (
+            commit
+            or subprocess.run(
+                ["git", "rev-parse", "--short", "HEAD"],
+                capture_output=True,
+                text=True,
+                cwd=Path(__file__).parent,
+                check=False,
+            ).stdout.strip()
+        )
     except OSError:
         commit = "?"
     return {
