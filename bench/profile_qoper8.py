@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -83,9 +85,20 @@ def main(argv: list[str] | None = None) -> int:
     profiler = Profiler(interval=0.0005, async_mode="disabled")
     profiled = asyncio.run(loops(args.n, args.latency_n, args.children, profiler))
 
+    commit = (
+        os.environ.get("BENCH_GIT_COMMIT")
+        or subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).parent,
+            check=False,
+        ).stdout.strip()
+    )
     header = (
-        f"qoper8 master profile: {args.n} no-op actions in flight (scenario 1), then "
-        f"{args.latency_n} sequential round trips (scenario 2), {args.children} children\n"
+        f"qoper8 {commit or '?'}, master profile: {args.n} no-op actions in flight "
+        f"(scenario 1), then {args.latency_n} sequential round trips (scenario 2), "
+        f"{args.children} children\n"
         f"unprofiled: {bare['jobs_per_s']:,.0f} jobs/s, {bare['mean_latency_us']:.0f} us mean "
         f"round trip; profiled: {profiled['jobs_per_s']:,.0f} jobs/s, "
         f"{profiled['mean_latency_us']:.0f} us\n"
