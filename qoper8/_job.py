@@ -27,6 +27,11 @@ class JobKind(enum.Enum):
     CALL = "call"  # pickled function call (Pool.run / executor)
 
 
+# Bound once: reading a member off an Enum class is slow in Python 3.11 (one per job here).
+_QUEUED = JobState.QUEUED
+_ENDED = JobState.ENDED
+
+
 class Job:
     """One job. ``future`` resolves with the result or a typed error."""
 
@@ -59,7 +64,7 @@ class Job:
         self.future = future
         self.submitted_at = submitted_at
         self.action_type = action_type
-        self.state = JobState.QUEUED
+        self.state = _QUEUED
         self.started_at = 0.0
         self.deadline: float | None = None
         self.timer: asyncio.TimerHandle | None = None
@@ -67,11 +72,11 @@ class Job:
 
     @property
     def ended(self) -> bool:
-        return self.state is JobState.ENDED
+        return self.state is _ENDED
 
     def end(self) -> None:
         """Mark the job over and stop its deadline timer; the caller settles the future."""
-        self.state = JobState.ENDED
+        self.state = _ENDED
         self.child = None
         if self.timer is not None:
             self.timer.cancel()

@@ -81,6 +81,17 @@ _monotonic: Final = time.monotonic
 _dumps: Final = orjson.dumps
 _loads: Final = orjson.loads
 _HEADER_PACK: Final = proto.HEADER.pack
+# Enum members used on the hot path, bound once: in Python 3.11 reading a member off an Enum
+# class goes through EnumType.__getattr__ and costs about five plain attribute reads.
+_IDLE: Final = ChildState.IDLE
+_BUSY: Final = ChildState.BUSY
+_QUEUED: Final = JobState.QUEUED
+_RUNNING: Final = JobState.RUNNING
+_ENDED: Final = JobState.ENDED
+_RESULT: Final = int(Kind.RESULT)
+_ACTION_FRAME: Final = int(Kind.ACTION)
+_CALL_FRAME: Final = int(Kind.CALL)
+_JOB_ACTION: Final = JobKind.ACTION
 # Fold raw samples into the statistics series once this many have piled up.
 SAMPLE_FOLD: Final = 4096
 
@@ -416,7 +427,7 @@ class Pool:
             action_type, payload = self._encode_action(action)
         assert action_type is not None
         result: JSONValue = await self._submit(
-            JobKind.ACTION, payload, action_type, timeout, kill_on_cancel, wait_for_room
+            _JOB_ACTION, payload, action_type, timeout, kill_on_cancel, wait_for_room
         )
         return result
 
@@ -507,7 +518,7 @@ class Pool:
                 timeout = max(0.0, timeout - (time.monotonic() - now))
         job_id = self._next_job_id
         self._next_job_id = job_id + 1
-        frame_kind = Kind.ACTION if kind is JobKind.ACTION else Kind.CALL
+        frame_kind = _ACTION_FRAME if kind is _JOB_ACTION else _CALL_FRAME
         job = Job(
             job_id,
             kind,
@@ -560,15 +571,15 @@ class Pool:
                 return
 
     def _start_job(self, child: Child, job: Job) -> None:
-        if child.state is not ChildState.IDLE:
+        if child.state is not _IDLE:
             raise RuntimeError(
                 f"{child.describe()} is {child.state.value}, cannot take job {job.id}"
             )
         now = _monotonic()
-        job.state = JobState.RUNNING
+        job.state = _RUNNING
         job.started_at = now
         job.child = child
-        child.state = ChildState.BUSY
+        child.state = _BUSY
         child.job = job
         self._running += 1
         self._wait_samples.append(now - job.submitted_at)
@@ -636,8 +647,8 @@ class Pool:
             return
         child.job = None
         child.jobs_done += 1
-        if child.state is ChildState.BUSY:
-            child.state = ChildState.IDLE
+        if child.state is _BUSY:
+            child.state = _IDLE
         self._running -= 1
         if self._start_failures:
             self._start_failures = 0  # a child did real work: the worker module is healthy
@@ -645,14 +656,14 @@ class Pool:
         samples.append(_monotonic() - job.started_at)
         if len(samples) >= SAMPLE_FOLD:
             self._fold_samples()
-        if job.state is not JobState.ENDED:
-            if kind == Kind.RESULT:
+        if job.state is not _ENDED:
+            if kind == _RESULT:
                 try:
                     value = _loads(payload)
                 except ValueError as exc:
                     self._undecodable(job, child, exc)
                 else:
-                    job.state = JobState.ENDED
+                    job.state = _ENDED
                     job.child = None
                     if job.timer is not None:
                         job.timer.cancel()
@@ -719,7 +730,7 @@ class Pool:
 
     def _child_free(self, child: Child) -> None:
         """``child`` just became idle: retire it, or give it the next queued job, or park it."""
-        if child.state is not ChildState.IDLE:
+        if child.state is not _IDLE:
             return
         if (
             child.retire_requested
@@ -734,7 +745,7 @@ class Pool:
         queue = self._queue
         while queue:
             queued = queue.popleft()
-            if queued.state is JobState.QUEUED:
+            if queued.state is _QUEUED:
                 self._queued -= 1
                 if self._room_waiters:
                     self._notify_room()
