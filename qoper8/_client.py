@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final, final
 
 import aiohttp
 import orjson
-from pydantic import BaseModel
 
+from ._protocol import encode_action
 from ._transport._http import KILL_ON_CANCEL_HEADER, TIMEOUT_HEADER
 from .errors import (
-    InvalidAction,
     JobTimeout,
     Qoper8Error,
     QueueFull,
@@ -27,7 +25,10 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from types import TracebackType
+
+    from pydantic import BaseModel
 
     from ._types import JSONValue
 
@@ -249,21 +250,7 @@ class Client:
 
 
 def _encode(action: Mapping[str, Any] | BaseModel) -> bytes:
-    if isinstance(action, BaseModel):
-        data: Any = action.model_dump(mode="json")
-    elif isinstance(action, Mapping):
-        data = action if isinstance(action, dict) else dict(action)
-    else:
-        raise InvalidAction(
-            f"an action is a mapping with a 'type' field or a pydantic model, "
-            f"not {type(action).__name__}"
-        )
-    if not isinstance(data.get("type"), str):
-        raise InvalidAction("an action needs a string 'type' field")
-    try:
-        return orjson.dumps(data)
-    except TypeError as exc:
-        raise InvalidAction(f"action {data['type']!r} is not JSON-encodable: {exc}") from None
+    return encode_action(action)[1]
 
 
 def _object(data: Any) -> dict[str, Any]:

@@ -33,7 +33,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import orjson
-from pydantic import BaseModel
 
 from . import _protocol as proto
 from ._child import Child, ChildStartError, ChildState
@@ -58,6 +57,8 @@ from .errors import (
 if TYPE_CHECKING:
     from concurrent.futures import Executor
     from types import TracebackType
+
+    from pydantic import BaseModel
 
     from ._types import JSONValue
 
@@ -458,25 +459,10 @@ class Pool:
         return PoolExecutor(self, self._loop)
 
     def _encode_action(self, action: Mapping[str, Any] | BaseModel) -> tuple[str, bytes]:
-        if isinstance(action, BaseModel):
-            data: Any = action.model_dump(mode="json")
-        elif isinstance(action, Mapping):
-            data = action if isinstance(action, dict) else dict(action)
-        else:
-            raise InvalidAction(
-                f"an action is a mapping with a 'type' field or a pydantic model, "
-                f"not {type(action).__name__}"
-            )
-        action_type = data.get("type")
-        if not isinstance(action_type, str):
-            raise InvalidAction("an action needs a string 'type' field")
+        action_type, payload = proto.encode_action(action)
         if self._handlers and action_type not in self._handlers:
             known = ", ".join(sorted(self._handlers)) or "none"
             raise InvalidAction(f"unknown action type {action_type!r} (known: {known})")
-        try:
-            payload = proto.dumps(data)
-        except TypeError as exc:
-            raise InvalidAction(f"action {action_type!r} is not JSON-encodable: {exc}") from None
         if len(payload) > self.config.max_message_bytes:
             raise InvalidAction(
                 f"action {action_type!r} is {len(payload)} bytes encoded, over "

@@ -33,7 +33,8 @@ from __future__ import annotations
 
 import enum
 import struct
-from typing import Final
+from collections.abc import Mapping
+from typing import Any, Final
 
 import orjson
 
@@ -91,6 +92,48 @@ def encode_model(value: object) -> object:
     if dump is not None and callable(dump):
         return dump(mode="json")
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def action_fields(action: object) -> tuple[str, dict[str, Any]]:
+    """Check an action's shape and return its type and its fields as a dict (a pydantic
+    model becomes its JSON form). Every face (pool, daemon client, Redis, inline) refuses
+    bad actions with the same words.
+
+    Raises:
+        InvalidAction: not a mapping or a model, or no string ``type``.
+    """
+    from .errors import InvalidAction
+
+    if isinstance(action, dict):
+        data: dict[str, Any] = action
+    elif isinstance(action, Mapping):
+        data = dict(action)
+    elif callable(getattr(action, "model_dump", None)):
+        data = action.model_dump(mode="json")  # type: ignore[attr-defined]
+    else:
+        raise InvalidAction(
+            f"an action is a mapping with a 'type' field or a pydantic model, "
+            f"not {type(action).__name__}"
+        )
+    action_type = data.get("type")
+    if not isinstance(action_type, str):
+        raise InvalidAction("an action needs a string 'type' field")
+    return action_type, data
+
+
+def encode_action(action: object) -> tuple[str, bytes]:
+    """``action_fields``, then JSON-encode the action.
+
+    Raises:
+        InvalidAction: as ``action_fields``, or a field is not JSON.
+    """
+    from .errors import InvalidAction
+
+    action_type, data = action_fields(action)
+    try:
+        return action_type, dumps(data)
+    except TypeError as exc:
+        raise InvalidAction(f"action {action_type!r} is not JSON-encodable: {exc}") from None
 
 
 class FrameReader:

@@ -8,15 +8,16 @@ needs redis installed.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final, final
 
-from pydantic import BaseModel
-
+from ._protocol import action_fields
 from .errors import ConfigError, InvalidAction, PoolClosed
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from types import TracebackType
+
+    from pydantic import BaseModel
 
     from ._transport._redis import RedisClient
     from ._types import JSONValue
@@ -143,17 +144,7 @@ class RedisPool:
         if not self.is_open:
             raise PoolClosed("the RedisPool is closed" if self._closed else "not started")
         assert self._client is not None
-        if isinstance(action, BaseModel):
-            data: Mapping[str, Any] = action.model_dump(mode="json")
-        elif isinstance(action, Mapping):
-            data = action
-        else:
-            raise InvalidAction(
-                f"an action is a mapping with a 'type' field or a pydantic model, "
-                f"not {type(action).__name__}"
-            )
-        if not isinstance(data.get("type"), str):
-            raise InvalidAction("an action needs a string 'type' field")
+        _, data = action_fields(action)
         if timeout is _UNSET:
             timeout = self.timeout
         if timeout is not None and timeout <= 0:

@@ -70,15 +70,9 @@ class InlinePool:
         if not self._open:
             raise PoolClosed("the inline pool is not open")
         job_id, self._next_id = self._next_id, self._next_id + 1
-        if hasattr(action, "model_dump"):
-            action = action.model_dump(mode="json")
-        if not isinstance(action, dict) or not isinstance(action.get("type"), str):
-            raise InvalidAction("an action is a mapping with a string 'type' field")
-        try:
-            data = proto.loads(proto.dumps(action))
-        except TypeError as exc:
-            raise InvalidAction(f"action {action['type']!r} is not JSON-encodable: {exc}") from None
-        action_type = data.pop("type")
+        action_type, payload = proto.encode_action(action)
+        data = proto.loads(payload)
+        data.pop("type")
         handler = self._worker.get(action_type)
         if handler is None:
             known = ", ".join(sorted(self._worker.handlers)) or "none"
