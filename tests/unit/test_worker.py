@@ -112,9 +112,10 @@ def test_prepare_builds_validators_up_front() -> None:
 
     handler = worker.get("ok")
     assert handler is not None
-    assert handler._validate is None
+    before = handler._validate
     worker.prepare()
-    validate = handler._validate
-    assert validate is not None
+    built = handler._validate
+    assert before is None
+    assert built is not None
     assert handler.bind({"a": "3"}) == {"a": 3}
-    assert handler._validate is validate
+    assert handler.prepare() is built, "bind() reuses the validator built up front"
