@@ -26,6 +26,9 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import redis
 
+import qoper8
+from qoper8._transport._redis import RedisConsumer
+
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
@@ -236,15 +239,16 @@ async def spawn_host() -> AsyncIterator[Callable[..., Awaitable[Host]]]:
         host.kill()  # anything left in the group (children of a killed master)
 
 
-async def wait_until(
-    predicate: Callable[[], bool],
-    *,
-    within: float = 10.0,
-    what: str = "condition",
-) -> None:
-    """Poll ``predicate`` for things nothing can notify us about."""
-    deadline = time.monotonic() + within
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within}s waiting for {what}")
-        await asyncio.sleep(0.01)
+@contextlib.asynccontextmanager
+async def serving(
+    url: str, queue: str, *, children: int = 2, lease: float = 30.0, **kw: Any
+) -> AsyncIterator[tuple[qoper8.Pool, RedisConsumer]]:
+    """A pool and a consumer feeding it from ``queue``, stopped on exit."""
+    async with qoper8.Pool(HANDLERS, children=children) as pool:
+        consumer = RedisConsumer(pool, url=url, queue=queue, lease=lease, **kw)
+        task = asyncio.create_task(consumer.run())
+        try:
+            yield pool, consumer
+        finally:
+            await consumer.stop()
+            await task

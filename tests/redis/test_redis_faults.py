@@ -4,7 +4,6 @@ under load, garbage and hostile jobs written straight into Redis, passwords and 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import pickle
 import shutil
@@ -18,12 +17,12 @@ from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegist
 from rq.serializers import JSONSerializer
 
 import qoper8
-from qoper8._transport._redis import RedisConsumer
+from tests.conftest import wait_until
 
-from .conftest import HANDLERS, wait_until
+from .conftest import serving
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable
+    from collections.abc import Awaitable, Callable
     from pathlib import Path
 
     import redis
@@ -31,20 +30,6 @@ if TYPE_CHECKING:
     from .conftest import Host, RedisServer
 
 pytestmark = pytest.mark.redis
-
-
-@contextlib.asynccontextmanager
-async def serving(
-    url: str, queue: str, *, children: int = 2, lease: float = 30.0, **kw: Any
-) -> AsyncIterator[tuple[qoper8.Pool, RedisConsumer]]:
-    async with qoper8.Pool(HANDLERS, children=children) as pool:
-        consumer = RedisConsumer(pool, url=url, queue=queue, lease=lease, **kw)
-        task = asyncio.create_task(consumer.run())
-        try:
-            yield pool, consumer
-        finally:
-            await consumer.stop()
-            await task
 
 
 async def test_job_of_a_sigkilled_host_completes_elsewhere(

@@ -20,30 +20,14 @@ from rq.worker import Worker
 
 import qoper8
 from qoper8._transport._redis import RedisConsumer
+from tests.conftest import wait_until
 
-from .conftest import HANDLERS, ROOT, wait_until
+from .conftest import HANDLERS, ROOT, serving
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
-
     import redis
 
 pytestmark = pytest.mark.redis
-
-
-@contextlib.asynccontextmanager
-async def serving(
-    url: str, queue: str, *, children: int = 2, lease: float = 30.0, **kw: Any
-) -> AsyncIterator[tuple[qoper8.Pool, RedisConsumer]]:
-    """A pool and a consumer feeding it from ``queue``, stopped on exit."""
-    async with qoper8.Pool(HANDLERS, children=children) as pool:
-        consumer = RedisConsumer(pool, url=url, queue=queue, lease=lease, **kw)
-        task = asyncio.create_task(consumer.run())
-        try:
-            yield pool, consumer
-        finally:
-            await consumer.stop()
-            await task
 
 
 async def test_submit_returns_the_handler_result(redis_url: str, queue_name: str) -> None:

@@ -21,8 +21,7 @@ from qoper8._transport import _redis
 from qoper8._transport._redis import RedisConsumer, decode_job, describe_url, encode_job
 from qoper8._worker import HandlerInfo
 from qoper8.errors import InvalidAction, JobFailed
-
-from .conftest import wait_until
+from tests.conftest import wait_until
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -158,7 +157,7 @@ async def test_consumer_runs_rq_jobs_and_records_rq_outcomes(server: fakeredis.F
             and keep.get_status() == JobStatus.FINISHED
             and not r.exists(forget.key)
         ),
-        within=5,
+        timeout=5,
         what="every outcome",
     )
     await consumer.stop()
