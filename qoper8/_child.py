@@ -40,6 +40,8 @@ RECV_SIZE: Final = 64 * 1024
 # Frames from RESULT on answer a job (the hot path); bound once as an int, since reading a
 # member off an Enum class is slow in Python 3.11.
 _FIRST_REPLY: Final = int(Kind.RESULT)
+_HEADER_SIZE: Final = proto.HEADER_SIZE
+_HEADER_UNPACK: Final = proto.HEADER.unpack_from
 
 
 class ChildState(enum.Enum):
@@ -336,11 +338,27 @@ class Child:
             return
         except OSError:
             received = 0
-        data = bytes(self._recv_view[:received])
-        if not data:
+        if not received:
             self._close_channel()
             self.on_channel_closed()
             return
+        reader = self._reader
+        if received >= _HEADER_SIZE and not reader.pending:
+            # Fast path: exactly one reply in this read, the common case for small results.
+            # Its header is read in place and its payload copied out once.
+            length, kind, job_id, extra = _HEADER_UNPACK(self._recv_buffer)
+            if (
+                received == _HEADER_SIZE + length
+                and kind >= _FIRST_REPLY
+                and length <= reader.limit
+            ):
+                if extra:
+                    self.last_rss = extra
+                self.events.child_frame(
+                    self, kind, job_id, extra, bytes(self._recv_view[_HEADER_SIZE:received])
+                )
+                return
+        data = bytes(self._recv_view[:received])
         try:
             frames = self._reader.feed(data)
         except proto.ProtocolError as exc:

@@ -192,6 +192,7 @@ class Pool:
         """Adopt ``config``: at construction, and on ``reload(config)``."""
         self.config = config
         self._max_bytes = config.max_message_bytes
+        self._max_queue = config.max_queue
         self._memory_limit = config.max_memory_per_child
         self._child_config = {
             "worker": config.worker,
@@ -427,9 +428,16 @@ class Pool:
         if payload is None or len(payload) > self._max_bytes:
             action_type, payload = self._encode_action(action)
         assert action_type is not None
-        result: JSONValue = await self._submit(
-            _JOB_ACTION, payload, action_type, timeout, kill_on_cancel, wait_for_room
-        )
+        # The job is queued (or sent) synchronously; awaiting its future here, not in a
+        # helper coroutine, keeps one coroutine frame per job.
+        job = self._enqueue(_JOB_ACTION, payload, action_type, timeout, wait_for_room)
+        if job is None:
+            job = await self._enqueue_when_room(_JOB_ACTION, payload, action_type, timeout)
+        try:
+            result: JSONValue = await job.future
+        except asyncio.CancelledError:
+            self._on_cancel(job, kill_on_cancel)
+            raise
         return result
 
     async def run(self, func: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
@@ -447,7 +455,14 @@ class Pool:
         if len(payload) > self.config.max_message_bytes:
             raise InvalidAction(f"the pickled call is {len(payload)} bytes, over max_message_bytes")
         name = getattr(func, "__qualname__", repr(func))
-        result: T = await self._submit(JobKind.CALL, payload, name, _UNSET, False, True)
+        job = self._enqueue(JobKind.CALL, payload, name, _UNSET, True)
+        if job is None:
+            job = await self._enqueue_when_room(JobKind.CALL, payload, name, _UNSET)
+        try:
+            result: T = await job.future
+        except asyncio.CancelledError:
+            self._on_cancel(job, False)
+            raise
         return result
 
     def executor(self) -> Executor:
@@ -470,27 +485,27 @@ class Pool:
             )
         return action_type, payload
 
-    async def _submit(
+    def _enqueue(
         self,
         kind: JobKind,
         payload: bytes,
         action_type: str,
         timeout: float | None,
-        kill_on_cancel: bool,
         wait_for_room: bool,
-    ) -> Any:
+    ) -> Job | None:
+        """Make the job and send it to an idle child or queue it. Returns None when the
+        queue is full and the caller waits for room (``_enqueue_when_room``).
+
+        Raises:
+            PoolClosed, StartFailed, QueueFull (full and ``wait_for_room`` is False).
+        """
         if self._state is not _State.OPEN:
             raise PoolClosed(
                 "the pool is closed" if self._state != _State.NEW else "the pool is not started"
             )
         if self._broken is not None:
             raise self._broken_error()
-        if timeout is _UNSET:
-            timeout = self.config.timeout
-        loop = self._loop
-        assert loop is not None
-        now = time.monotonic()
-        max_queue = self.config.max_queue
+        max_queue = self._max_queue
         if (
             max_queue is not None
             and self._queued >= max_queue
@@ -499,9 +514,36 @@ class Pool:
             if not wait_for_room:
                 self._counters.rejected += 1
                 raise QueueFull(f"the queue holds {self._queued} jobs (max_queue={max_queue})")
-            await self._wait_for_room(timeout)
-            if timeout is not None:
-                timeout = max(0.0, timeout - (time.monotonic() - now))
+            return None
+        return self._new_job(kind, payload, action_type, timeout, _monotonic())
+
+    async def _enqueue_when_room(
+        self, kind: JobKind, payload: bytes, action_type: str, timeout: float | None
+    ) -> Job:
+        """The slow path of ``_enqueue``: wait for room in the queue within the job's
+        deadline, which keeps counting from now."""
+        if timeout is _UNSET:
+            timeout = self.config.timeout
+        now = _monotonic()
+        await self._wait_for_room(timeout)
+        if timeout is not None:
+            timeout = max(0.0, timeout - (_monotonic() - now))
+        if self._broken is not None:
+            raise self._broken_error()
+        return self._new_job(kind, payload, action_type, timeout, now)
+
+    def _new_job(
+        self,
+        kind: JobKind,
+        payload: bytes,
+        action_type: str,
+        timeout: float | None,
+        submitted_at: float,
+    ) -> Job:
+        loop = self._loop
+        assert loop is not None
+        if timeout is _UNSET:
+            timeout = self.config.timeout
         job_id = self._next_job_id
         self._next_job_id = job_id + 1
         frame_kind = _ACTION_FRAME if kind is _JOB_ACTION else _CALL_FRAME
@@ -510,12 +552,12 @@ class Pool:
             kind,
             _HEADER_PACK(len(payload), frame_kind, job_id, 0) + payload,
             loop.create_future(),
-            now,
+            submitted_at,
             action_type,
         )
         self._counters.submitted += 1
         if timeout is not None:
-            job.deadline = now + timeout
+            job.deadline = _monotonic() + timeout
             job.timer = loop.call_later(timeout, self._on_deadline, job, timeout)
         idle = self._idle
         if idle and not self._queued:
@@ -523,11 +565,7 @@ class Pool:
         else:
             self._queue.append(job)
             self._queued += 1
-        try:
-            return await job.future
-        except asyncio.CancelledError:
-            self._on_cancel(job, kill_on_cancel)
-            raise
+        return job
 
     async def _wait_for_room(self, timeout: float | None) -> None:
         loop = self._loop
