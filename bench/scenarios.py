@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import os
 import signal
 import statistics
@@ -412,6 +413,19 @@ def m_memory(new_procs: dict[int, Any], master_rss_before: int) -> dict[str, Any
 # ================================================================ turns
 
 
+def quiet_heap() -> None:
+    """Collect, then freeze what the bench itself holds, before a timed scenario.
+
+    The bench's own heap (imported libraries, every earlier result) grows over a run, and a
+    full collection of it took 10-30 ms on the 2-CPU VM: a stall on the master's loop charged
+    to whichever pool happened to allocate the object that triggered it. Frozen objects are
+    never scanned again, so collections during a scenario see only what that pool and its
+    scenario allocate. Applied to every pool alike.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 class Recorder:
     """results[scenario][driver] -> list of per-repetition dicts (or {"status": ...})."""
 
@@ -431,6 +445,7 @@ class Recorder:
         """Run one measurement; False if the pool can no longer be trusted this turn."""
         if not self.wants(scenario, driver):
             return True
+        quiet_heap()
         try:
             value = await fn()
         except Hung as exc:
@@ -546,6 +561,7 @@ async def turn_blocking(d: Driver, cfg: Config, rec: Recorder) -> None:
         rec.add("start", name, {"status": "ok", "start_s": started, "children": n})
         if want & {"blocking", "loop_lag"} and rec.wants("blocking", name):
             try:
+                quiet_heap()
                 blocking, lag = await m_blocking_with_ticker(d, cfg)
             except Hung as exc:
                 for s in ("blocking", "loop_lag"):
