@@ -2,22 +2,31 @@
 8 bytes each way, no encoding, no framing beyond a fixed size, one message in flight per child
 (the same one-job-per-child shape as qoper8). Nothing a pool does can be faster than this on
 the same machine, so qoper8's numbers can be read as a fraction of it.
+
+The same master also runs scenarios 3 and 4 (``call("sleep", ms)``: the 8 bytes carry the
+milliseconds, the child sleeps them, then echoes; calls wait in a FIFO for an idle child). Its
+efficiency and loop lag are the floor that the machine, ``time.sleep`` and asyncio's own
+selector set for every pool: asyncio's epoll selector rounds its timeout up to whole
+milliseconds, so a loop woken by I/O shortly before a timer is due sleeps up to 1 ms past it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import socket
+import struct
 import subprocess
 import sys
 import time
 from typing import Any
 
-MSG = b"ping!!!!"
+MSG = struct.pack("<d", 0.0)
 
-# The child: read 8 bytes, send them back, until EOF. Blocking, like a pool child.
+# The child: read 8 bytes (milliseconds to sleep, a double), sleep that long if any, send them
+# back, until EOF. Blocking, like a pool child.
 CHILD_CODE = """
-import socket, sys
+import socket, struct, sys, time
 s = socket.socket(fileno=int(sys.argv[1]))
 buf = b""
 while True:
@@ -26,6 +35,9 @@ while True:
         break
     buf += d
     while len(buf) >= 8:
+        ms = struct.unpack_from("<d", buf)[0]
+        if ms > 0:
+            time.sleep(ms / 1000.0)
         s.sendall(buf[:8])
         buf = buf[8:]
 """
@@ -36,6 +48,7 @@ class _Echo(asyncio.Protocol):
         self.master = master
         self.pending = 0
         self.transport: asyncio.Transport | None = None
+        self.waiter: asyncio.Future[None] | None = None  # the call() this child is running
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
@@ -64,6 +77,8 @@ class RawPingPong:
         self._done = 0
         self._finished: asyncio.Future[None] | None = None
         self._reply: asyncio.Future[None] | None = None
+        self._idle: collections.deque[_Echo] = collections.deque()
+        self._calls: collections.deque[tuple[bytes, asyncio.Future[None]]] = collections.deque()
 
     async def start(self, n: int) -> None:
         loop = asyncio.get_running_loop()
@@ -76,9 +91,34 @@ class RawPingPong:
             self.procs.append(proc)
             _, chan = await loop.create_unix_connection(lambda: _Echo(self), sock=parent)
             self.chans.append(chan)
+        self._idle.extend(self.chans)
         await self.run_latency_sample(10)
 
+    def call(self, op: str, arg: float = 0.0) -> asyncio.Future[None]:
+        """Scenario 3's action (``op`` is ``"sleep"``): sent to an idle child, or queued."""
+        assert op == "sleep", op
+        fut = asyncio.get_running_loop().create_future()
+        msg = struct.pack("<d", arg)
+        if self._idle and not self._calls:
+            self._dispatch(self._idle.popleft(), msg, fut)
+        else:
+            self._calls.append((msg, fut))
+        return fut
+
+    def _dispatch(self, chan: _Echo, msg: bytes, fut: asyncio.Future[None]) -> None:
+        chan.waiter = fut
+        assert chan.transport is not None
+        chan.transport.write(msg)
+
     def on_reply(self, chan: _Echo) -> None:
+        if chan.waiter is not None:
+            fut, chan.waiter = chan.waiter, None
+            fut.set_result(None)
+            if self._calls:
+                self._dispatch(chan, *self._calls.popleft())
+            else:
+                self._idle.append(chan)
+            return
         if self._reply is not None:
             fut, self._reply = self._reply, None
             fut.set_result(None)

@@ -334,11 +334,15 @@ def targets(summary: dict[str, Any], names: list[str]) -> list[tuple[str, str, s
             continue
         ok = q >= limit if higher else q <= limit
         b = best(key, higher)
+        reference = f"best peer {b[0]} {b[1]:.3f}{unit}" if b else "–"
+        floor = med(key, RAW)
+        if floor is not None:
+            reference += f"; bare asyncio master {floor:.3f}{unit}"
         out.append(
             (
                 label,
                 f"{q:.3f}{unit}",
-                f"best peer {b[0]} {b[1]:.3f}{unit}" if b else "–",
+                reference,
                 "met" if ok else f"missed by {abs(q - limit):.3f}{unit}",
             )
         )
