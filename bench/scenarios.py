@@ -602,6 +602,10 @@ async def turn_scaling(d: Any, cfg: Config, rec: Recorder) -> None:
             await pool.close()
 
 
+# The scenarios of each group that the bare asyncio master takes part in.
+RAW_SCENARIOS = {"small": {"raw", "throughput", "latency"}, "blocking": {"blocking", "loop_lag"}}
+
+
 async def run_all(
     driver_types: list[type[Any]], cfg: Config, on_rep: Callable[[Recorder], None] | None = None
 ) -> Recorder:
@@ -632,9 +636,7 @@ async def run_all(
                 types = [t for t in types if not getattr(t, "full_only", False)]
             if want == {"raw"}:
                 types = [t for t in types if t.name.startswith("raw")]
-            elif group == "small" and not want & {"raw", "throughput", "latency"}:
-                types = [t for t in types if not t.name.startswith("raw")]
-            elif group == "blocking" and not want & {"blocking", "loop_lag"}:
+            elif group in RAW_SCENARIOS and not want & RAW_SCENARIOS[group]:
                 types = [t for t in types if not t.name.startswith("raw")]
             k = rep % len(types)
             for t in types[k:] + types[:k]:
