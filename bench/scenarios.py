@@ -109,8 +109,12 @@ class Hung(Exception):
 
 
 async def bounded(aw: Awaitable[Any], timeout: float) -> Any:
+    """Await ``aw`` the way a user guards a call: in the caller's own task, under
+    ``asyncio.timeout``. (``asyncio.wait_for`` would wrap a coroutine, but not a future, in a
+    task of its own: an extra task per call charged only to the coroutine-based pools.)"""
     try:
-        return await asyncio.wait_for(aw, timeout)
+        async with asyncio.timeout(timeout):
+            return await aw
     except TimeoutError:
         raise Hung(f"no answer within {timeout:.0f}s") from None
 
