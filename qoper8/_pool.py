@@ -163,7 +163,7 @@ class Pool:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._spawner: ThreadPoolExecutor | None = None
         self._children: dict[int, Child] = {}
-        self._idle: deque[Child] = deque()
+        self._idle: deque[Child] = deque()  # a stack: the last one freed is used first
         self._queue: deque[Job] = deque()
         self._queued = 0
         self._running = 0
@@ -561,7 +561,9 @@ class Pool:
             job.timer = loop.call_later(timeout, self._on_deadline, job, timeout)
         idle = self._idle
         if idle and not self._queued:
-            self._start_job(idle.popleft(), job)
+            # The child that went idle last: it is the one still warm (its caches, and the
+            # CPU the scheduler just ran it on); round-robin would wake a cold one each time.
+            self._start_job(idle.pop(), job)
         else:
             self._queue.append(job)
             self._queued += 1

@@ -56,6 +56,15 @@ async def test_children_are_prestarted_and_persistent(pool: qoper8.Pool) -> None
     assert {c.pid for c in pool.statistics().children} == pids
 
 
+async def test_an_idle_pool_reuses_the_child_that_went_idle_last(pool: qoper8.Pool) -> None:
+    """Sequential jobs stay on one warm child (its caches, its CPU) instead of waking the
+    children in turn; the other child is used as soon as two jobs overlap."""
+    alone = [await pool.submit({"type": "pid"}) for _ in range(20)]
+    assert len(set(alone)) == 1
+    together = await asyncio.gather(*(pool.submit({"type": "pid"}) for _ in range(2)))
+    assert set(together) == {c.pid for c in pool.statistics().children}
+
+
 async def test_a_child_never_holds_a_second_job(pool: qoper8.Pool, tmp_path: Path) -> None:
     """With both children blocked, further jobs wait in the master's queue, not in a child,
     and go to whichever child frees up first."""
