@@ -1029,11 +1029,8 @@ class Pool:
     # ================================================================ waiting and stats
 
     def _fold_samples(self) -> None:
-        add_wait, add_run = self._counters.queue_wait.add, self._counters.run_time.add
-        for seconds in self._wait_samples:
-            add_wait(seconds)
-        for seconds in self._run_samples:
-            add_run(seconds)
+        self._counters.queue_wait.add_many(self._wait_samples)
+        self._counters.run_time.add_many(self._run_samples)
         self._wait_samples.clear()
         self._run_samples.clear()
 
