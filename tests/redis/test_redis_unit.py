@@ -17,7 +17,7 @@ from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 from rq.serializers import JSONSerializer
 
-from qoper8._transport import _redis
+from qoper8._transport import _redis, _redis_consumer
 from qoper8._transport._redis import RedisConsumer, decode_job, describe_url, encode_job
 from qoper8._worker import HandlerInfo
 from qoper8.errors import InvalidAction, JobFailed
@@ -137,7 +137,10 @@ class FakePool:
 @pytest.fixture
 def server(monkeypatch: pytest.MonkeyPatch) -> fakeredis.FakeServer:
     srv = fakeredis.FakeServer()
-    monkeypatch.setattr(_redis, "connect", lambda url: fakeredis.FakeAsyncRedis(server=srv))
+    # RedisConsumer calls the connect() of its own module (``_redis`` only re-exports it)
+    monkeypatch.setattr(
+        _redis_consumer, "connect", lambda url: fakeredis.FakeAsyncRedis(server=srv)
+    )
     return srv
 
 
