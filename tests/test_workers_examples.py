@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from typing import TYPE_CHECKING
 
 import pytest
@@ -46,3 +47,35 @@ async def test_cpu_worker_counts_primes() -> None:
         )
         assert isinstance(digest, str)
         assert len(digest) == 64
+
+
+class _LockedAtFirst:
+    """A connection whose first ``locked`` calls fail the way SQLite fails a WAL switch that
+    would deadlock: at once, without its busy wait."""
+
+    def __init__(self, locked: int, message: str = "database is locked") -> None:
+        self.calls = 0
+        self.locked = locked
+        self.message = message
+
+    def execute(self, sql: str) -> None:
+        self.calls += 1
+        if self.calls <= self.locked:
+            raise sqlite3.OperationalError(self.message)
+
+
+def test_users_worker_retries_a_locked_wal_switch() -> None:
+    from workers import users
+
+    conn = _LockedAtFirst(locked=3)
+    users._use_wal(conn)  # type: ignore[arg-type]
+    assert conn.calls == 4
+
+
+def test_users_worker_does_not_retry_other_database_errors() -> None:
+    from workers import users
+
+    conn = _LockedAtFirst(locked=1, message="disk I/O error")
+    with pytest.raises(sqlite3.OperationalError, match="disk I/O"):
+        users._use_wal(conn)  # type: ignore[arg-type]
+    assert conn.calls == 1

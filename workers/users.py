@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import tempfile
+import time
 
 from pydantic import BaseModel
 
@@ -41,14 +42,40 @@ def db() -> sqlite3.Connection:
     return _db
 
 
+LOCK_TIMEOUT = 30.0
+
+
 @worker.on_start
 def connect() -> None:
     global _db
     # Several children start at once: wait on SQLite's lock instead of failing.
-    _db = sqlite3.connect(database_path(), timeout=30, isolation_level=None)
-    _db.execute("PRAGMA journal_mode=WAL")
-    _db.execute("CREATE TABLE IF NOT EXISTS users (id INTEGER PRIMARY KEY, name TEXT NOT NULL)")
-    _db.executemany("INSERT OR IGNORE INTO users (id, name) VALUES (?, ?)", SEED)
+    _db = sqlite3.connect(database_path(), timeout=LOCK_TIMEOUT, isolation_level=None)
+    _use_wal(_db)
+    # One write transaction, locked from its first statement: SQLite then waits for a sibling
+    # that is seeding too, instead of failing a read-then-write upgrade as a deadlock.
+    _db.execute("BEGIN IMMEDIATE")
+    try:
+        _db.execute("CREATE TABLE IF NOT EXISTS users (id INTEGER PRIMARY KEY, name TEXT NOT NULL)")
+        _db.executemany("INSERT OR IGNORE INTO users (id, name) VALUES (?, ?)", SEED)
+    except BaseException:
+        _db.execute("ROLLBACK")
+        raise
+    _db.execute("COMMIT")
+
+
+def _use_wal(conn: sqlite3.Connection) -> None:
+    """Switch to WAL (readers never block the writer). Two children switching a new file at
+    once can get "database is locked" at once, without SQLite's busy wait (it would be a
+    deadlock), so the switch is retried for up to ``LOCK_TIMEOUT``."""
+    deadline = time.monotonic() + LOCK_TIMEOUT
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 @worker.on_stop
