@@ -125,6 +125,44 @@ async def test_executor_works_with_run_in_executor(pool: qoper8.Pool) -> None:
     assert results == [i * i for i in range(10)]
 
 
+async def test_run_in_executor_starts_the_call_before_the_caller_awaits(
+    pool: qoper8.Pool,
+) -> None:
+    """On the loop's thread the call is queued at the next loop turn (its task's first step),
+    not after a thread-safe hop onto the loop first."""
+    future = pool.executor().submit(handlers.square, 3)
+    assert pool.statistics().submitted == 0  # the task that queues it has not run yet
+    await asyncio.sleep(0)
+    assert pool.statistics().submitted == 1
+    assert await asyncio.wrap_future(future) == 9
+
+
+async def test_cancelling_run_in_executor_removes_the_queued_call(
+    pool: qoper8.Pool, tmp_path: Path
+) -> None:
+    gates = [new_fifo(tmp_path, "one"), new_fifo(tmp_path, "two")]
+    blocked = [asyncio.create_task(pool.submit({"type": "block", "fifo": g})) for g in gates]
+    await _wait_stats(pool, lambda s: s.running == 2)
+    loop = asyncio.get_running_loop()
+    queued = loop.run_in_executor(pool.executor(), handlers.square, 4)
+    await _wait_stats(pool, lambda s: s.queue_length == 1)
+    queued.cancel()
+    stats = await _wait_stats(pool, lambda s: s.queue_length == 0)
+    assert stats.cancelled == 1
+    for gate in gates:
+        await release(gate)
+    assert [str(r) for r in await asyncio.gather(*blocked)] == ["go", "go"]
+    assert await loop.run_in_executor(pool.executor(), handlers.square, 5) == 25
+    assert pool.statistics().completed == 3  # the two blocked jobs and square(5), not square(4)
+
+
+async def test_run_in_executor_carries_the_remote_exception(pool: qoper8.Pool) -> None:
+    loop = asyncio.get_running_loop()
+    with pytest.raises(qoper8.JobFailed) as info:
+        await loop.run_in_executor(pool.executor(), handlers.divide, 1.0, 0.0)
+    assert isinstance(info.value.remote_exception, ZeroDivisionError)
+
+
 async def test_executor_from_another_thread(pool: qoper8.Pool) -> None:
     executor = pool.executor()
     future = await asyncio.to_thread(executor.submit, handlers.square, 12)
