@@ -37,6 +37,7 @@ import orjson
 from . import _protocol as proto
 from ._child import Child, ChildStartError, ChildState
 from ._job import Job, JobKind, JobState
+from ._output import StderrWriter
 from ._protocol import ErrorCategory, Kind
 from ._stats import ChildStatistics, Counters, PoolStatistics
 from ._worker import HandlerInfo
@@ -105,8 +106,9 @@ class _State:
     CLOSED = "closed"
 
 
-def _default_output(child_id: int, pid: int, line: str) -> None:
-    sys.stderr.write(f"[qoper8 child {child_id} pid {pid}] {line}\n")
+# Where children's lines go without ``on_output``: the master's stderr, from a thread, so a
+# stalled reader of stderr never blocks the loop.
+_default_output: Final = StderrWriter()
 
 
 class Pool:
@@ -125,7 +127,8 @@ class Pool:
         max_queue: jobs that may wait for a child; more raise ``QueueFull`` or wait.
         max_jobs_per_child: retire a child after this many jobs (plus a little jitter).
         max_memory_per_child: retire a child whose resident memory exceeds this (bytes).
-        on_output: receives each line children print, instead of the master's stderr.
+        on_output: receives each line children print, instead of the master's stderr
+            (called on the event loop: keep it quick).
         config: a complete ``PoolConfig``, instead of the keyword settings.
         **settings: any other ``PoolConfig`` field.
 

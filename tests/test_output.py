@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import sys
+import threading
 from typing import TYPE_CHECKING
 
 import qoper8
+from qoper8._output import StderrWriter
 from tests.conftest import HANDLERS, wait_until
 
 if TYPE_CHECKING:
@@ -54,3 +58,49 @@ async def test_a_mebibyte_on_stdout_and_stderr_does_not_corrupt_the_channel() ->
         await wait_until(lambda: count[0] >= 2048, what="2048 lines")
     assert count[0] == 2048
     assert set(received) == {ord("x")}
+
+
+class _StalledStderr:
+    """A stderr whose reader has stopped: each write waits until ``moving`` is set (or
+    records that it gave up waiting, which means somebody blocked on it)."""
+
+    def __init__(self) -> None:
+        self.moving = threading.Event()
+        self.gave_up = False
+        self.text: list[str] = []
+
+    def write(self, text: str) -> int:
+        if not self.moving.wait(timeout=20):
+            self.gave_up = True
+        self.text.append(text)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+async def test_a_stalled_stderr_never_blocks_the_pool(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Children print into a stderr nobody reads: the pool keeps answering, lines beyond the
+    queue are dropped and counted, and once stderr moves the writer says how many."""
+    stderr = _StalledStderr()
+    monkeypatch.setattr(sys, "stderr", stderr)
+    writer = StderrWriter(max_pending=5)
+    async with qoper8.Pool(HANDLERS, children=1, on_output=writer) as pool:
+        assert await pool.submit({"type": "print_noise", "lines": 20}) == 20
+        await wait_until(lambda: writer.dropped > 0, what="lines dropped")
+        # The loop is free while the writer thread is stuck in stderr.write.
+        assert await pool.submit({"type": "echo", "value": "still serving"}) == "still serving"
+        stderr.moving.set()
+
+        def all_accounted() -> bool:
+            lines = "".join(stderr.text).splitlines()
+            printed = [line for line in lines if line.startswith("[qoper8 child ")]
+            return len(printed) + writer.dropped == 40
+
+        await wait_until(all_accounted, what="every line written or counted as dropped")
+    assert await asyncio.to_thread(writer.flush, 5.0)
+    assert not stderr.gave_up
+    notes = [line for line in "".join(stderr.text).splitlines() if "dropped" in line]
+    assert notes == [
+        f"[qoper8] {writer.dropped} lines of child output dropped: stderr did not keep up"
+    ]
