@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
 from . import __version__
+from ._output import NonBlockingLog
 from ._pool import Pool
 from ._transport._http import HttpApi
 from .errors import ConfigError, PoolClosed, Qoper8Error, StartFailed
@@ -122,6 +123,7 @@ class Daemon:
         self._exit_code = EXIT_OK
         self._started = time.time()
         self._log_handler: logging.Handler | None = None
+        self._log_queue: NonBlockingLog | None = None
         self._consumer: Any = None
         self._consumer_task: asyncio.Task[None] | None = None
         self._backlog: deque[signal.Signals | _Request] = deque()
@@ -142,6 +144,7 @@ class Daemon:
         """Serve until TERM, INT or QUIT; return the exit code."""
         self.setup_logging()
         if not self._write_pidfile():
+            self.close_logging()
             return EXIT_ALREADY_RUNNING
         loop = asyncio.get_running_loop()
         try:
@@ -155,9 +158,7 @@ class Daemon:
             for signum in self.actions:
                 loop.remove_signal_handler(signum)
             self._remove_pidfile()
-            if self._log_handler is not None:
-                logging.getLogger("qoper8").removeHandler(self._log_handler)
-                self._log_handler.close()
+            self.close_logging()
 
     async def _serve(self) -> int:
         cfg = self.config
@@ -473,9 +474,19 @@ class Daemon:
         else:
             handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter(LOG_FORMAT))
-        root.addHandler(handler)
+        # Written from a thread: a full disk or a stalled stderr reader must not stop the loop.
+        self._log_queue = NonBlockingLog(root, handler)
         root.propagate = False
         self._log_handler = handler
+
+    def close_logging(self) -> None:
+        """Write what is still queued, then close the log."""
+        if self._log_queue is not None:
+            self._log_queue.close()
+            self._log_queue = None
+        if self._log_handler is not None:
+            self._log_handler.close()
+            self._log_handler = None
 
     def _child_output(self, child_id: int, pid: int, line: str) -> None:
         child_logger.info("child %d (pid %d): %s", child_id, pid, line)

@@ -1,19 +1,24 @@
-"""Children's printed lines on the master's stderr, written from a thread of their own.
+"""Children's printed lines on the master's stderr, and the daemon's log, written from a
+thread of their own.
 
 A pool without ``on_output`` copies every line its children print to ``sys.stderr``. Writing
 there from the event loop would let a slow reader of that stream (a full pipe to a stalled
 log collector, a terminal paused with Ctrl-S) block the loop and with it every job. Lines go
 into a bounded queue instead; a daemon thread writes them. When the queue is full, lines are
 dropped and counted, and the writer says how many when it catches up: losing output is better
-than stopping the pool.
+than stopping the pool. The daemon's log (child lines included) goes the same way through
+``NonBlockingLog``.
 """
 
 from __future__ import annotations
 
 import atexit
+import logging
+import logging.handlers
 import queue
 import sys
 import threading
+import time
 from typing import Final
 
 # Lines waiting for stderr before new ones are dropped (a few MiB of typical log lines).
@@ -89,3 +94,68 @@ class StderrWriter:
             stream.flush()
         except (OSError, ValueError):  # closed or broken: the lines are lost, not the pool
             pass
+
+
+class _DroppingQueueHandler(logging.handlers.QueueHandler):
+    """Queues records without ever waiting: a full queue drops the record and counts it,
+    and the next record that fits is preceded by a warning saying how many were lost."""
+
+    def __init__(self, pending: queue.Queue[logging.LogRecord | None]) -> None:
+        super().__init__(pending)
+        self.dropped = 0
+        self._reported = 0
+
+    def enqueue(self, record: logging.LogRecord) -> None:
+        pending = self.queue
+        assert isinstance(pending, queue.Queue)
+        try:
+            if self.dropped > self._reported:
+                note = logging.LogRecord(
+                    "qoper8",
+                    logging.WARNING,
+                    __file__,
+                    0,
+                    "%d log records dropped: the log did not keep up",
+                    (self.dropped - self._reported,),
+                    None,
+                )
+                pending.put_nowait(self.prepare(note))
+                self._reported = self.dropped
+            pending.put_nowait(record)
+        except queue.Full:
+            self.dropped += 1
+
+
+class NonBlockingLog:
+    """Routes a logger's records through a bounded queue to ``handler``, which a thread of
+    its own writes: logging from the event loop never waits on a slow file or stderr."""
+
+    def __init__(
+        self, logger: logging.Logger, handler: logging.Handler, max_pending: int = MAX_PENDING_LINES
+    ) -> None:
+        self._pending: queue.Queue[logging.LogRecord | None] = queue.Queue(max_pending)
+        self._logger = logger
+        self._handler = handler
+        self.queue_handler = _DroppingQueueHandler(self._pending)
+        self._thread = threading.Thread(target=self._write_forever, name="qoper8-log", daemon=True)
+        self._thread.start()
+        logger.addHandler(self.queue_handler)
+
+    def _write_forever(self) -> None:
+        while True:
+            record = self._pending.get()
+            if record is None:
+                return
+            self._handler.handle(record)
+
+    def close(self, timeout: float = EXIT_FLUSH_SECONDS * 5) -> bool:
+        """Detach from the logger, then wait up to ``timeout`` seconds for what is still
+        queued to be written. Returns whether it was (a stuck handler is given up on)."""
+        self._logger.removeHandler(self.queue_handler)
+        deadline = time.monotonic() + timeout
+        try:
+            self._pending.put(None, timeout=timeout)
+        except queue.Full:
+            return False
+        self._thread.join(max(0.0, deadline - time.monotonic()))
+        return not self._thread.is_alive()
