@@ -94,6 +94,19 @@ class _Backoff:
         self.delay = min(BACKOFF_MAX, max(BACKOFF_BASE, self.delay * 2))
         await asyncio.sleep(self.delay * random.uniform(0.5, 1.0))
 
+    async def attempt(self, call: Callable[[], Awaitable[T]]) -> tuple[bool, T | None]:
+        """Run ``call`` once: ``(True, result)``, or ``(False, None)`` after a Redis failure
+        (logged once per outage, then waited out). Any other error propagates."""
+        try:
+            result = await call()
+        except Exception as exc:
+            if not is_redis_failure(exc):
+                raise
+            await self.failed(exc)
+            return False, None
+        self.succeeded()
+        return True, result
+
     def succeeded(self) -> None:
         if self.failing_since is not None:
             logger.warning(

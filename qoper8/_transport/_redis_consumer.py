@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import logging
 import os
 import random
@@ -41,7 +42,6 @@ from ._redis_connection import (
     _retrying,
     connect,
     describe_url,
-    is_redis_failure,
 )
 from ._rq_jobs import (
     DEFAULT_FAILURE_TTL,
@@ -337,14 +337,9 @@ class RedisConsumer:
                 finally:
                     self._interruptible = False
                 continue
-            try:
-                raw = await self._take_one()
-            except Exception as exc:
-                if not is_redis_failure(exc):
-                    raise
-                await backoff.failed(exc)
+            ok, raw = await backoff.attempt(self._take_one)
+            if not ok:
                 continue
-            backoff.succeeded()
             if raw is not None:
                 self._start(raw)
                 # let the job's task reach pool.submit, so has_capacity() counts it
@@ -567,35 +562,10 @@ class RedisConsumer:
         interval = self.lease * HEARTBEAT_FRACTION
         while True:
             members = list(self._running)
-            try:
-                lost = await self._script("heartbeat")(
-                    keys=[
-                        self._wip_key,
-                        self._consumers_key,
-                        WORKERS_KEY,
-                        self._queue_workers_key,
-                        self._worker_key,
-                    ],
-                    args=[
-                        time.time() + self._window,
-                        self.name,
-                        rq_now(),
-                        "busy" if members else "idle",
-                        int(self.lease * 2) + 60,
-                        self._birth,
-                        socket.gethostname(),
-                        os.getpid(),
-                        self.queue,
-                        *members,
-                    ],
-                )
-            except Exception as exc:
-                if not is_redis_failure(exc):
-                    raise
-                await backoff.failed(exc)
-                continue
-            backoff.succeeded()
-            for m in lost:
+            ok, lost = await backoff.attempt(functools.partial(self._heartbeat, members))
+            if not ok:
+                continue  # the backoff waited
+            for m in lost or ():
                 running = self._running.get(_text(m))
                 if running is not None and not running.finished:
                     logger.warning(
@@ -606,20 +576,38 @@ class RedisConsumer:
                     )
             await asyncio.sleep(interval)
 
+    async def _heartbeat(self, members: list[str]) -> Any:
+        """Renew this consumer's leases on ``members`` and its rq worker entry; returns
+        the members whose lease was already gone."""
+        return await self._script("heartbeat")(
+            keys=[
+                self._wip_key,
+                self._consumers_key,
+                WORKERS_KEY,
+                self._queue_workers_key,
+                self._worker_key,
+            ],
+            args=[
+                time.time() + self._window,
+                self.name,
+                rq_now(),
+                "busy" if members else "idle",
+                int(self.lease * 2) + 60,
+                self._birth,
+                socket.gethostname(),
+                os.getpid(),
+                self.queue,
+                *members,
+            ],
+        )
+
     async def _reap_loop(self) -> None:
         # Every host reaps; the script is atomic, so two reapers never requeue a job twice.
         backoff = _Backoff(f"consumer {self.name} reaper", self.url)
         interval = self.lease * REAP_FRACTION
         while True:
             await asyncio.sleep(interval * random.uniform(0.5, 1.0))
-            try:
-                await self.reap()
-            except Exception as exc:
-                if not is_redis_failure(exc):
-                    raise
-                await backoff.failed(exc)
-                continue
-            backoff.succeeded()
+            await backoff.attempt(self.reap)
 
     async def reap(self, *, now: float | None = None) -> tuple[int, list[str], list[str]]:
         """Hand back dead consumers' claims and queue again (or fail) jobs whose lease
