@@ -399,7 +399,7 @@ class Pool:
         kill_on_cancel: bool = False,
         wait_for_room: bool = True,
     ) -> JSONValue:
-        """Run one action on the first idle child and return the handler's result.
+        """Run one action on an idle child (the one freed last) and return its result.
 
         Args:
             action: a mapping with a string ``type`` and JSON-able fields, or a pydantic
