@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
-from typing import TYPE_CHECKING
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 import qoper8
-
-if TYPE_CHECKING:
-    from pathlib import Path
 
 
 async def test_users_worker_keeps_one_connection_per_child_and_answers_queries(
@@ -79,3 +79,25 @@ def test_users_worker_does_not_retry_other_database_errors() -> None:
     with pytest.raises(sqlite3.OperationalError, match="disk I/O"):
         users._use_wal(conn)  # type: ignore[arg-type]
     assert conn.calls == 1
+
+
+def test_the_readme_first_command_runs_the_demo(tmp_path: Path) -> None:
+    """``python -m workers``, the main job of the README's first command."""
+    env = {**os.environ, "QOPER8_USERS_DB": str(tmp_path / "users.db")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "workers"],
+        cwd=Path(__file__).resolve().parent.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "user 1: {'id': 1, 'name': 'ada'}" in out
+    assert "names seen: ['ada', 'barbara', 'edsger', 'grace']" in out
+    assert "user 999: JobFailed: LookupError: no user with id 999" in out
+    assert "primes below 1e6 and 2e6: [78498, 148933]" in out
+    assert "users pool: 1001 completed, 1 failed" in out
+    assert "event loop lag while the pools served: p50 " in out

@@ -1,7 +1,9 @@
 """``python -m workers``: a real run of both example worker modules on local pools.
 
 An asyncio program keeps a 1 ms heartbeat on its event loop while four children answer
-SQLite queries and crunch CPU-bound work; the loop never stalls, and the statistics show it.
+SQLite queries and two crunch CPU-bound work, and reports how late the heartbeat fired while
+the pools served. (While six interpreters boot at once on a small machine, the master only
+gets its share of the CPUs; the heartbeat starts once the pools are ready.)
 """
 
 from __future__ import annotations
@@ -23,13 +25,13 @@ async def heartbeat(lags: list[float], stop: asyncio.Event) -> None:
 async def main() -> None:
     lags: list[float] = []
     stop = asyncio.Event()
-    beat = asyncio.create_task(heartbeat(lags, stop))
     started = time.perf_counter()
     async with (
         qoper8.Pool("workers.users:worker", children=4) as users,
         qoper8.Pool("workers.cpu:worker", children=2) as cpu,
     ):
         print(f"pools ready in {time.perf_counter() - started:.2f}s")
+        beat = asyncio.create_task(heartbeat(lags, stop))
         print("user 1:", await users.submit({"type": "user.get", "id": 1}, timeout=5.0))
         found = await asyncio.gather(
             *(users.submit({"type": "user.get", "id": i % 4 + 1}) for i in range(1000))
@@ -51,12 +53,13 @@ async def main() -> None:
             f"run time p50 {p50:.0f} us, "
             f"children {[c.jobs_done for c in stats.children]} jobs each"
         )
-    stop.set()
-    await beat
+        stop.set()
+        await beat
     lags.sort()
     print(
-        f"event loop lag while all that ran: p99 {lags[int(len(lags) * 0.99)] * 1e3:.2f} ms, "
-        f"max {lags[-1] * 1e3:.2f} ms over {len(lags)} ticks"
+        f"event loop lag while the pools served: p50 {lags[len(lags) // 2] * 1e3:.2f} ms, "
+        f"p99 {lags[int(len(lags) * 0.99)] * 1e3:.2f} ms, max {lags[-1] * 1e3:.2f} ms "
+        f"over {len(lags)} ticks (the max includes creating 1,000 tasks at once)"
     )
 
 
