@@ -34,7 +34,7 @@ class StderrWriter:
         self._queue: queue.Queue[str] = queue.Queue(max_pending)
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
-        self.dropped = 0  # written by the caller's thread only
+        self.dropped = 0  # by the callers' loop threads (several sync pools: a count, not a lock)
         self._reported = 0  # read and written by the writer thread only
 
     def __call__(self, child_id: int, pid: int, line: str) -> None:
