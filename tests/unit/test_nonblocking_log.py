@@ -16,11 +16,18 @@ class _StalledHandler(logging.Handler):
         self.moving = threading.Event()
         self.gave_up = False
         self.messages: list[str] = []
+        self.written = threading.Condition()
 
     def emit(self, record: logging.LogRecord) -> None:
         if not self.moving.wait(timeout=20):
             self.gave_up = True
-        self.messages.append(record.getMessage())
+        with self.written:
+            self.messages.append(record.getMessage())
+            self.written.notify_all()
+
+    def wait_for(self, count: int, timeout: float = 10.0) -> bool:
+        with self.written:
+            return self.written.wait_for(lambda: len(self.messages) >= count, timeout)
 
 
 def test_a_stalled_log_handler_never_blocks_the_caller() -> None:
@@ -35,10 +42,7 @@ def test_a_stalled_log_handler_never_blocks_the_caller() -> None:
         dropped = log.queue_handler.dropped
         assert dropped > 0
         handler.moving.set()
-        deadline = time.monotonic() + 10
-        while len(handler.messages) < 40 - dropped:  # the queued records drain
-            assert time.monotonic() < deadline, "the queued records were never written"
-            time.sleep(0.01)
+        assert handler.wait_for(40 - dropped), "the queued records were never written"
         logger.warning("after")
     finally:
         assert log.close()  # writes what is queued
