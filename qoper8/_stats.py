@@ -122,15 +122,11 @@ class _Series:
     counts: list[int] = field(default_factory=lambda: [0] * (len(HISTOGRAM_BUCKETS) + 1))
     total: float = 0.0
 
-    def add(self, seconds: float) -> None:
-        self.samples.append(seconds)
-        self.counts[bisect.bisect_left(HISTOGRAM_BUCKETS, seconds)] += 1
-        self.total += seconds
-
     def add_many(self, seconds: list[float]) -> None:
-        """``add`` each value, in order. Sorted once, the batch is split at each bucket bound
-        by bisection: a few C calls per bucket instead of Python work per value (the pool
-        folds its raw per-job samples through here)."""
+        """Add durations, in order: each to the samples and to the first bucket whose bound
+        is at least it. Sorted once, the batch is split at each bucket bound by bisection: a
+        few C calls per bucket instead of Python work per value (the pool folds its raw
+        per-job samples through here)."""
         if not seconds:
             return
         self.samples.extend(seconds)

@@ -125,7 +125,7 @@ async def test_executor_works_with_run_in_executor(pool: qoper8.Pool) -> None:
     assert results == [i * i for i in range(10)]
 
 
-async def test_run_in_executor_starts_the_call_before_the_caller_awaits(
+async def test_run_in_executor_queues_the_call_within_one_loop_turn(
     pool: qoper8.Pool,
 ) -> None:
     """On the loop's thread the call is queued at the next loop turn (its task's first step),

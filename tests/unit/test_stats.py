@@ -1,23 +1,25 @@
-"""The statistics series: folding a batch of samples at once counts exactly as adding each."""
+"""The statistics series: a batch of durations lands in the buckets, samples and totals
+exactly as each value would on its own."""
 
 from __future__ import annotations
 
+import math
 import random
 
 import pytest
 
-from qoper8._stats import HISTOGRAM_BUCKETS, _Series
+from qoper8._stats import HISTOGRAM_BUCKETS, SAMPLE_WINDOW, _Series
 
 
-def _one_by_one(values: list[float]) -> _Series:
-    series = _Series()
-    for v in values:
-        series.add(v)
-    return series
+def _bucket_of(value: float) -> int:
+    """The first bucket whose upper bound is at least ``value`` (the overflow one past all)."""
+    return next(
+        (i for i, bound in enumerate(HISTOGRAM_BUCKETS) if value <= bound), len(HISTOGRAM_BUCKETS)
+    )
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_add_many_counts_like_add(seed: int) -> None:
+def test_a_batch_counts_like_each_value_on_its_own(seed: int) -> None:
     rng = random.Random(seed)
     # Values on every bucket bound (a bound belongs to its own bucket), between bounds,
     # below the first and above the last.
@@ -28,19 +30,26 @@ def test_add_many_counts_like_add(seed: int) -> None:
     batched.add_many(values[:200])
     batched.add_many([])
     batched.add_many(values[200:])
-    expected = _one_by_one(values)
-    assert batched.counts == expected.counts
-    assert list(batched.samples) == list(expected.samples)
-    assert batched.total == pytest.approx(expected.total)
-    assert batched.histogram().buckets == expected.histogram().buckets
-    assert batched.percentiles() == expected.percentiles()
+    expected = [0] * (len(HISTOGRAM_BUCKETS) + 1)
+    for v in values:
+        expected[_bucket_of(v)] += 1
+    assert batched.counts == expected
+    assert list(batched.samples) == values[-SAMPLE_WINDOW:]
+    assert batched.total == pytest.approx(math.fsum(values))
+    cumulative = [sum(expected[: i + 1]) for i in range(len(HISTOGRAM_BUCKETS))]
+    assert batched.histogram().buckets == tuple(zip(HISTOGRAM_BUCKETS, cumulative, strict=True))
+    assert batched.histogram().count == len(values)
+    ordered = sorted(values)
+    percentiles = batched.percentiles()
+    assert percentiles.count == len(values)
+    assert percentiles.p50 == ordered[int(0.5 * len(values))]
+    assert percentiles.p99 == ordered[int(0.99 * len(values))]
+    assert percentiles.max == ordered[-1]
 
 
 def test_samples_keep_only_the_most_recent_window() -> None:
     series = _Series()
-    window = series.samples.maxlen
-    assert window is not None
-    series.add_many([float(i) for i in range(window + 10)])
-    assert len(series.samples) == window
+    series.add_many([float(i) for i in range(SAMPLE_WINDOW + 10)])
+    assert len(series.samples) == SAMPLE_WINDOW
     assert series.samples[0] == 10.0
-    assert series.histogram().count == window + 10
+    assert series.histogram().count == SAMPLE_WINDOW + 10
