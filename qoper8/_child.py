@@ -103,6 +103,7 @@ class Child:
         self.started_at = time.monotonic()
         self.retire_requested = False
         self.was_ready = False
+        self.ready_at = 0.0  # monotonic time of READY (0.0 before it)
         self.retiring = False
         # Set while start()/reload() await this child themselves: its failure is theirs to
         # report, not a background respawn failure to count.
@@ -113,6 +114,10 @@ class Child:
         self.handlers: list[dict[str, Any]] = []
         self.last_rss = 0
         self.kill_reason: str | None = None
+        # Whether the kill was the child's own fault (a start timeout, a protocol violation)
+        # rather than the pool's decision (surplus, an old generation, closing): the former
+        # still counts as a failed start.
+        self.kill_fault = False
         self._proc: subprocess.Popen[bytes] | None = None
         self._sock: socket.socket | None = None
         self._reader = proto.FrameReader(0)
@@ -273,7 +278,7 @@ class Child:
             async with asyncio.timeout(timeout):
                 await asyncio.shield(self._ready)
         except TimeoutError:
-            self.kill("start timed out")
+            self.kill("start timed out", fault=True)
             raise
 
     async def wait_exited(self) -> None:
@@ -386,12 +391,14 @@ class Child:
         self.retiring = True
         self._send(Kind.RETIRE, 0, b"")
 
-    def kill(self, reason: str) -> None:
-        """SIGKILL the child's whole process group; the exit watcher reports the death."""
+    def kill(self, reason: str, *, fault: bool = False) -> None:
+        """SIGKILL the child's whole process group; the exit watcher reports the death.
+        ``fault``: the child brought it on itself (see ``kill_fault``)."""
         if self.state is ChildState.DEAD or self.pid is None:
             return
         if self.kill_reason is None:
             self.kill_reason = reason
+            self.kill_fault = fault
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, signal.SIGKILL)
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -415,6 +422,7 @@ class Child:
                 return
             self.state = ChildState.IDLE
             self.was_ready = True
+            self.ready_at = time.monotonic()
             assert self._ready is not None
             if not self._ready.done():
                 self._ready.set_result(None)
@@ -428,7 +436,7 @@ class Child:
             self.events.child_frame(self, kind, job_id, extra, payload)
 
     def protocol_violation(self, why: str) -> None:
-        self.kill(f"protocol violation: {why}")
+        self.kill(f"protocol violation: {why}", fault=True)
 
     def on_channel_closed(self) -> None:
         if self.state is not ChildState.DEAD and self._loop is not None:
@@ -450,8 +458,12 @@ class ChildStartError(Exception):
         self.remote_type: str | None = err.get("type")
         self.remote_message: str | None = err.get("message")
         self.remote_traceback: str | None = err.get("traceback")
+        how = describe_exit(child.exitcode, child.signal)
         if err:
             text = f"{err.get('type')}: {err.get('message')}"
+        elif child.was_ready:
+            after = time.monotonic() - child.ready_at
+            text = f"it {how} {after:.1f}s after it was ready, before any job"
         else:
-            text = f"it {describe_exit(child.exitcode, child.signal)} before it was ready"
+            text = f"it {how} before it was ready"
         super().__init__(f"{child.describe()} failed to start: {text}")

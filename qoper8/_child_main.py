@@ -20,6 +20,7 @@ from collections import deque
 from typing import Any, Final
 
 from . import _protocol as proto
+from ._main_module import import_main
 from ._protocol import Kind
 from ._worker import Worker, load_worker
 
@@ -141,10 +142,18 @@ def _rss_bytes() -> int:
 class ChildLoop:
     """Runs jobs for the master, one at a time, until told to retire or the master goes."""
 
-    def __init__(self, channel: Channel, worker: Worker, report_memory: bool) -> None:
+    def __init__(
+        self,
+        channel: Channel,
+        worker: Worker,
+        report_memory: bool,
+        main: dict[str, str] | None = None,
+    ) -> None:
         self.channel = channel
         self.worker = worker
         self.report_memory = report_memory
+        # The master's main script, imported as __mp_main__ when a call first needs it.
+        self._main = main
         self._loop: Any = None  # an asyncio loop, created only if a handler is async
 
     def run(self) -> int:
@@ -218,6 +227,9 @@ class ChildLoop:
 
     def _run_call(self, job_id: int, payload: bytes) -> None:
         try:
+            if self._main is not None and b"__main__" in payload:
+                main, self._main = self._main, None
+                import_main(main)
             func, args, kwargs = pickle.loads(payload)
             result = func(*args, **kwargs)
             body = pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
@@ -298,7 +310,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     channel.send(Kind.READY, 0, proto.dumps(ready))
     try:
-        return ChildLoop(channel, worker, bool(config.get("report_memory"))).run()
+        return ChildLoop(
+            channel, worker, bool(config.get("report_memory")), config.get("main")
+        ).run()
     except (proto.ProtocolError, proto.JSONDecodeError) as exc:
         sys.stderr.write(f"qoper8 child: protocol error, exiting: {exc}\n")
         return EXIT_PROTOCOL_ERROR

@@ -1,18 +1,27 @@
-"""``PoolExecutor``: the ``concurrent.futures.Executor`` face of a pool.
+"""``PoolExecutor``: the ``concurrent.futures.Executor`` face of a pool, contract included.
 
-It only forwards to ``Pool.run`` on the pool's event loop, so it behaves exactly like
-``await pool.run(...)``: cancelling the returned future cancels a queued job.
+Each call gets a ``concurrent.futures.Future`` (the *handle*) that the pool itself moves to
+RUNNING when a child takes the job, so ``running()`` and ``cancel()`` tell the truth: a queued
+call can be cancelled (the job is dropped, it never runs), a running one cannot. ``result()``
+raises the function's own exception with the child's traceback as its ``__cause__``, as
+``ProcessPoolExecutor`` does. ``shutdown(wait=True)`` waits for every call it handed out, and
+``cancel_futures=True`` cancels the queued ones.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
+import threading
 from typing import TYPE_CHECKING, Any, TypeVar
+
+from .errors import JobFailed, RemoteTraceback
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from ._job import Job
     from ._pool import Pool
 
 T = TypeVar("T")
@@ -20,39 +29,115 @@ T = TypeVar("T")
 
 class PoolExecutor(concurrent.futures.Executor):
     """Runs ``fn(*args, **kwargs)`` in the pool's children; safe to call from any thread,
-    including the loop's own (``loop.run_in_executor(pool.executor(), fn, arg)``)."""
+    including the loop's own (``loop.run_in_executor(pool.executor(), fn, arg)``). Shutting
+    it down refuses new calls; the pool itself stays open (it belongs to its ``async with``)."""
 
     def __init__(self, pool: Pool, loop: asyncio.AbstractEventLoop) -> None:
         self._pool = pool
         self._loop = loop
+        self._lock = threading.Lock()
         self._shutdown = False
+        self._calls: set[concurrent.futures.Future[Any]] = set()
 
     def submit(
         self, fn: Callable[..., T], /, *args: Any, **kwargs: Any
     ) -> concurrent.futures.Future[T]:
-        if self._shutdown:
-            raise RuntimeError("cannot schedule new futures after shutdown")
-        if _running_loop() is not self._loop:
-            return asyncio.run_coroutine_threadsafe(self._pool.run(fn, *args, **kwargs), self._loop)
-        # On the loop's own thread (``loop.run_in_executor``): start the call now, with no
-        # thread-safe hop to get onto the loop (a self-pipe write and an extra wake-up).
-        task = self._loop.create_task(self._pool.run(fn, *args, **kwargs))
-        future: concurrent.futures.Future[T] = concurrent.futures.Future()
-        task.add_done_callback(lambda done: _copy_outcome(done, future))
-        future.add_done_callback(lambda done: self._cancel_if_cancelled(done, task))
-        return future
+        handle: concurrent.futures.Future[T] = concurrent.futures.Future()
+        with self._lock:
+            if self._shutdown:
+                raise RuntimeError("cannot schedule new futures after shutdown")
+            self._calls.add(handle)
+        handle.add_done_callback(self._forget)
+        if _running_loop() is self._loop:
+            # On the loop's own thread (``loop.run_in_executor``): start the call now, with no
+            # thread-safe hop to get onto the loop (a self-pipe write and an extra wake-up).
+            self._start(handle, fn, args, kwargs)
+        else:
+            try:
+                self._loop.call_soon_threadsafe(self._start, handle, fn, args, kwargs)
+            except RuntimeError:  # the loop is closed: the pool is long gone
+                self._fail(handle, _closed())
+        return handle
 
-    def _cancel_if_cancelled(
-        self, future: concurrent.futures.Future[T], task: asyncio.Task[T]
+    def _forget(self, handle: concurrent.futures.Future[Any]) -> None:
+        with self._lock:
+            self._calls.discard(handle)
+
+    def _start(
+        self,
+        handle: concurrent.futures.Future[Any],
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
     ) -> None:
-        """The caller cancelled ``future`` (from any thread): cancel the call, which removes a
-        queued job, as cancelling ``await pool.run(...)`` does."""
-        if future.cancelled() and not task.done():
-            self._loop.call_soon_threadsafe(task.cancel)
+        """On the loop thread: queue the call (or drop it if it was cancelled on the way)."""
+        if handle.cancelled():
+            handle.set_running_or_notify_cancel()  # tells wait() and as_completed()
+            return
+        try:
+            job = self._pool._executor_call(fn, args, kwargs, handle)
+        except BaseException as exc:
+            self._fail(handle, exc)
+            return
+        if job is None:  # the queue is full: wait for room, as run() would
+            task = self._loop.create_task(
+                self._pool._executor_call_when_room(fn, args, kwargs, handle)
+            )
+            task.add_done_callback(lambda t: self._when_room(t, handle))
+            return
+        self._follow(job, handle)
+
+    def _when_room(self, task: asyncio.Task[Job], handle: concurrent.futures.Future[Any]) -> None:
+        if task.cancelled():
+            self._fail(handle, _closed())
+        elif (exc := task.exception()) is not None:
+            self._fail(handle, exc)
+        else:
+            self._follow(task.result(), handle)
+
+    def _follow(self, job: Job, handle: concurrent.futures.Future[Any]) -> None:
+        job.future.add_done_callback(lambda done: _settle(done, handle))
+        handle.add_done_callback(lambda h: self._cancelled(h, job))
+
+    def _cancelled(self, handle: concurrent.futures.Future[Any], job: Job) -> None:
+        """The caller cancelled ``handle`` (from any thread): drop the queued job."""
+        if not handle.cancelled():
+            return
+        if _running_loop() is self._loop:
+            self._pool._cancel_call(job, handle)
+            return
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nothing left to drop
+            self._loop.call_soon_threadsafe(self._pool._cancel_call, job, handle)
+
+    @staticmethod
+    def _fail(handle: concurrent.futures.Future[Any], exc: BaseException) -> None:
+        if handle.set_running_or_notify_cancel():
+            handle.set_exception(exc)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        """Refuse new calls. The pool itself stays open: it belongs to its ``async with``."""
-        self._shutdown = True
+        """Refuse new calls; with ``cancel_futures`` cancel those still queued; with ``wait``
+        return once every call this executor handed out has ended.
+
+        Raises:
+            RuntimeError: ``wait=True`` on the pool's own event loop thread while calls are
+                pending: the loop would wait for itself. Await them (or shut down from
+                another thread) instead.
+        """
+        with self._lock:
+            self._shutdown = True
+            calls = list(self._calls)
+        if cancel_futures:
+            for handle in calls:
+                handle.cancel()  # only the queued ones: a running call cannot be
+        if not wait:
+            return
+        pending = [h for h in calls if not h.done()]
+        if pending and _running_loop() is self._loop:
+            raise RuntimeError(
+                f"shutdown(wait=True) on the pool's own event loop with {len(pending)} calls "
+                "pending would wait forever: await them first, or shut down from another thread"
+            )
+        concurrent.futures.wait(pending)
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:
@@ -62,14 +147,34 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return None
 
 
-def _copy_outcome(task: asyncio.Task[T], future: concurrent.futures.Future[T]) -> None:
-    if future.done():  # cancelled by the caller first
+def _closed() -> BaseException:
+    from .errors import PoolClosed
+
+    return PoolClosed("the pool closed before the call reached a child")
+
+
+def _settle(done: asyncio.Future[Any], handle: concurrent.futures.Future[Any]) -> None:
+    """Copy the job's outcome to the caller's handle (on the loop thread)."""
+    if handle.done():
         return
-    if task.cancelled():
-        future.cancel()
-        return
-    exc = task.exception()
-    if exc is not None:
-        future.set_exception(exc)
+    if done.cancelled():
+        exc: BaseException | None = _closed()
     else:
-        future.set_result(task.result())
+        exc = done.exception()
+    with contextlib.suppress(concurrent.futures.InvalidStateError):  # cancelled meanwhile
+        if exc is None:
+            handle.set_result(done.result())
+        else:
+            handle.set_exception(_remote(exc))
+
+
+def _remote(exc: BaseException) -> BaseException:
+    """Code written for executors catches the function's own exception: give it that, with
+    the child's traceback as the cause (``ProcessPoolExecutor``'s ``_RemoteTraceback``).
+    ``JobFailed`` stays where the exception could not be pickled back."""
+    if isinstance(exc, JobFailed) and exc.remote_exception is not None:
+        original = exc.remote_exception
+        if exc.remote_traceback:
+            original.__cause__ = RemoteTraceback(exc.remote_traceback)
+        return original
+    return exc

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import asyncio
+    import concurrent.futures
 
     from ._child import Child
 
@@ -41,6 +42,7 @@ class Job:
         "deadline",
         "frame",
         "future",
+        "handle",
         "id",
         "kind",
         "started_at",
@@ -69,6 +71,8 @@ class Job:
         self.deadline: float | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.child: Child | None = None
+        # An executor call's concurrent.futures.Future, moved to RUNNING at dispatch.
+        self.handle: concurrent.futures.Future[Any] | None = None
 
     @property
     def ended(self) -> bool:

@@ -37,6 +37,7 @@ import orjson
 from . import _protocol as proto
 from ._child import Child, ChildStartError, ChildState
 from ._job import Job, JobKind, JobState
+from ._main_module import IMPORTING_MAIN_ENV, alias_main, describe_main
 from ._output import StderrWriter
 from ._protocol import ErrorCategory, Kind
 from ._stats import ChildStatistics, Counters, PoolStatistics
@@ -56,6 +57,7 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
+    import concurrent.futures
     from concurrent.futures import Executor
     from types import TracebackType
 
@@ -77,9 +79,18 @@ RETIRE_TIMEOUT: Final = 5.0
 # worker module costs a few spawns a second at first and one every MAX seconds after.
 RESPAWN_BACKOFF_BASE: Final = 0.1
 RESPAWN_BACKOFF_MAX: Final = 5.0
+# A child that exits on its own this soon after READY, before any job, counts as a failed
+# start: its worker module is broken in a way on_start did not show (a thread that ends the
+# process, a connection dropped at once). Longer than such after-effects take (0.2 s in
+# tests/bad_workers/dies_after_ready.py); an operator killing idle children, or the OOM killer,
+# comes later than this, and counting them as failed starts would slow respawns for nothing.
+START_FAILURE_WINDOW: Final = 1.0
+# The bounds ``resize()`` accepts, the same as ``PoolConfig.children``.
+MAX_CHILDREN: Final = 1024
 
 _UNSET: Final[Any] = object()
 _monotonic: Final = time.monotonic
+_INF: Final = float("inf")
 _dumps: Final = orjson.dumps
 _loads: Final = orjson.loads
 _HEADER_PACK: Final = proto.HEADER.pack
@@ -185,7 +196,12 @@ class Pool:
         self._tasks: set[asyncio.Task[None]] = set()
         self._waiters: list[tuple[Callable[[], bool], asyncio.Future[None]]] = []
         self._room_waiters: deque[asyncio.Future[None]] = deque()
+        # Consecutive failed starts since the last child that proved healthy (a job done,
+        # or alive START_FAILURE_WINDOW after READY); non-zero means degraded.
         self._start_failures = 0
+        self._degraded_since: float | None = None
+        # Respawns sleeping out their back-off; a recovery wakes them at once.
+        self._backoff_waiters: set[asyncio.Future[None]] = set()
         self._broken: StartFailed | None = None
         self._reloading = False
         self._closed = asyncio.Event()
@@ -203,7 +219,10 @@ class Pool:
             "cwd": os.getcwd(),
             "max_message_bytes": config.max_message_bytes,
             "report_memory": config.max_memory_per_child is not None,
+            "main": describe_main(),
         }
+        if self._child_config["main"] is not None:
+            alias_main()
 
     # ================================================================ lifecycle
 
@@ -228,12 +247,25 @@ class Pool:
         """
         if self._state is not _State.NEW:
             raise RuntimeError("a Pool can be started only once")
+        if os.environ.get(IMPORTING_MAIN_ENV):
+            raise RuntimeError(
+                "a qoper8 child imported the main script to run one of its functions, and "
+                "the script started a pool while being imported: put the code that starts "
+                "the pool under `if __name__ == '__main__':`"
+            )
         self._loop = asyncio.get_running_loop()
         self._spawner = ThreadPoolExecutor(1, thread_name_prefix="qoper8-spawner")
         self._state = _State.STARTING
         try:
             await self._start_children([self._new_child() for _ in range(self._target)])
-        except BaseException:
+        except BaseException as exc:
+            if isinstance(exc, StartFailed):
+                # Jobs submitted while the children started get the reason, not PoolClosed.
+                for job in self._queue:
+                    if job.state is _QUEUED:
+                        job.fail(_copy_start_failed(exc))
+                self._queue.clear()
+                self._queued = 0
             await self._shutdown_children(grace=0.0)
             self._finish_close()
             raise
@@ -443,24 +475,42 @@ class Pool:
             raise
         return result
 
-    async def run(self, func: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
-        """Run a picklable module-level function in a child (the ``ProcessPoolExecutor``
-        face) under the pool's default timeout.
+    async def run(
+        self,
+        func: Callable[..., T],
+        /,
+        *args: Any,
+        timeout: float | None = _UNSET,
+        **kwargs: Any,
+    ) -> T:
+        """Run a picklable function in a child (the ``ProcessPoolExecutor`` face).
+
+        Functions of the main script work as with multiprocessing's spawn: the child
+        imports the script as ``__mp_main__`` the first time a call needs it, so the code
+        that starts the pool must sit under ``if __name__ == "__main__":``.
+
+        Args:
+            func: a module-level function (or a ``functools.partial`` of one).
+            timeout: seconds from now until ``JobTimeout`` (the child is killed); None for no
+                deadline; the pool's ``timeout`` when omitted. It is the job's deadline, never
+                passed to ``func``: bind a ``timeout`` argument of ``func``'s own with
+                ``functools.partial``.
+            *args, **kwargs: ``func``'s arguments.
 
         Raises:
-            InvalidAction: ``func`` or its arguments cannot be pickled.
+            InvalidAction: ``func`` or its arguments cannot be pickled, ``func`` was
+                defined where a child cannot import it (a REPL), or a bad ``timeout``.
+            TypeError: ``timeout`` given for a function that has a ``timeout`` parameter of
+                its own (ambiguous: use ``functools.partial`` for the function's).
             JobFailed: it raised (the original exception is ``remote_exception``).
+            JobTimeout, ChildDied, QueueFull, PoolClosed, StartFailed: as ``submit``.
         """
-        try:
-            payload = pickle.dumps((func, args, kwargs), protocol=pickle.HIGHEST_PROTOCOL)
-        except Exception as exc:
-            raise InvalidAction(f"cannot pickle the call to {func!r}: {exc}") from None
-        if len(payload) > self.config.max_message_bytes:
-            raise InvalidAction(f"the pickled call is {len(payload)} bytes, over max_message_bytes")
-        name = getattr(func, "__qualname__", repr(func))
-        job = self._enqueue(JobKind.CALL, payload, name, _UNSET, True)
+        if timeout is not _UNSET:
+            _refuse_ambiguous_timeout(func)
+        payload, name = self._encode_call(func, args, kwargs)
+        job = self._enqueue(JobKind.CALL, payload, name, timeout, True)
         if job is None:
-            job = await self._enqueue_when_room(JobKind.CALL, payload, name, _UNSET)
+            job = await self._enqueue_when_room(JobKind.CALL, payload, name, timeout)
         try:
             result: T = await job.future
         except asyncio.CancelledError:
@@ -468,13 +518,75 @@ class Pool:
             raise
         return result
 
+    def _encode_call(
+        self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[bytes, str]:
+        """Pickle a call for a CALL frame; refuse what a child could never unpickle."""
+        if getattr(func, "__module__", None) == "__main__" and self._child_config["main"] is None:
+            raise InvalidAction(
+                f"{getattr(func, '__qualname__', func)!r} is defined in __main__, which a child "
+                "cannot import here (an interactive session, -c, or a package's __main__): "
+                "move it into a module"
+            )
+        try:
+            payload = pickle.dumps((func, args, kwargs), protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:
+            raise InvalidAction(f"cannot pickle the call to {func!r}: {exc}") from None
+        if len(payload) > self._max_bytes:
+            raise InvalidAction(f"the pickled call is {len(payload)} bytes, over max_message_bytes")
+        return payload, getattr(func, "__qualname__", repr(func))
+
+    def _executor_call(
+        self,
+        func: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        handle: concurrent.futures.Future[Any],
+    ) -> Job | None:
+        """Queue a call for ``PoolExecutor`` (on the loop thread). ``handle`` moves to
+        RUNNING when a child takes the job, or the job is dropped if it was cancelled first.
+        Returns None when the queue is full (the executor then waits for room).
+
+        Raises:
+            InvalidAction, PoolClosed, StartFailed: as ``run``.
+        """
+        payload, name = self._encode_call(func, args, kwargs)
+        return self._enqueue(JobKind.CALL, payload, name, _UNSET, True, handle)
+
+    async def _executor_call_when_room(
+        self,
+        func: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        handle: concurrent.futures.Future[Any],
+    ) -> Job:
+        payload, name = self._encode_call(func, args, kwargs)
+        return await self._enqueue_when_room(JobKind.CALL, payload, name, _UNSET, handle)
+
     def executor(self) -> Executor:
         """A ``concurrent.futures.Executor`` running functions in this pool, for
-        ``loop.run_in_executor`` and code written against executors."""
+        ``loop.run_in_executor`` and code written against executors. It keeps the
+        executor contract: ``running()`` once a child runs the call (``cancel()`` is then
+        False), ``shutdown(wait=True)`` waits for its calls (from another thread: on the
+        pool's own loop that would deadlock, so it raises), ``cancel_futures=True`` cancels
+        the queued ones, and ``result()`` raises the function's own exception with the
+        child's traceback as its ``__cause__``.
+
+        Raises:
+            PoolClosed: the pool is not started or closed.
+        """
         from ._executor import PoolExecutor
 
-        assert self._loop is not None, "start the pool first"
+        if self._loop is None or self._state is _State.CLOSED:
+            raise PoolClosed("start the pool first" if self._loop is None else "the pool is closed")
         return PoolExecutor(self, self._loop)
+
+    def _cancel_call(self, job: Job, handle: concurrent.futures.Future[Any]) -> None:
+        """An executor call's handle was cancelled (from any thread, hopped onto the loop): a
+        queued job is dropped, and waiters on the handle are told."""
+        if job.state is _QUEUED:
+            self._on_cancel(job, False)
+            handle.set_running_or_notify_cancel()
 
     def _encode_action(self, action: Mapping[str, Any] | BaseModel) -> tuple[str, bytes]:
         action_type, payload = proto.encode_action(action)
@@ -495,17 +607,24 @@ class Pool:
         action_type: str,
         timeout: float | None,
         wait_for_room: bool,
+        handle: concurrent.futures.Future[Any] | None = None,
     ) -> Job | None:
         """Make the job and send it to an idle child or queue it. Returns None when the
         queue is full and the caller waits for room (``_enqueue_when_room``).
 
         Raises:
-            PoolClosed, StartFailed, QueueFull (full and ``wait_for_room`` is False).
+            PoolClosed, StartFailed, QueueFull (full and ``wait_for_room`` is False),
+            InvalidAction (a timeout that is not a positive number of seconds or None).
         """
-        if self._state is not _State.OPEN:
+        state = self._state
+        if state is not _State.OPEN and state is not _State.STARTING:
+            # While STARTING, jobs queue and go to children as they become ready (a daemon
+            # takes requests while its pool starts); a failed start fails them.
             raise PoolClosed(
-                "the pool is closed" if self._state != _State.NEW else "the pool is not started"
+                "the pool is closed" if state is not _State.NEW else "the pool is not started"
             )
+        if timeout is not _UNSET and timeout is not None:
+            _check_timeout(timeout)
         if self._broken is not None:
             raise self._broken_error()
         max_queue = self._max_queue
@@ -518,10 +637,15 @@ class Pool:
                 self._counters.rejected += 1
                 raise QueueFull(f"the queue holds {self._queued} jobs (max_queue={max_queue})")
             return None
-        return self._new_job(kind, payload, action_type, timeout, _monotonic())
+        return self._new_job(kind, payload, action_type, timeout, _monotonic(), handle)
 
     async def _enqueue_when_room(
-        self, kind: JobKind, payload: bytes, action_type: str, timeout: float | None
+        self,
+        kind: JobKind,
+        payload: bytes,
+        action_type: str,
+        timeout: float | None,
+        handle: concurrent.futures.Future[Any] | None = None,
     ) -> Job:
         """The slow path of ``_enqueue``: wait for room in the queue within the job's
         deadline, which keeps counting from now."""
@@ -533,7 +657,7 @@ class Pool:
             timeout = max(0.0, timeout - (_monotonic() - now))
         if self._broken is not None:
             raise self._broken_error()
-        return self._new_job(kind, payload, action_type, timeout, now)
+        return self._new_job(kind, payload, action_type, timeout, now, handle)
 
     def _new_job(
         self,
@@ -542,6 +666,7 @@ class Pool:
         action_type: str,
         timeout: float | None,
         submitted_at: float,
+        handle: concurrent.futures.Future[Any] | None = None,
     ) -> Job:
         loop = self._loop
         assert loop is not None
@@ -558,6 +683,8 @@ class Pool:
             submitted_at,
             action_type,
         )
+        if handle is not None:
+            job.handle = handle
         self._counters.submitted += 1
         if timeout is not None:
             job.deadline = _monotonic() + timeout
@@ -566,7 +693,9 @@ class Pool:
         if idle and not self._queued:
             # The child that went idle last: it is the one still warm (its caches, and the
             # CPU the scheduler just ran it on); round-robin would wake a cold one each time.
-            self._start_job(idle.pop(), job)
+            child = idle.pop()
+            if not self._start_job(child, job):
+                idle.append(child)
         else:
             self._queue.append(job)
             self._queued += 1
@@ -599,11 +728,18 @@ class Pool:
                 fut.set_result(None)
                 return
 
-    def _start_job(self, child: Child, job: Job) -> None:
+    def _start_job(self, child: Child, job: Job) -> bool:
+        """Send ``job`` to idle ``child``; False (and the job dropped) if it was an
+        executor call whose caller cancelled it a moment ago, from another thread."""
         if child.state is not _IDLE:
             raise RuntimeError(
                 f"{child.describe()} is {child.state.value}, cannot take job {job.id}"
             )
+        handle = job.handle
+        if handle is not None and not handle.set_running_or_notify_cancel():
+            self._counters.cancelled += 1
+            job.end()
+            return False
         now = _monotonic()
         job.state = _RUNNING
         job.started_at = now
@@ -613,6 +749,7 @@ class Pool:
         self._running += 1
         self._wait_samples.append(now - job.submitted_at)
         child.send_frame(job.frame)
+        return True
 
     def _on_deadline(self, job: Job, timeout: float) -> None:
         job.timer = None
@@ -665,7 +802,34 @@ class Pool:
                 h["type"]: HandlerInfo(h["type"], h["import_path"], tuple(h["params"]))
                 for h in child.handlers
             }
+        if self._degraded_since is not None and self._loop is not None:
+            # Degraded: this child ends the outage once it has lived a moment, so that one
+            # that dies right after READY does not reset the back-off every time.
+            self._loop.call_later(START_FAILURE_WINDOW, self._child_proved, child)
         self._child_free(child)
+
+    def _child_proved(self, child: Child) -> None:
+        if child.is_alive and self._state is _State.OPEN and self._degraded_since is not None:
+            self._recovered(child)
+
+    def _recovered(self, child: Child) -> None:
+        """``child`` proved healthy: end the outage, and let the respawns still sleeping out
+        their back-off try again now."""
+        failures, self._start_failures = self._start_failures, 0
+        since, self._degraded_since = self._degraded_since, None
+        if since is not None:
+            logger.warning(
+                "recovered: %s of %r started and serves; %d failed starts over %.1fs",
+                child.describe(),
+                self.config.worker,
+                failures,
+                _monotonic() - since,
+                extra={"child": child.id, "pid": child.pid},
+            )
+        for fut in self._backoff_waiters:
+            if not fut.done():
+                fut.set_result(None)
+        self._reconcile()
 
     def child_frame(self, child: Child, kind: int, job_id: int, extra: int, payload: bytes) -> None:
         """A child answered: settle its job, then give it the next one at once. This is the
@@ -679,8 +843,8 @@ class Pool:
         if child.state is _BUSY:
             child.state = _IDLE
         self._running -= 1
-        if self._start_failures:
-            self._start_failures = 0  # a child did real work: the worker module is healthy
+        if self._degraded_since is not None and child.ready_at > self._degraded_since:
+            self._recovered(child)  # a new child did real work: the worker module is healthy
         samples = self._run_samples
         samples.append(_monotonic() - job.started_at)
         if len(samples) >= SAMPLE_FOLD:
@@ -778,8 +942,8 @@ class Pool:
                 self._queued -= 1
                 if self._room_waiters:
                     self._notify_room()
-                self._start_job(child, queued)
-                return
+                if self._start_job(child, queued):
+                    return
         self._idle.append(child)
         if self._waiters:
             self._wake_waiters()
@@ -791,6 +955,9 @@ class Pool:
             return "surplus"
         if child.generation != self._generation and not self._reloading:
             return "old generation"
+        if self._degraded_since is not None:
+            # Degraded: its replacement could not start; a healthy child serves on.
+            return None
         if child.max_jobs is not None and child.jobs_done >= child.max_jobs:
             return f"done {child.jobs_done} jobs"
         limit = self.config.max_memory_per_child
@@ -812,57 +979,117 @@ class Pool:
         with contextlib.suppress(ValueError):
             self._idle.remove(child)
         job = child.job
+        closing = self._state is _State.CLOSING or self._state is _State.CLOSED
         if job is not None:
             child.job = None
             self._running -= 1
             if not job.ended:
-                if self._state is _State.CLOSING or self._state is _State.CLOSED:
+                if closing:
                     job.fail(PoolClosed(f"the pool closed while job {job.id} ran"))
                 else:
                     self._counters.died += 1
-                    how = describe_exit(child.exitcode, child.signal)
-                    reason = f" ({child.kill_reason})" if child.kill_reason else ""
-                    job.fail(
-                        ChildDied(
-                            f"{child.describe()} {how}{reason} while running job {job.id} "
-                            f"({job.action_type}); it is being replaced",
-                            job_id=job.id,
-                            pid=child.pid,
-                            exitcode=child.exitcode,
-                            signal=child.signal,
-                        )
-                    )
-        elif not child.retiring and child.kill_reason is None:
-            logger.warning(
-                "%s %s while idle", child.describe(), describe_exit(child.exitcode, child.signal)
-            )
-        # A child that dies before READY, or idle before doing any job at all, counts as a
-        # failed start: either way respawning it in a loop would achieve nothing.
-        failed_start = not child.was_ready or (
-            job is None
-            and child.jobs_done == 0
-            and not child.retiring
-            and child.kill_reason is None
-        )
+                    job.fail(self._child_died(child, job))
+        failed_start = self._is_failed_start(child, job)
+        if not closing:
+            self._log_exit(child, job, failed_start)
         if failed_start and self._state is _State.OPEN and not child.managed_start:
-            self._start_failures += 1
-            logger.error(
-                "%s of %r failed to start (%d in a row): %s",
-                child.describe(),
-                self.config.worker,
-                self._start_failures,
-                ChildStartError(child),
-            )
-            if self._start_failures >= self.config.max_start_failures:
-                self._give_up(child)
+            self._start_failed(child)
         self._reconcile()
         self._wake_waiters()
+
+    def _child_died(self, child: Child, job: Job) -> ChildDied:
+        how = describe_exit(child.exitcode, child.signal)
+        reason = f" ({child.kill_reason})" if child.kill_reason else ""
+        return ChildDied(
+            f"{child.describe()} {how}{reason} while running job {job.id} "
+            f"({job.action_type}); it is being replaced",
+            job_id=job.id,
+            pid=child.pid,
+            exitcode=child.exitcode,
+            signal=child.signal,
+        )
+
+    @staticmethod
+    def _is_failed_start(child: Child, job: Job | None) -> bool:
+        """Whether ``child``'s exit says its worker module cannot start: it died (or was
+        killed for its own fault) before READY, or exited on its own within
+        START_FAILURE_WINDOW of READY before any job. A child the pool killed or retired,
+        or one killed from outside later on, is not a failed start."""
+        if child.retiring:
+            return False
+        if not child.was_ready:
+            return child.kill_reason is None or child.kill_fault
+        if child.kill_reason is not None or job is not None or child.jobs_done:
+            return False
+        return _monotonic() - child.ready_at < START_FAILURE_WINDOW
+
+    def _log_exit(self, child: Child, job: Job | None, failed_start: bool) -> None:
+        """One line per exit, saying what happened (item 4 of issue 9: the daemon logs it)."""
+        how = describe_exit(child.exitcode, child.signal)
+        extra: dict[str, Any] = {
+            "child": child.id,
+            "pid": child.pid,
+            "exitcode": child.exitcode,
+            "signal": child.signal,
+        }
+        if job is not None:
+            extra.update(job_id=job.id, action_type=job.action_type)
+        if child.retiring:
+            logger.debug("%s %s after retiring", child.describe(), how, extra=extra)
+        elif not child.was_ready:
+            if failed_start and not child.managed_start:
+                # Once per try at INFO: the outage itself is one WARNING (_start_failed).
+                logger.info("%s", ChildStartError(child), extra=extra)
+            else:
+                logger.debug(
+                    "%s %s while starting (%s)",
+                    child.describe(),
+                    how,
+                    child.kill_reason or "start failed",
+                    extra=extra,
+                )
+        elif child.kill_reason is not None:
+            # The pool killed it (a deadline, a cancel, surplus): whoever decided logged why.
+            logger.debug("%s %s (%s)", child.describe(), how, child.kill_reason, extra=extra)
+        elif job is not None:
+            logger.warning(
+                "%s %s while running job %s (%s); it is being replaced",
+                child.describe(),
+                how,
+                job.id,
+                job.action_type,
+                extra=extra,
+            )
+        elif failed_start:
+            logger.info("%s (counted as a failed start)", ChildStartError(child), extra=extra)
+        else:
+            logger.warning(
+                "%s %s while idle; it is being replaced", child.describe(), how, extra=extra
+            )
+
+    def _start_failed(self, child: Child) -> None:
+        """A background start failed: back off, report the pool degraded (one WARNING per
+        outage), and give up only when ``max_start_failures`` says so."""
+        self._start_failures += 1
+        if self._degraded_since is None:
+            self._degraded_since = _monotonic()
+            logger.warning(
+                "degraded: children of %r fail to start (%s); respawning with back-off "
+                "(at most every %gs) until one starts; queued jobs wait for it",
+                self.config.worker,
+                ChildStartError(child),
+                RESPAWN_BACKOFF_MAX,
+                extra={"child": child.id, "pid": child.pid},
+            )
+        limit = self.config.max_start_failures
+        if limit is not None and self._start_failures >= limit:
+            self._give_up(child)
 
     def _give_up(self, child: Child) -> None:
         alive = [c for c in self._children.values() if c.was_ready and c.is_alive]
         err = ChildStartError(child)
         logger.error(
-            "%r: %d children in a row failed to start; no more respawns (%s)",
+            "%r: %d children in a row failed to start (max_start_failures); no more respawns (%s)",
             self.config.worker,
             self._start_failures,
             err,
@@ -884,14 +1111,8 @@ class Pool:
     def _broken_error(self) -> StartFailed:
         """A fresh copy of the error that broke the pool, for each caller (one exception
         object raised many times would pile up everyone's tracebacks)."""
-        broken = self._broken
-        assert broken is not None
-        return StartFailed(
-            str(broken),
-            remote_type=broken.remote_type,
-            remote_message=broken.remote_message,
-            remote_traceback=broken.remote_traceback,
-        )
+        assert self._broken is not None
+        return _copy_start_failed(self._broken)
 
     def child_output(self, child: Child, line: str) -> None:
         try:
@@ -918,7 +1139,8 @@ class Pool:
         active = self._active()
         missing = self._target - len(active)
         if missing > 0:
-            if self._start_failures >= self.config.max_start_failures:
+            limit = self.config.max_start_failures
+            if limit is not None and self._start_failures >= limit:
                 return
             for _ in range(missing):
                 self._launch_background(self._new_child())
@@ -940,7 +1162,7 @@ class Pool:
     async def _respawn(self, child: Child, failures: int) -> None:
         try:
             if failures:
-                await asyncio.sleep(
+                await self._back_off(
                     min(RESPAWN_BACKOFF_MAX, RESPAWN_BACKOFF_BASE * 2 ** (failures - 1))
                 )
             await self._spawn_and_wait(child)
@@ -952,16 +1174,34 @@ class Pool:
             if child.pid is None:
                 child.abandon()
 
+    async def _back_off(self, seconds: float) -> None:
+        """Sleep ``seconds``, or less if a child proves healthy meanwhile (``_recovered``)."""
+        assert self._loop is not None
+        fut: asyncio.Future[None] = self._loop.create_future()
+        timer = self._loop.call_later(seconds, _resolve, fut)
+        self._backoff_waiters.add(fut)
+        try:
+            await fut
+        finally:
+            timer.cancel()
+            self._backoff_waiters.discard(fut)
+
     async def resize(self, children: int) -> None:
         """Change the number of children and wait until new ones are ready. Surplus
         children retire: idle ones now, busy ones when their job ends.
 
         Raises:
-            ConfigError: ``children`` is below 1.
+            ConfigError: ``children`` is not a whole number from 1 to 1024.
             StartFailed: the new children failed to start.
         """
-        if not isinstance(children, int) or children < 1:
-            raise ConfigError(f"children must be an integer of at least 1, not {children!r}")
+        if (
+            not isinstance(children, int)
+            or isinstance(children, bool)
+            or not 1 <= children <= MAX_CHILDREN
+        ):
+            raise ConfigError(
+                f"children must be a whole number from 1 to {MAX_CHILDREN}, not {children!r}"
+            )
         if self._state is not _State.OPEN:
             raise PoolClosed("the pool is closed")
         self._target = children
@@ -1018,7 +1258,8 @@ class Pool:
         for child in new:
             child.managed_start = False
         self._reloading = False
-        self._start_failures = 0
+        if self._degraded_since is not None:
+            self._recovered(new[0])
         for child in list(self._children.values()):
             if child.generation != self._generation:
                 if child.state is ChildState.IDLE:
@@ -1063,9 +1304,17 @@ class Pool:
         await self._wait_for(lambda: not self._queued and not self._running)
 
     @property
+    def is_degraded(self) -> bool:
+        """Whether children fail to start after the pool opened (a database down, say): it
+        keeps respawning with back-off, serves with the children it has, and recovers by
+        itself once one starts. Never true during a first start, which fails fast."""
+        return self._degraded_since is not None
+
+    @property
     def is_broken(self) -> bool:
-        """Whether the pool gave up: its children kept failing to start and none is left.
-        Every submit then raises ``StartFailed``; a daemon should exit."""
+        """Whether the pool gave up: ``max_start_failures`` children in a row failed to
+        start and none is left. Every submit then raises ``StartFailed``; a daemon should
+        exit. Never true without ``max_start_failures`` (the default keeps trying)."""
         return self._broken is not None
 
     async def wait_broken(self) -> StartFailed:
@@ -1137,6 +1386,8 @@ class Pool:
             run_time=c.run_time.percentiles(),
             queue_wait_histogram=c.queue_wait.histogram(),
             run_time_histogram=c.run_time.histogram(),
+            degraded=self._degraded_since is not None,
+            failed_starts=self._start_failures,
         )
 
 
@@ -1152,3 +1403,41 @@ def _rss_of(pid: int | None) -> int | None:
             return int(f.read().split()[1]) * _PAGE_SIZE
     except (OSError, ValueError, IndexError):
         return None
+
+
+def _refuse_ambiguous_timeout(func: Callable[..., Any]) -> None:
+    """``run(f, timeout=...)`` is the job's deadline; if ``f`` itself takes a ``timeout``, the
+    caller may have meant that one: refuse rather than guess. (A ``functools.partial`` has no
+    ``__code__``: binding the function's own ``timeout`` there is the unambiguous way.)"""
+    code = getattr(func, "__code__", None)
+    if code is None:
+        return
+    names = code.co_varnames[: code.co_argcount + code.co_kwonlyargcount]
+    if "timeout" in names:
+        raise TypeError(
+            f"{func.__qualname__}() takes a timeout of its own; run(timeout=...) is the job's "
+            "deadline: pass the function's with functools.partial(func, timeout=...)"
+        )
+
+
+def _copy_start_failed(err: StartFailed) -> StartFailed:
+    return StartFailed(
+        str(err),
+        remote_type=err.remote_type,
+        remote_message=err.remote_message,
+        remote_traceback=err.remote_traceback,
+    )
+
+
+def _check_timeout(timeout: object) -> None:
+    """Refuse a deadline that is not a positive, finite number (0 would send the job and
+    kill its child at once; NaN would never fire)."""
+    if (type(timeout) is not float and type(timeout) is not int) or not 0 < timeout < _INF:
+        raise InvalidAction(
+            f"timeout must be a positive, finite number of seconds or None, not {timeout!r}"
+        )
+
+
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)

@@ -96,6 +96,10 @@ class PoolStatistics:
     run_time: Percentiles
     queue_wait_histogram: Histogram
     run_time_histogram: Histogram
+    # Children fail to start and the pool is short of its target: it keeps respawning with
+    # back-off (``failed_starts`` in a row so far) and recovers by itself once one starts.
+    degraded: bool = False
+    failed_starts: int = 0
 
     def to_dict(self) -> dict[str, object]:
         """The snapshot as JSON-able data (what the daemon's status endpoint serves)."""

@@ -55,9 +55,12 @@ class PoolConfig(BaseModel):
     # How long close() waits for queued and running jobs before it kills what is left.
     shutdown_timeout: float = Field(default=10.0, ge=0)
     max_message_bytes: int = Field(default=DEFAULT_MAX_MESSAGE_BYTES, ge=1024)
-    # After this many children in a row die before READY, the pool stops respawning and
-    # fails queued and new jobs with StartFailed instead of looping forever.
-    max_start_failures: int = Field(default=5, ge=1)
+    # None (the default): children that fail to start after the pool opened (a database
+    # down for a while) are respawned with back-off for as long as it takes, and the pool
+    # reports itself degraded meanwhile. A number: after that many failed starts in a row the
+    # pool gives up for good, failing queued and new jobs with StartFailed (the daemon exits 3).
+    # The first start always fails fast.
+    max_start_failures: int | None = Field(default=None, ge=1)
 
     @field_validator("worker")
     @classmethod

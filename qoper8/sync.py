@@ -128,9 +128,17 @@ class Pool:
             )
         )
 
-    def run(self, func: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
-        """As ``qoper8.Pool.run``, blocking until the result."""
-        return self._call(self._pool.run(func, *args, **kwargs))
+    def run(
+        self,
+        func: Callable[..., T],
+        /,
+        *args: Any,
+        timeout: float | None = _UNSET,
+        **kwargs: Any,
+    ) -> T:
+        """As ``qoper8.Pool.run`` (``timeout`` is the job's deadline), blocking until the
+        result."""
+        return self._call(self._pool.run(func, *args, timeout=timeout, **kwargs))
 
     def executor(self) -> concurrent.futures.Executor:
         """As ``qoper8.Pool.executor``: a thread-safe ``Executor`` on this pool."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
 from typing import Any
 
 from pydantic import BaseModel
@@ -76,6 +77,13 @@ def block(fifo: str) -> str:
     until the other end opens too). Blocks as long as the test wants, with no sleep."""
     with open(fifo) as f:
         return f.readline().strip()
+
+
+@worker.handler("nap")
+def nap(value: Any = None, ms: float = 1.0) -> Any:
+    """Take a little time (load for the chaos test), then echo."""
+    time.sleep(ms / 1000)
+    return value
 
 
 @worker.handler("hang")
@@ -151,3 +159,26 @@ class Unpicklable(Exception):
 
 def raise_unpicklable() -> None:
     raise Unpicklable("cannot travel")
+
+
+def wait_on(fifo: str) -> str:
+    """``block`` for Pool.run and executors: return the line the test writes into ``fifo``."""
+    with open(fifo) as f:
+        return f.readline().strip()
+
+
+def touch(path: str) -> str:
+    """Leave a trace that the call ran (for tests that check a call never ran)."""
+    with open(path, "w"):
+        pass
+    return path
+
+
+def takes_timeout(x: int, timeout: float = 1.0) -> float:
+    """A function with a ``timeout`` of its own, which ``run(timeout=...)`` must not take."""
+    return x * timeout
+
+
+def hang_call() -> None:
+    """``hang`` for Pool.run: blocks until killed."""
+    signal.pause()

@@ -125,15 +125,14 @@ async def test_executor_works_with_run_in_executor(pool: qoper8.Pool) -> None:
     assert results == [i * i for i in range(10)]
 
 
-async def test_run_in_executor_queues_the_call_within_one_loop_turn(
+async def test_run_in_executor_queues_the_call_at_once_on_the_loop_thread(
     pool: qoper8.Pool,
 ) -> None:
-    """On the loop's thread the call is queued at the next loop turn (its task's first step),
-    not after a thread-safe hop onto the loop first."""
+    """On the loop's thread the call is queued (here: sent to an idle child) inside
+    ``submit``, with no task and no thread-safe hop onto the loop first."""
     future = pool.executor().submit(handlers.square, 3)
-    assert pool.statistics().submitted == 0  # the task that queues it has not run yet
-    await asyncio.sleep(0)
     assert pool.statistics().submitted == 1
+    assert future.running()
     assert await asyncio.wrap_future(future) == 9
 
 
@@ -156,11 +155,19 @@ async def test_cancelling_run_in_executor_removes_the_queued_call(
     assert pool.statistics().completed == 3  # the two blocked jobs and square(5), not square(4)
 
 
-async def test_run_in_executor_carries_the_remote_exception(pool: qoper8.Pool) -> None:
+async def test_run_in_executor_raises_the_remote_exception_itself(pool: qoper8.Pool) -> None:
+    """Code written for executors catches the function's own exception; the child's
+    traceback is its cause, as with ProcessPoolExecutor."""
     loop = asyncio.get_running_loop()
-    with pytest.raises(qoper8.JobFailed) as info:
+    with pytest.raises(ZeroDivisionError) as info:
         await loop.run_in_executor(pool.executor(), handlers.divide, 1.0, 0.0)
-    assert isinstance(info.value.remote_exception, ZeroDivisionError)
+    cause = info.value.__cause__
+    assert isinstance(cause, qoper8.errors.RemoteTraceback)
+    assert "divide" in cause.tb
+    # pool.run keeps the action face's JobFailed, with the original attached.
+    with pytest.raises(qoper8.JobFailed) as failed:
+        await pool.run(handlers.divide, 1.0, 0.0)
+    assert isinstance(failed.value.remote_exception, ZeroDivisionError)
 
 
 async def test_executor_from_another_thread(pool: qoper8.Pool) -> None:

@@ -36,6 +36,8 @@ def test_sync_pool_raises_the_same_typed_errors() -> None:
             pool.submit({"type": "exit_hard"})
         with pytest.raises(qoper8.JobTimeout):
             pool.submit({"type": "hang"}, timeout=0.2)
+        with pytest.raises(qoper8.JobTimeout):
+            pool.run(handlers.hang_call, timeout=0.2)
         with pytest.raises(qoper8.InvalidAction):
             pool.submit({"type": "nope"})
         assert pool.submit({"type": "echo", "value": "still serving"}) == "still serving"
