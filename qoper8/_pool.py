@@ -777,6 +777,19 @@ class Pool:
                 job_id=job.id,
             )
         )
+        logger.warning(
+            "job %s (%s) ran past its deadline of %gs: killing %s",
+            job.id,
+            job.action_type,
+            timeout,
+            child.describe(),
+            extra={
+                "child": child.id,
+                "pid": child.pid,
+                "job_id": job.id,
+                "action_type": job.action_type,
+            },
+        )
         child.kill(f"job {job.id} timed out")
 
     def _on_cancel(self, job: Job, kill: bool) -> None:
