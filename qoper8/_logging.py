@@ -9,6 +9,7 @@ job_id, action_type, exitcode, signal), the HTTP API its access lines on ``qoper
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -78,7 +79,10 @@ class JsonFormatter(logging.Formatter):
             line["traceback"] = record.exc_text
         if record.stack_info:
             line["stack"] = self.formatStack(record.stack_info)
-        return orjson.dumps(line, default=repr).decode()
+        try:
+            return orjson.dumps(line, default=repr).decode()
+        except TypeError:  # text with lone surrogates (bytes that were not UTF-8)
+            return json.dumps(line, default=repr, ensure_ascii=True)
 
 
 class DaemonLog:

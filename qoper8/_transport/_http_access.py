@@ -34,7 +34,11 @@ class AccessLog(AbstractAccessLogger):
         remote = request.remote or "-"
         method = _printable(request.method)
         path = _printable(request.raw_path)
-        size = response.body_length
+        # The body's size (as the common log format's %b); aiohttp's body_length counts
+        # the headers too.
+        size = response.content_length
+        if size is None:
+            size = response.body_length
         self.logger.info(
             '%s "%s %s" %d %d %.6fs',
             remote,
