@@ -92,10 +92,15 @@ class DaemonLog:
     def __init__(self) -> None:
         self._handler: logging.Handler | None = None
         self._queue: NonBlockingLog | None = None
+        # (logger, propagate, level) as found, put back by close(): a daemon run in-process
+        # (tests, an embedding program) leaves logging as it was.
+        self._saved: list[tuple[logging.Logger, bool, int]] = []
 
     def setup(self, config: ServeConfig) -> None:
         """Send qoper8's log (and aiohttp's warnings) to the log file or stderr."""
         root = logging.getLogger("qoper8")
+        web = logging.getLogger("aiohttp")
+        self._saved = [(lg, lg.propagate, lg.level) for lg in (root, web)]
         handler: logging.Handler
         if config.log_file is not None:
             handler = ReopenableFileHandler(os.fspath(config.log_file), delay=False)
@@ -105,7 +110,6 @@ class DaemonLog:
         self.apply(config)
         self._queue = NonBlockingLog(root, handler)
         root.propagate = False
-        web = logging.getLogger("aiohttp")
         web.setLevel(AIOHTTP_LEVEL)
         web.propagate = False
         self._queue.attach(web)
@@ -142,3 +146,7 @@ class DaemonLog:
         if self._handler is not None:
             self._handler.close()
             self._handler = None
+        for lg, propagate, level in self._saved:
+            lg.propagate = propagate
+            lg.setLevel(level)
+        self._saved = []

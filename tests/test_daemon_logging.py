@@ -164,7 +164,6 @@ def test_debug_shows_tracebacks_and_extra_fields_in_both_formats(
             pool_logger.debug("the traceback of job 17", exc_info=True, extra=fields)
     finally:
         log.close()
-        logging.getLogger("qoper8").propagate = True
     text = log_file.read_text()
     assert ("the child's handler divided by zero" in text) is debug
     assert ("the traceback of job 17" in text) is debug
@@ -273,7 +272,6 @@ def test_json_lines_survive_hostile_text(tmp_path: Path) -> None:
         )
     finally:
         log.close()
-        logging.getLogger("qoper8").propagate = True
     (line,) = (tmp_path / "q.log").read_text().splitlines()
     record = json.loads(line)
     assert record["message"].startswith('odd a "quoted"\nline ')

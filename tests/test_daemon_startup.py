@@ -13,14 +13,14 @@ import signal
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 import qoper8
 from qoper8._transport._http import HttpApi
 from qoper8.errors import PoolClosed, StartFailed, TransportError
 from tests.conftest import new_fifo, release
 from tests.conftest import wait_until as wait_until_true
-from tests.daemon_support import HANDLERS, Daemon, wait_status, wait_until
+from tests.daemon_support import HANDLERS, Daemon, serve_like_the_daemon, wait_status, wait_until
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -142,7 +142,7 @@ async def test_a_submit_before_the_pool_start_is_even_called_is_held() -> None:
     pool = qoper8.Pool(HANDLERS, children=1)
     control = _Starting()
     api = HttpApi(pool, control, token=None, max_body_bytes=1024)
-    async with TestClient(TestServer(api.make_app())) as http:
+    async with TestClient(serve_like_the_daemon(api)) as http:
         answer = asyncio.create_task(http.post("/v1/submit", json=ADD))
 
         await wait_until_true(lambda: api.held == 1, what="a held submit")

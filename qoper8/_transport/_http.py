@@ -43,7 +43,7 @@ from ..errors import (
     TransportError,
     error_to_dict,
 )
-from ._http_access import ACCESS_LOGGER, AccessLog
+from ._http_access import ACCESS_LOGGER, SERVER_LOGGER, AccessLog
 from ._http_input import (
     TIMEOUT_HEADER,
     Refused,
@@ -189,6 +189,20 @@ class HttpApi:
 
     # ------------------------------------------------------------ serving
 
+    def runner_options(self) -> dict[str, Any]:
+        """How aiohttp serves the app (``AppRunner``'s options; tests pass them to their
+        ``TestServer`` so they serve it the same way)."""
+        return {
+            "handle_signals": False,  # the daemon owns every signal
+            # A client that disconnects cancels its submit, as cancelling Pool.submit does:
+            # a queued job is dropped rather than run for nobody.
+            "handler_cancellation": True,
+            "access_log": ACCESS_LOGGER if self._access_log else None,
+            "access_log_class": AccessLog,
+            "logger": SERVER_LOGGER,
+            "shutdown_timeout": SHUTDOWN_TIMEOUT,
+        }
+
     def make_app(self) -> web.Application:
         """The aiohttp application (used by ``start()``, and by tests directly)."""
         # aiohttp enforces client_max_size while it reads a body sent without a length.
@@ -207,16 +221,7 @@ class HttpApi:
         Raises:
             OSError: the address is taken or cannot be bound.
         """
-        runner = web.AppRunner(
-            self.make_app(),
-            handle_signals=False,  # the daemon owns every signal
-            # A client that disconnects cancels its submit, as cancelling Pool.submit does:
-            # a queued job is dropped rather than run for nobody.
-            handler_cancellation=True,
-            access_log=ACCESS_LOGGER if self._access_log else None,
-            access_log_class=AccessLog,
-            shutdown_timeout=SHUTDOWN_TIMEOUT,
-        )
+        runner = web.AppRunner(self.make_app(), **self.runner_options())
         await runner.setup()
         self._runner = runner
         try:

@@ -1,9 +1,14 @@
-"""The daemon's access log (``--access-log``): one record per HTTP request on the
-``qoper8.access`` logger, with its fields as ``extra=`` so the JSON log format gets them as
-keys (method, path, status, duration, remote, bytes).
+"""What the HTTP server writes to the daemon's log: the access log (``--access-log``) and
+aiohttp's own error records.
 
-Off by default: on a busy daemon it would be most of the log. aiohttp calls ``log`` after
-each response; the record goes to the daemon's non-blocking log, never to a disk directly.
+The access log is one record per HTTP request on the ``qoper8.access`` logger, with its
+fields as ``extra=`` so the JSON log format gets them as keys (method, path, status,
+duration, remote, bytes). Off by default: on a busy daemon it would be most of the log.
+
+aiohttp logs every request it cannot parse (a bad header, a lying length, an encoding it
+cannot decode) with a traceback at ERROR: any client could flood the log. Its records go
+to ``qoper8.http.server`` instead, where those become one DEBUG line, and only a real fault
+of the server keeps its traceback.
 """
 
 from __future__ import annotations
@@ -12,13 +17,36 @@ import logging
 from typing import TYPE_CHECKING, Final
 
 from aiohttp.abc import AbstractAccessLogger
+from aiohttp.http_exceptions import HttpProcessingError
 
 if TYPE_CHECKING:
     from aiohttp.web import BaseRequest, StreamResponse
 
-__all__ = ["ACCESS_LOGGER", "AccessLog"]
+__all__ = ["ACCESS_LOGGER", "SERVER_LOGGER", "AccessLog"]
 
 ACCESS_LOGGER: Final = logging.getLogger("qoper8.access")
+SERVER_LOGGER: Final = logging.getLogger("qoper8.http.server")
+
+
+def _quiet_client_errors(record: logging.LogRecord) -> bool:
+    """A request aiohttp refused as malformed (a 4xx it answers itself) is the client's
+    fault: one DEBUG line, no traceback. Anything else passes unchanged."""
+    exc = record.exc_info[1] if record.exc_info else None
+    if not isinstance(exc, HttpProcessingError) or not 400 <= exc.code < 500:
+        return True
+    record.msg = "refused a malformed request: %s %s"
+    record.args = (
+        record.args[0] if isinstance(record.args, tuple) and record.args else "-",
+        " ".join(f"{type(exc).__name__}: {exc.message}".split()),
+    )
+    record.exc_info = None
+    record.exc_text = None
+    record.levelno = logging.DEBUG
+    record.levelname = logging.getLevelName(logging.DEBUG)
+    return SERVER_LOGGER.isEnabledFor(logging.DEBUG)
+
+
+SERVER_LOGGER.addFilter(_quiet_client_errors)
 
 
 def _printable(text: str) -> str:
