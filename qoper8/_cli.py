@@ -51,11 +51,13 @@ __all__ = [
 ]
 
 
-def _default(name: str) -> str:
+_FIELDS: Final = {**PoolConfig.model_fields, **ServeConfig.model_fields}
+
+
+def _default(name: str, none: str = "none") -> str:
     """A setting's default as ``--help`` shows it, read from the models so it cannot lie."""
-    fields = {**PoolConfig.model_fields, **ServeConfig.model_fields}
-    value = fields[name].get_default(call_default_factory=True)
-    return "none" if value is None else str(value)
+    value = _FIELDS[name].get_default(call_default_factory=True)
+    return none if value is None else str(value)
 
 
 # `serve` flags that map one to one onto a setting: (flags, setting, metavar, help). Their
@@ -93,7 +95,7 @@ _SETTING_FLAGS: Final[tuple[tuple[tuple[str, ...], str, str, str], ...]] = (
      f"time a child gets to become ready (default: {_default('start_timeout')})"),
     (("--max-start-failures",), "max_start_failures", "N",
      "after N children in a row fail to start, give up and exit 3 (default: "
-     f"{_default('max_start_failures')})"),
+     f"{_default('max_start_failures', 'never: keep retrying')})"),
     (("--grace",), "grace", "SECONDS",
      f"TERM: time queued and running jobs get to finish (default: {DEFAULT_GRACE:g})"),
     (("--max-body-bytes",), "max_body_bytes", "SIZE",
@@ -114,13 +116,18 @@ _SWITCHES: Final = (
     ("--public-health", "public_health", "serve /v1/health and /metrics without the token"),
 )  # fmt: skip
 
+# Settings that only the TOML file and the environment set, named in `serve --help`.
+_NO_FLAG: Final = ", ".join(
+    sorted(set(_FIELDS) - {"pool"} - {f[1] for f in _SETTING_FLAGS} - {f[1] for f in _SWITCHES})
+)
+
 _SERVE_EPILOG: Final = f"""\
 settings:
   Every setting comes from, in rising precedence: the TOML file (-c; top-level keys or a
   [qoper8] table), a {ENV_PREFIX}<SETTING> environment variable, then a flag. The variable is
   the setting's name in capitals: {ENV_PREFIX}WORKER, {ENV_PREFIX}CHILDREN, {ENV_PREFIX}BIND,
   {ENV_PREFIX}TOKEN, {ENV_PREFIX}MAX_BODY_BYTES, ... Settings with no flag (file or variable
-  only): shutdown_timeout, max_jobs_jitter. Sizes take a unit: 64KiB, 512M, 2G (K, M, G and
+  only): {_NO_FLAG}. Sizes take a unit: 64KiB, 512M, 2G (K, M, G and
   KiB, MiB, GiB are powers of 1024; KB, MB, GB of 1000).
 
 signals:
