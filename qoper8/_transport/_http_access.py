@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Final
 
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web import RequestPayloadError
 
 if TYPE_CHECKING:
     from aiohttp.web import BaseRequest, StreamResponse
@@ -32,6 +33,8 @@ def _quiet_client_errors(record: logging.LogRecord) -> bool:
     """A request aiohttp refused as malformed (a 4xx it answers itself) is the client's
     fault: one DEBUG line, no traceback. Anything else passes unchanged."""
     exc = record.exc_info[1] if record.exc_info else None
+    if isinstance(exc, RequestPayloadError):  # a broken body aiohttp read after our answer
+        exc = exc.__cause__
     if not isinstance(exc, HttpProcessingError) or not 400 <= exc.code < 500:
         return True
     record.msg = "refused a malformed request: %s %s"
