@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Final
 import orjson
 
 from ._cli_status import format_status
+from ._text import plural
 from .config import DEFAULT_GRACE, DEFAULT_HOST, DEFAULT_PORT, ENV_PREFIX, merge_sources
 from .errors import ConfigError, Qoper8Error, TransportError
 
@@ -186,7 +187,9 @@ async def _status(client: Client, args: argparse.Namespace) -> int:
 async def _health(client: Client, args: argparse.Namespace) -> int:
     health = await client.health()
     state = health.get("status")
-    _out(f"{state} ({health.get('ready')} of {health.get('target')} children ready)")
+    target = health.get("target")
+    of = plural(target, "child", "children") if isinstance(target, int) else f"{target} children"
+    _out(f"{state} ({health.get('ready')} of {of} ready)")
     return EXIT_OK if state == "ready" else EXIT_FAILED
 
 

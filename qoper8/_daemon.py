@@ -214,11 +214,12 @@ class Daemon:
         """TERM: stop intake, let queued and running jobs finish for up to ``grace`` seconds,
         kill what is left, and stop."""
         self._stopping = True
+        stats = self.pool.statistics()
         logger.info(
-            "draining: up to %gs for %d queued and %d running jobs",
+            "draining: up to %gs for %s and %s",
             self.config.grace,
-            self.pool.statistics().queue_length,
-            self.pool.statistics().running,
+            plural(stats.queue_length, "queued job"),
+            plural(stats.running, "running job"),
         )
         await self._redis.stop(limit=None)
         await self.pool.aclose(grace=self.config.grace)

@@ -21,6 +21,8 @@ import threading
 from collections import deque
 from typing import TYPE_CHECKING, Final
 
+from ._text import plural
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
@@ -79,7 +81,7 @@ class StderrWriter:
             if dropped > self._reported:
                 texts.insert(
                     0,
-                    f"[qoper8] {dropped - self._reported} lines of child output dropped: "
+                    f"[qoper8] {plural(dropped - self._reported, 'line')} of child output dropped: "
                     "stderr did not keep up\n",
                 )
                 self._reported = dropped
@@ -167,8 +169,8 @@ class _DroppingQueueHandler(logging.Handler):
                 logging.WARNING,
                 __file__,
                 0,
-                "%d log records dropped: the log did not keep up",
-                (self.dropped - self._reported,),
+                "%s dropped: the log did not keep up",
+                (plural(self.dropped - self._reported, "log record"),),
                 None,
             )
             if not self._pending.put_record(self.prepare(note)):

@@ -188,7 +188,7 @@ def test_status_health_and_stop_read_the_daemons_config_file(tmp_path: Path) -> 
         assert health is not None
         assert (health.returncode, health.stdout.strip()) == (
             EXIT_OK,
-            "ready (1 of 1 children ready)",
+            "ready (1 of 1 child ready)",
         )
         status = run_cli("status", "--config", str(conf))
         assert status.returncode == EXIT_OK, status.stderr
@@ -249,7 +249,7 @@ def test_stop_without_a_daemon(tmp_path: Path) -> None:
 
 def test_health_exits_0_when_ready_and_1_when_unreachable(daemon: Daemon) -> None:
     ready = run_cli("health", "--url", daemon.url, env={"QOPER8_TOKEN": "tok"})
-    assert (ready.returncode, ready.stdout.strip()) == (EXIT_OK, "ready (1 of 1 children ready)")
+    assert (ready.returncode, ready.stdout.strip()) == (EXIT_OK, "ready (1 of 1 child ready)")
     gone = run_cli("health", "--url", f"http://127.0.0.1:{free_port()}")
     assert gone.returncode == EXIT_FAILED
     assert "cannot reach" in gone.stderr
@@ -267,7 +267,7 @@ async def test_health_exits_1_while_starting(tmp_path: Path) -> None:
         assert done is not None
         assert (done.returncode, done.stdout.strip()) == (
             EXIT_FAILED,
-            "starting (0 of 1 children ready)",
+            "starting (0 of 1 child ready)",
         )
         await release(fifo)
         d.wait_ready()

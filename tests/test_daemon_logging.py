@@ -60,6 +60,7 @@ async def test_json_log_lines_with_access_log_and_child_fields(tmp_path: Path) -
         ready = next(r for r in log if r["message"].startswith("ready:"))
         assert (ready["level"], ready["logger"], ready["pid"]) == ("INFO", "qoper8.daemon", d.pid)
         assert ready["time"].endswith("+00:00")
+        assert f", 1 child of {HANDLERS!r}" in ready["message"]  # not "1 children"
         line = next(r for r in log if r["message"].endswith("hello from a child"))
         assert line["child"] == 1
         assert isinstance(line["child_pid"], int)
