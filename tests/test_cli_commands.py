@@ -14,7 +14,13 @@ from typing import TYPE_CHECKING
 import pytest
 
 from qoper8._cli import console_main
-from qoper8._cli_commands import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE
+from qoper8._cli_commands import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    daemon_url,
+)
 from qoper8._daemon import EXIT_CONFIG
 from tests.conftest import new_fifo, release
 from tests.daemon_support import (
@@ -311,3 +317,18 @@ def test_the_console_script_puts_the_working_directory_first(
         console_main()
     assert exited.value.code == 0
     assert sys.path[0] == str(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("settings", "url"),
+    [
+        ({}, "http://127.0.0.1:8765"),
+        ({"host": "0.0.0.0", "port": 9000}, "http://127.0.0.1:9000"),
+        ({"host": "::", "port": 9000}, "http://[::1]:9000"),
+        ({"host": "::1"}, "http://[::1]:8765"),
+        ({"host": "example.org", "port": "80"}, "http://example.org:80"),
+        ({"unix": "/run/q.sock", "port": 1}, "unix:/run/q.sock"),
+    ],
+)
+def test_the_url_a_client_uses_for_a_daemon(settings: dict[str, object], url: str) -> None:
+    assert daemon_url(settings) == url
