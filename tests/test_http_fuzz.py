@@ -41,7 +41,8 @@ TOKEN = "fuzz-token"
 # "wait_file" would turn the fuzz into a test of respawning and of patience).
 TYPES = ["echo", "add", "fail", "pid", "no.such.type", ""]
 FUZZ = settings(
-    max_examples=120,
+    max_examples=300,
+    database=None,  # no .hypothesis/ directory in the working tree
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )

@@ -270,7 +270,10 @@ class HttpApi:
         try:
             return await handler(request)
         except Refused as refused:
-            return self._error_response(refused.error, refused.status)
+            response = self._error_response(refused.error, refused.status)
+            if refused.close:
+                response.force_close()
+            return response
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise

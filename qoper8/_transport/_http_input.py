@@ -44,10 +44,11 @@ _RESIZE_FIELDS: Final = frozenset({"children", "delta", "force"})
 class Refused(Exception):
     """A request the API refuses: the typed error to send and its HTTP status."""
 
-    def __init__(self, error: Qoper8Error, status: int) -> None:
+    def __init__(self, error: Qoper8Error, status: int, *, close: bool = False) -> None:
         super().__init__(str(error))
         self.error = error
         self.status = status
+        self.close = close  # the connection cannot carry another request
 
 
 def token_matches(header: str | None, token: bytes) -> bool:
@@ -82,9 +83,8 @@ async def read_json(request: web.Request, max_body: int) -> Any:
         # trips on it again after we answer (and logs that as an unhandled error).
         logger.info("refused a body from %s: %s", request.remote, _one_line(exc))
         request.content.feed_eof()
-        raise Refused(
-            InvalidAction(f"the request body could not be read: {_one_line(exc)}"), 400
-        ) from None
+        err = InvalidAction(f"the request body could not be read: {_one_line(exc)}")
+        raise Refused(err, 400, close=True) from None
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
