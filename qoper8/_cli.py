@@ -1,117 +1,259 @@
-"""``qoper8``'s command line: argument parsing, named exit codes and the status table.
+"""``qoper8``'s command line: argument parsing, help and the console-script entry point.
 
 Kept thin on purpose: ``serve`` hands its settings to ``load_config`` and ``Daemon``; the
-other commands are one ``Client`` call each.
+other commands live in ``_cli_commands`` (one ``Client`` call each, or a signal for
+``stop``); the status table in ``_cli_status``.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 from typing import TYPE_CHECKING, Any, Final
 
-import orjson
-
 from . import __version__
-from .errors import ConfigError, Qoper8Error, TransportError
+from ._cli_commands import (
+    CLIENT_COMMANDS,
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    STOP_MARGIN,
+    run_client_command,
+    stop,
+)
+from ._cli_status import format_status
+from ._text import did_you_mean
+from .config import (
+    DEFAULT_GRACE,
+    DEFAULT_HOST,
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_MESSAGE_BYTES,
+    DEFAULT_PORT,
+    ENV_PREFIX,
+    PoolConfig,
+    ServeConfig,
+)
+from .errors import ConfigError
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Sequence
+    from collections.abc import Sequence
 
-    from ._client import Client
+__all__ = [
+    "EXIT_FAILED",
+    "EXIT_OK",
+    "EXIT_UNREACHABLE",
+    "EXIT_USAGE",
+    "console_main",
+    "format_status",
+    "main",
+]
 
-__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_UNREACHABLE", "EXIT_USAGE", "main"]
 
-# Exit codes of the client commands (status, submit, resize, reload). `serve` has its own,
-# in _daemon (EXIT_CONFIG, EXIT_START_FAILED, ...).
-EXIT_OK: Final = 0
-EXIT_FAILED: Final = 1  # the daemon answered with an error (JobFailed, QueueFull, ...)
-EXIT_USAGE: Final = 2  # a bad argument (argparse uses 2 as well)
-EXIT_UNREACHABLE: Final = 6  # the daemon could not be reached (TransportError)
+_FIELDS: Final = {**PoolConfig.model_fields, **ServeConfig.model_fields}
 
-# `serve` flags that map one to one onto a setting; their values go to pydantic as given,
-# so a flag, a variable and a TOML key are all validated (and named) the same way.
-_SETTING_FLAGS: Final[tuple[tuple[str, str, str], ...]] = (
-    ("--worker", "REF", 'worker module, "pkg.mod:attr"'),
-    ("--children", "N", "number of children (default: the number of CPUs)"),
-    ("--host", "ADDR", "address to listen on (default 127.0.0.1; others need --token)"),
-    ("--port", "PORT", "port to listen on (default 8765)"),
-    ("--unix", "PATH", "listen on this Unix socket instead of host and port"),
-    ("--pidfile", "PATH", "write the master's pid here"),
-    ("--log-file", "PATH", "log here instead of stderr (USR1 reopens it)"),
-    ("--log-level", "LEVEL", "DEBUG, INFO, WARNING or ERROR"),
-    ("--token", "TOKEN", "require 'Authorization: Bearer TOKEN' on every request"),
-    ("--timeout", "SECONDS", "default job deadline"),
-    ("--max-queue", "N", "jobs that may wait for a child; more get 503 QueueFull"),
-    ("--max-jobs-per-child", "N", "retire a child after this many jobs"),
-    ("--max-memory-per-child", "BYTES", "retire a child above this resident memory"),
-    ("--start-timeout", "SECONDS", "time a child gets to become ready"),
-    ("--grace", "SECONDS", "TERM: time queued and running jobs get to finish (default 30)"),
-    ("--max-body-bytes", "BYTES", "largest request body (default 10 MiB)"),
-    ("--redis", "URL", "also consume actions from this Redis URL (Redis mode)"),
-    ("--queue", "NAME", "the Redis queue to consume (with --redis)"),
-    ("--redis-lease", "SECONDS", "a silent host's Redis jobs run elsewhere after this (30)"),
-    ("--redis-max-retries", "N", "times an abandoned Redis job is run again (3)"),
+
+def _default(name: str, none: str = "none") -> str:
+    """A setting's default as ``--help`` shows it, read from the models so it cannot lie."""
+    value = _FIELDS[name].get_default(call_default_factory=True)
+    return none if value is None else str(value)
+
+
+# `serve` flags that map one to one onto a setting: (flags, setting, metavar, help). Their
+# values go to pydantic as given, so a flag, a variable and a TOML key are all validated
+# (and named) the same way.
+_SETTING_FLAGS: Final[tuple[tuple[tuple[str, ...], str, str, str], ...]] = (
+    (("--worker",), "worker", "REF", 'worker module, "pkg.mod:attr" (required: here, '
+     f"{ENV_PREFIX}WORKER or the config file)"),
+    (("-w", "--children", "--workers"), "children", "N",
+     f"number of children (default: the number of CPUs, {_default('children')} here)"),
+    (("-b", "--bind"), "bind", "ADDR",
+     "HOST:PORT, [IPV6]:PORT, :PORT or unix:PATH (instead of --host/--port/--unix)"),
+    (("--host",), "host", "ADDR",
+     f"address to listen on (default: {DEFAULT_HOST}; any other needs --token)"),
+    (("--port",), "port", "PORT", f"port to listen on (default: {DEFAULT_PORT})"),
+    (("--unix",), "unix", "PATH", "listen on this Unix socket instead of host and port"),
+    (("--pidfile",), "pidfile", "PATH", "write the master's pid here (for qoper8 stop)"),
+    (("--log-file",), "log_file", "PATH", "log here instead of stderr (USR1 reopens it)"),
+    (("--log-level",), "log_level", "LEVEL",
+     f"DEBUG, INFO, WARNING or ERROR (default: {_default('log_level')})"),
+    (("--log-format",), "log_format", "FORMAT",
+     "text, or json: one JSON object per line (default: text)"),
+    (("--token",), "token", "TOKEN",
+     f"require 'Authorization: Bearer TOKEN' (shows in ps: prefer {ENV_PREFIX}TOKEN)"),
+    (("--timeout",), "timeout", "SECONDS", "default job deadline (default: none)"),
+    (("--max-queue",), "max_queue", "N",
+     "jobs that may wait for a child; more get 503 QueueFull (default: none)"),
+    (("--max-jobs-per-child",), "max_jobs_per_child", "N",
+     "retire a child after this many jobs (default: none)"),
+    (("--max-memory-per-child",), "max_memory_per_child", "SIZE",
+     "retire a child above this resident memory, e.g. 512M (default: none)"),
+    (("--max-message-bytes",), "max_message_bytes", "SIZE",
+     f"largest action or result (default: {DEFAULT_MAX_MESSAGE_BYTES // 2**20}M)"),
+    (("--start-timeout",), "start_timeout", "SECONDS",
+     f"time a child gets to become ready (default: {_default('start_timeout')})"),
+    (("--max-start-failures",), "max_start_failures", "N",
+     "after N children in a row fail to start, give up and exit 3 (default: "
+     f"{_default('max_start_failures', 'never: keep retrying')})"),
+    (("--grace",), "grace", "SECONDS",
+     f"TERM: time queued and running jobs get to finish (default: {DEFAULT_GRACE:g})"),
+    (("--max-body-bytes",), "max_body_bytes", "SIZE",
+     f"largest request body, e.g. 1M (default: {DEFAULT_MAX_BODY_BYTES // 2**20}M)"),
+    (("--redis",), "redis", "URL", "also consume actions from this Redis URL (Redis mode)"),
+    (("--queue",), "queue", "NAME", f"the Redis queue to consume (default: {_default('queue')})"),
+    (("--redis-lease",), "redis_lease", "SECONDS",
+     f"a silent host's Redis jobs run elsewhere after this (default: {_default('redis_lease')})"),
+    (("--redis-max-retries",), "redis_max_retries", "N",
+     f"times an abandoned Redis job runs again (default: {_default('redis_max_retries')})"),
+)  # fmt: skip
+
+# `serve` switches: (flag, setting, help).
+_SWITCHES: Final = (
+    ("--debug", "debug", "JobFailed answers carry the child's traceback; the log goes down "
+     "to DEBUG (tracebacks of failed jobs)"),
+    ("--access-log", "access_log", "log one line per HTTP request"),
+    ("--public-health", "public_health", "serve /v1/health and /metrics without the token"),
+)  # fmt: skip
+
+# Settings that only the TOML file and the environment set, named in `serve --help`.
+_NO_FLAG: Final = ", ".join(
+    sorted(set(_FIELDS) - {"pool"} - {f[1] for f in _SETTING_FLAGS} - {f[1] for f in _SWITCHES})
 )
 
+_SERVE_EPILOG: Final = f"""\
+settings:
+  Every setting comes from, in rising precedence: the TOML file (-c; top-level keys or a
+  [qoper8] table), a {ENV_PREFIX}<SETTING> environment variable, then a flag. The variable is
+  the setting's name in capitals: {ENV_PREFIX}WORKER, {ENV_PREFIX}CHILDREN, {ENV_PREFIX}BIND,
+  {ENV_PREFIX}TOKEN, {ENV_PREFIX}MAX_BODY_BYTES, ... Settings with no flag (file or variable
+  only): {_NO_FLAG}. Sizes take a unit: 64KiB, 512M, 2G (K, M, G and
+  KiB, MiB, GiB are powers of 1024; KB, MB, GB of 1000).
 
-def _parser() -> argparse.ArgumentParser:
+signals:
+  TERM        stop taking jobs, let queued and running ones finish (up to --grace), exit
+  INT, QUIT   stop at once: running jobs fail with PoolClosed
+  HUP         reload the settings and start a new generation of children (no job lost)
+  TTIN, TTOU  one child more, one child fewer
+  USR1        reopen the log file
+
+exit codes:
+  0  stopped by a signal        3  the worker module failed to start
+  1  crashed (see the log)      4  cannot listen on the address
+  2  a bad setting              5  the pidfile names a running process
+"""
+
+_CLIENT_EPILOG: Final = """\
+exit codes: 0 done, 1 the daemon answered an error (or refused the token), 2 bad argument,
+6 the daemon could not be reached."""
+
+
+def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
     parser = argparse.ArgumentParser(
         prog="qoper8",
         description="Run blocking Python handlers on a pool of persistent child processes.",
+        epilog="Run 'qoper8 COMMAND --help' for a command's options.",
     )
     parser.add_argument("--version", action="version", version=f"qoper8 {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    raw = argparse.RawDescriptionHelpFormatter
 
-    serve = sub.add_parser("serve", help="run the daemon (HTTP/JSON API)")
-    serve.add_argument("--config", metavar="FILE", help="TOML settings file")
-    for flag, metavar, help_text in _SETTING_FLAGS:
-        serve.add_argument(flag, metavar=metavar, help=help_text, default=None)
-    serve.add_argument(
-        "--debug", action="store_true", default=None, help="send tracebacks in JobFailed errors"
+    serve = sub.add_parser(
+        "serve", help="run the daemon (HTTP/JSON API)", epilog=_SERVE_EPILOG, formatter_class=raw
     )
+    serve.add_argument("-c", "--config", metavar="FILE", help="TOML settings file")
+    for flags, setting, metavar, help_text in _SETTING_FLAGS:
+        serve.add_argument(*flags, dest=setting, metavar=metavar, help=help_text, default=None)
+    for flag, setting, help_text in _SWITCHES:
+        serve.add_argument(flag, dest=setting, action="store_true", default=None, help=help_text)
 
     def client_options(p: argparse.ArgumentParser) -> None:
         p.add_argument(
             "--url",
-            default=os.environ.get("QOPER8_URL") or None,
-            help="the daemon: http://HOST:PORT or unix:PATH (default $QOPER8_URL or "
-            "http://127.0.0.1:8765)",
+            help=f"the daemon: http://HOST:PORT or unix:PATH (default: from --config, else "
+            f"${ENV_PREFIX}URL, else http://127.0.0.1:8765)",
         )
-        p.add_argument("--token", default=os.environ.get("QOPER8_TOKEN") or None)
+        p.add_argument("--token", help=f"the daemon's token (default: ${ENV_PREFIX}TOKEN)")
+        p.add_argument(
+            "-c", "--config", metavar="FILE", help="the daemon's TOML file: its address and token"
+        )
 
-    status = sub.add_parser("status", help="children, queue and totals as a table")
-    client_options(status)
+    def client(name: str, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, epilog=_CLIENT_EPILOG)
+        client_options(p)
+        return p
+
+    status = client("status", "children, queue and totals as a table")
     status.add_argument("--json", action="store_true", help="print the raw JSON")
-
-    submit = sub.add_parser("submit", help="submit one action and print its result")
+    health = sub.add_parser(
+        "health",
+        help="exit 0 if the daemon is ready, 1 if not (or unreachable)",
+        epilog="exit codes: 0 ready, 1 starting, draining, degraded or unreachable",
+    )
+    client_options(health)
+    submit = client("submit", "submit one action and print its result")
     submit.add_argument("action", help="the action as JSON, or - to read it from stdin")
     submit.add_argument("--timeout", type=float, default=None, help="job deadline (seconds)")
-    client_options(submit)
-
-    resize = sub.add_parser("resize", help="set the number of children (N, +N or -N)")
+    resize = client("resize", "set the number of children (N, +N or -N)")
     resize.add_argument("children", help="N, or +N / -N to change it by N")
-    client_options(resize)
+    resize.add_argument(
+        "--force", action="store_true", help="allow more than 4 children per CPU of the daemon"
+    )
+    client("reload", "reload settings and worker code (as HUP)")
 
-    reload = sub.add_parser("reload", help="reload settings and worker code (as HUP)")
-    client_options(reload)
-    return parser
+    stop_cmd = sub.add_parser(
+        "stop",
+        help="TERM the daemon named by its pidfile and wait until it is gone",
+        epilog="exit codes: 0 stopped, 1 no daemon there or still running, 2 bad argument",
+    )
+    stop_cmd.add_argument("--pidfile", metavar="PATH", help="the daemon's pidfile")
+    stop_cmd.add_argument(
+        "-c", "--config", metavar="FILE", help="the daemon's TOML file: its pidfile and grace"
+    )
+    stop_cmd.add_argument(
+        "--timeout",
+        type=float,
+        metavar="SECONDS",
+        help=f"how long to wait (default: the daemon's grace + {STOP_MARGIN:g}s)",
+    )
+    return parser, dict(sub.choices)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """The ``qoper8`` command; returns its exit code."""
-    args = _parser().parse_args(argv)
+    """The ``qoper8`` command; returns its exit code.
+
+    With no arguments it prints the help to stderr and returns 2 (a usage error, as argparse
+    and git treat a missing command).
+    """
+    parser, commands = _parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        command = commands[args.command]
+        options = [o for o in command._option_string_actions if o.startswith("--")]
+        hints = "".join(did_you_mean(a.split("=")[0], options) for a in extra if a[:2] == "--")
+        command.error(f"unrecognized arguments: {' '.join(extra)}{hints}")
     if args.command == "serve":
         return _serve(args)
-    commands: dict[str, Callable[[Client, argparse.Namespace], Awaitable[int]]] = {
-        "status": _status,
-        "submit": _submit,
-        "resize": _resize,
-        "reload": _reload,
-    }
-    return asyncio.run(_with_client(commands[args.command], args))
+    if args.command == "stop":
+        return stop(args)
+    assert args.command in CLIENT_COMMANDS
+    return run_client_command(args)
+
+
+def console_main() -> None:
+    """The ``qoper8`` console script: resolve worker modules from the working directory
+    first, as ``python -m qoper8`` does (a script's ``sys.path[0]`` is its ``bin/``, so a
+    user's ``workers/`` package would otherwise lose to an installed one). Children get the
+    master's ``sys.path``."""
+    if not sys.flags.safe_path:
+        cwd = os.getcwd()
+        if sys.path[:1] != [cwd]:
+            sys.path.insert(0, cwd)
+    sys.exit(main())
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -119,10 +261,9 @@ def _serve(args: argparse.Namespace) -> int:
     from .config import load_config
 
     overrides: dict[str, Any] = {
-        flag.removeprefix("--").replace("-", "_"): getattr(args, flag[2:].replace("-", "_"))
-        for flag, _, _ in _SETTING_FLAGS
+        setting: getattr(args, setting) for _, setting, _, _ in _SETTING_FLAGS
     }
-    overrides["debug"] = args.debug
+    overrides.update({setting: getattr(args, setting) for _, setting, _ in _SWITCHES})
 
     def load() -> Any:
         return load_config(args.config, overrides=overrides)
@@ -133,142 +274,3 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"qoper8 serve: {exc}", file=sys.stderr)  # noqa: T201
         return EXIT_CONFIG
     return run_daemon(config, reload_config=load)
-
-
-async def _with_client(
-    command: Callable[[Client, argparse.Namespace], Awaitable[int]], args: argparse.Namespace
-) -> int:
-    from ._client import DEFAULT_URL, Client
-
-    try:
-        async with Client(args.url or DEFAULT_URL, token=args.token) as client:
-            return await command(client, args)
-    except TransportError as exc:
-        _err(f"qoper8 {args.command}: {exc}")
-        return EXIT_UNREACHABLE
-    except Qoper8Error as exc:
-        _err(f"qoper8 {args.command}: {type(exc).__name__}: {exc}")
-        return EXIT_FAILED
-    except ValueError as exc:
-        _err(f"qoper8 {args.command}: {exc}")
-        return EXIT_USAGE
-
-
-def _out(text: str) -> None:
-    sys.stdout.write(text + "\n")
-
-
-def _err(text: str) -> None:
-    sys.stderr.write(text + "\n")
-
-
-async def _submit(client: Client, args: argparse.Namespace) -> int:
-    raw = sys.stdin.read() if args.action == "-" else args.action
-    try:
-        action = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        _err(f"qoper8 submit: the action is not valid JSON: {exc}")
-        return EXIT_USAGE
-    if not isinstance(action, dict):
-        _err("qoper8 submit: the action must be a JSON object with a 'type' field")
-        return EXIT_USAGE
-    kwargs = {} if args.timeout is None else {"timeout": args.timeout}
-    result = await client.submit(action, **kwargs)
-    _out(orjson.dumps(result).decode())
-    return EXIT_OK
-
-
-async def _resize(client: Client, args: argparse.Namespace) -> int:
-    text = args.children.strip()
-    try:
-        number = int(text)
-    except ValueError:
-        _err(f"qoper8 resize: {text!r} is not N, +N or -N")
-        return EXIT_USAGE
-    if text.startswith(("+", "-")):
-        size = await client.resize(delta=number)
-    else:
-        size = await client.resize(number)
-    _out(f"children: {size}")
-    return EXIT_OK
-
-
-async def _reload(client: Client, args: argparse.Namespace) -> int:
-    generation = await client.reload()
-    _out(f"generation: {generation}")
-    return EXIT_OK
-
-
-async def _status(client: Client, args: argparse.Namespace) -> int:
-    status = await client.status()
-    if args.json:
-        _out(orjson.dumps(status, option=orjson.OPT_INDENT_2).decode())
-    else:
-        _out(format_status(status))
-    return EXIT_OK
-
-
-def _seconds(value: object) -> str:
-    if not isinstance(value, int | float):
-        return "-"
-    if value < 1:
-        return f"{value * 1000:.1f}ms"
-    return f"{value:.1f}s"
-
-
-def format_status(status: dict[str, Any]) -> str:
-    """``/v1/status`` as the readable table ``qoper8 status`` prints."""
-    children = status.get("children") or []
-    lines = [
-        f"qoper8 {status.get('version', '?')}, master pid {status.get('pid')}, "
-        f"worker {status.get('worker')}, up {_seconds(status.get('uptime'))}"
-        + (", DRAINING" if status.get("draining") else ""),
-        f"children: {len(children)} (target {status.get('target_size')}), "
-        f"generation {status.get('generation')}",
-        "",
-    ]
-    header = ("ID", "PID", "GEN", "STATE", "JOBS", "AGE", "CURRENT JOB", "RSS")
-    rows = [header]
-    for c in children:
-        rss = c.get("memory_rss")
-        rows.append(
-            (
-                str(c.get("id")),
-                str(c.get("pid")),
-                str(c.get("generation")),
-                str(c.get("state")),
-                str(c.get("jobs_done")),
-                _seconds(c.get("age")),
-                _seconds(c.get("current_job_age")),
-                f"{rss / 2**20:.1f}MiB" if isinstance(rss, int) else "-",
-            )
-        )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    lines += [
-        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-        for row in rows
-    ]
-    wait = status.get("queue_wait") or {}
-    run = status.get("run_time") or {}
-    lines += [
-        "",
-        f"queue: {status.get('queue_length')} waiting, {status.get('running')} running",
-        "totals: "
-        + ", ".join(
-            f"{name.replace('_', ' ')} {status.get(name)}"
-            for name in (
-                "submitted",
-                "completed",
-                "failed",
-                "invalid",
-                "timed_out",
-                "died",
-                "cancelled",
-                "rejected",
-                "recycled",
-            )
-        ),
-        f"queue wait: p50 {_seconds(wait.get('p50'))}, p99 {_seconds(wait.get('p99'))}; "
-        f"run time: p50 {_seconds(run.get('p50'))}, p99 {_seconds(run.get('p99'))}",
-    ]
-    return "\n".join(lines)

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
     from ._types import JSONValue
 
-__all__ = ["DEFAULT_URL", "Client"]
+__all__ = ["DEFAULT_URL", "Client", "Unauthorized"]
 
 DEFAULT_URL: Final = "http://127.0.0.1:8765"
 # An answer may take the job's whole deadline; the HTTP request gets this much more before
@@ -45,6 +45,12 @@ ROOM_POLL_START: Final = 0.005
 ROOM_POLL_MAX: Final = 0.5
 
 _UNSET: Final[Any] = object()
+
+
+class Unauthorized(TransportError):
+    """The daemon refused the token (401): a wrong or missing token, not an unreachable
+    daemon. A ``TransportError``, so code that catches those keeps working; the CLI tells
+    the two apart (exit 1 "unauthorized", not 6 "unreachable")."""
 
 
 @final
@@ -200,9 +206,22 @@ class Client:
         except (aiohttp.ClientError, OSError) as exc:
             raise TransportError(f"cannot reach the daemon at {self.url}: {exc}") from exc
 
-    async def resize(self, children: int | None = None, *, delta: int | None = None) -> int:
-        """Set the number of children (or change it by ``delta``); returns the new size."""
-        body = {"children": children} if children is not None else {"delta": delta}
+    async def resize(
+        self, children: int | None = None, *, delta: int | None = None, force: bool = False
+    ) -> int:
+        """Set the number of children (or change it by ``delta``); returns the new size.
+
+        Args:
+            children: the new number of children.
+            delta: change the number by this much instead.
+            force: allow more than 4 children per CPU of the daemon's machine (a likely
+                typo otherwise, refused with ``ConfigError``).
+        """
+        body: dict[str, object] = (
+            {"children": children} if children is not None else {"delta": delta}
+        )
+        if force:
+            body["force"] = True
         data = _object(await self._request("POST", "/v1/resize", orjson.dumps(body)))
         return int(data["children"])
 
@@ -268,7 +287,7 @@ def _error_of(status: int, raw: bytes) -> Qoper8Error:
     if not isinstance(info, dict):
         return TransportError(f"the daemon answered HTTP {status}: {raw[:200]!r}")
     if status == 401:
-        return TransportError(f"the daemon refused the request (401): {info.get('message')}")
+        return Unauthorized(f"the daemon refused the request (401): {info.get('message')}")
     err = error_from_dict(info)
     if type(err) is TransportError and status >= 400:
         err = TransportError(f"the daemon answered HTTP {status}: {info.get('message', info)}")

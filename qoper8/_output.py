@@ -13,13 +13,18 @@ than stopping the pool. The daemon's log (child lines included) goes the same wa
 from __future__ import annotations
 
 import atexit
+import copy
 import logging
-import logging.handlers
 import queue
 import sys
 import threading
-import time
-from typing import Final
+from collections import deque
+from typing import TYPE_CHECKING, Final
+
+from ._text import plural
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 # Lines waiting for stderr before new ones are dropped (a few MiB of typical log lines).
 MAX_PENDING_LINES: Final = 10_000
@@ -76,7 +81,7 @@ class StderrWriter:
             if dropped > self._reported:
                 texts.insert(
                     0,
-                    f"[qoper8] {dropped - self._reported} lines of child output dropped: "
+                    f"[qoper8] {plural(dropped - self._reported, 'line')} of child output dropped: "
                     "stderr did not keep up\n",
                 )
                 self._reported = dropped
@@ -96,66 +101,133 @@ class StderrWriter:
             pass
 
 
-class _DroppingQueueHandler(logging.handlers.QueueHandler):
+class _Pending:
+    """A FIFO of log records bounded at ``max_pending``, and of writer-thread operations
+    (reopening the file, the stop mark) that the bound never drops, so they happen exactly
+    between the records logged before and after them."""
+
+    def __init__(self, max_pending: int) -> None:
+        self._items: deque[logging.LogRecord | Callable[[], object] | None] = deque()
+        self._records = 0
+        self._max = max_pending
+        self._ready = threading.Condition()
+
+    def put_record(self, record: logging.LogRecord) -> bool:
+        with self._ready:
+            if self._records >= self._max:
+                return False
+            self._records += 1
+            self._items.append(record)
+            self._ready.notify()
+            return True
+
+    def put_control(self, item: Callable[[], object] | None) -> None:
+        with self._ready:
+            self._items.append(item)
+            self._ready.notify()
+
+    def get(self) -> logging.LogRecord | Callable[[], object] | None:
+        with self._ready:
+            self._ready.wait_for(lambda: bool(self._items))
+            item = self._items.popleft()
+            if isinstance(item, logging.LogRecord):
+                self._records -= 1
+            return item
+
+
+class _DroppingQueueHandler(logging.Handler):
     """Queues records without ever waiting: a full queue drops the record and counts it,
     and the next record that fits is preceded by a warning saying how many were lost."""
 
-    def __init__(self, pending: queue.Queue[logging.LogRecord | None]) -> None:
-        super().__init__(pending)
+    def __init__(self, pending: _Pending) -> None:
+        super().__init__()
+        self._pending = pending
         self.dropped = 0
         self._reported = 0
 
-    def enqueue(self, record: logging.LogRecord) -> None:
-        pending = self.queue
-        assert isinstance(pending, queue.Queue)
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        """A copy with the message merged and the traceback as text, ready for any thread
+        and formatter (unlike ``QueueHandler.prepare``, the traceback stays apart from the
+        message, so the JSON format can give it a field of its own)."""
+        record = copy.copy(record)
+        record.msg = record.getMessage()
+        record.args = None
+        if record.exc_info:
+            record.exc_text = record.exc_text or _TRACEBACKS.formatException(record.exc_info)
+            record.exc_info = None
+        return record
+
+    def emit(self, record: logging.LogRecord) -> None:
         try:
-            if self.dropped > self._reported:
-                note = logging.LogRecord(
-                    "qoper8",
-                    logging.WARNING,
-                    __file__,
-                    0,
-                    "%d log records dropped: the log did not keep up",
-                    (self.dropped - self._reported,),
-                    None,
-                )
-                pending.put_nowait(self.prepare(note))
-                self._reported = self.dropped
-            pending.put_nowait(record)
-        except queue.Full:
+            prepared = self.prepare(record)
+        except Exception:
+            self.handleError(record)
+            return
+        if self.dropped > self._reported:
+            note = logging.LogRecord(
+                "qoper8",
+                logging.WARNING,
+                __file__,
+                0,
+                "%s dropped: the log did not keep up",
+                (plural(self.dropped - self._reported, "log record"),),
+                None,
+            )
+            if not self._pending.put_record(self.prepare(note)):
+                self.dropped += 1
+                return
+            self._reported = self.dropped
+        if not self._pending.put_record(prepared):
             self.dropped += 1
 
 
+_TRACEBACKS: Final = logging.Formatter()
+
+
 class NonBlockingLog:
-    """Routes a logger's records through a bounded queue to ``handler``, which a thread of
+    """Routes loggers' records through a bounded queue to ``handler``, which a thread of
     its own writes: logging from the event loop never waits on a slow file or stderr."""
 
     def __init__(
         self, logger: logging.Logger, handler: logging.Handler, max_pending: int = MAX_PENDING_LINES
     ) -> None:
-        self._pending: queue.Queue[logging.LogRecord | None] = queue.Queue(max_pending)
-        self._logger = logger
+        self._pending = _Pending(max_pending)
+        self._loggers: list[logging.Logger] = []
         self._handler = handler
         self.queue_handler = _DroppingQueueHandler(self._pending)
         self._thread = threading.Thread(target=self._write_forever, name="qoper8-log", daemon=True)
         self._thread.start()
+        self.attach(logger)
+
+    def attach(self, logger: logging.Logger) -> None:
+        """Send ``logger``'s records through the queue too."""
         logger.addHandler(self.queue_handler)
+        self._loggers.append(logger)
+
+    def call_in_order(self, operation: Callable[[], object]) -> None:
+        """Run ``operation`` on the writer thread after the records already queued and
+        before the next ones (e.g. reopening the log file after logrotate moved it, so no
+        earlier record lands in the new file). Never dropped, never waited for."""
+        self._pending.put_control(operation)
 
     def _write_forever(self) -> None:
         while True:
-            record = self._pending.get()
-            if record is None:
+            item = self._pending.get()
+            if item is None:
                 return
-            self._handler.handle(record)
+            if isinstance(item, logging.LogRecord):
+                self._handler.handle(item)
+                continue
+            try:
+                item()
+            except Exception:  # a failed operation must not end the log
+                sys.stderr.write(f"[qoper8] log operation failed: {sys.exc_info()[1]!r}\n")
 
     def close(self, timeout: float = EXIT_FLUSH_SECONDS * 5) -> bool:
-        """Detach from the logger, then wait up to ``timeout`` seconds for what is still
+        """Detach from the loggers, then wait up to ``timeout`` seconds for what is still
         queued to be written. Returns whether it was (a stuck handler is given up on)."""
-        self._logger.removeHandler(self.queue_handler)
-        deadline = time.monotonic() + timeout
-        try:
-            self._pending.put(None, timeout=timeout)
-        except queue.Full:
-            return False
-        self._thread.join(max(0.0, deadline - time.monotonic()))
+        for logger in self._loggers:
+            logger.removeHandler(self.queue_handler)
+        self._pending.put_control(None)
+        self._thread.join(timeout)
         return not self._thread.is_alive()

@@ -42,7 +42,7 @@ from ._output import StderrWriter
 from ._protocol import ErrorCategory, Kind
 from ._stats import ChildStatistics, Counters, PoolStatistics
 from ._worker import HandlerInfo
-from .config import PoolConfig, make_pool_config
+from .config import MAX_CHILDREN, PoolConfig, make_pool_config
 from .errors import (
     ChildDied,
     ConfigError,
@@ -85,8 +85,6 @@ RESPAWN_BACKOFF_MAX: Final = 5.0
 # tests/bad_workers/dies_after_ready.py); an operator killing idle children, or the OOM killer,
 # comes later than this, and counting them as failed starts would slow respawns for nothing.
 START_FAILURE_WINDOW: Final = 1.0
-# The bounds ``resize()`` accepts, the same as ``PoolConfig.children``.
-MAX_CHILDREN: Final = 1024
 
 _UNSET: Final[Any] = object()
 _monotonic: Final = time.monotonic

@@ -8,6 +8,7 @@ setting fails at start with a ``ConfigError`` naming it, never mid-run.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 import tomllib
 from pathlib import Path  # noqa: TC003  (pydantic resolves field types at run time)
@@ -15,6 +16,8 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from ._text import did_you_mean, suggest
+from ._values import parse_bind, parse_bytes
 from .errors import ConfigError
 
 if TYPE_CHECKING:
@@ -22,6 +25,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_MAX_MESSAGE_BYTES",
+    "MAX_CHILDREN",
     "PoolConfig",
     "ServeConfig",
     "load_config",
@@ -31,6 +35,12 @@ __all__ = [
 # A frame larger than this is refused at submit (InvalidAction) or when a child replies
 # (JobFailed). It bounds the master's memory per child; 20 MiB results must fit comfortably.
 DEFAULT_MAX_MESSAGE_BYTES: Final = 64 * 1024 * 1024
+# The most children a pool (and a resize) may ask for. Each child is a whole interpreter with
+# two descriptors in the master; past this a typo ("10000") exhausts memory or file
+# descriptors long before it serves anything.
+MAX_CHILDREN: Final = 1024
+
+logger = logging.getLogger("qoper8.config")
 
 
 def _default_children() -> int:
@@ -43,7 +53,7 @@ class PoolConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     worker: str = Field(min_length=1, description='worker module reference, "pkg.mod:attr"')
-    children: int = Field(default_factory=_default_children, ge=1, le=1024)
+    children: int = Field(default_factory=_default_children, ge=1, le=MAX_CHILDREN)
     timeout: float | None = Field(default=None, gt=0, description="default per-job deadline")
     max_queue: int | None = Field(default=None, ge=0)
     max_jobs_per_child: int | None = Field(default=None, ge=1)
@@ -61,6 +71,11 @@ class PoolConfig(BaseModel):
     # pool gives up for good, failing queued and new jobs with StartFailed (the daemon exits 3).
     # The first start always fails fast.
     max_start_failures: int | None = Field(default=None, ge=1)
+
+    # "512M", "2GiB": sizes with a unit, from a flag, a variable, a TOML file or Python.
+    _sizes = field_validator("max_memory_per_child", "max_message_bytes", mode="before")(
+        parse_bytes
+    )
 
     @field_validator("worker")
     @classmethod
@@ -130,19 +145,36 @@ class ServeConfig(BaseModel):
     pidfile: Path | None = None
     log_file: Path | None = None
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # "json": one JSON object per line, for log collectors (Loki, Elasticsearch, jq).
+    log_format: Literal["text", "json"] = "text"
+    # One line per HTTP request; off by default, as a busy daemon would write mostly these.
+    access_log: bool = False
     max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, ge=1)
     grace: float = Field(default=DEFAULT_GRACE, ge=0, description="TERM drain period")
-    debug: bool = Field(default=False, description="send child tracebacks in JobFailed errors")
+    debug: bool = Field(
+        default=False,
+        description="send child tracebacks in JobFailed errors and log down to DEBUG",
+    )
+    # Probes and scrapers may read /v1/health and /metrics without the token; both reveal
+    # counts and states only, never an action or a result.
+    public_health: bool = False
     redis: str | None = Field(default=None, min_length=1, description="Redis URL: also consume")
     queue: str = Field(default="default", min_length=1, description="Redis queue name")
     # How long a host may go silent before its Redis jobs run elsewhere (at least once).
     redis_lease: float = Field(default=30.0, gt=0, description="Redis job lease (seconds)")
     redis_max_retries: int = Field(default=3, ge=0, description="re-runs of an abandoned job")
 
+    _sizes = field_validator("max_body_bytes", mode="before")(parse_bytes)
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _token_off_loopback(self) -> ServeConfig:
@@ -156,6 +188,12 @@ class ServeConfig(BaseModel):
 
 _POOL_FIELDS: Final = frozenset(PoolConfig.model_fields)
 _SERVE_FIELDS: Final = frozenset(ServeConfig.model_fields) - {"pool"}
+# `bind` is shorthand, not a field: it expands into host, port and unix in its own source.
+BIND: Final = "bind"
+SETTINGS: Final = frozenset(_POOL_FIELDS | _SERVE_FIELDS | {BIND})
+# QOPER8_* variables read by something other than the daemon's settings (the client
+# commands), so not worth a warning.
+_OTHER_VARIABLES: Final = frozenset({"URL"})
 
 
 def read_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -180,11 +218,79 @@ def read_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
 def read_env(environ: Mapping[str, str]) -> dict[str, Any]:
     """Pick the ``QOPER8_<SETTING>`` variables; an empty one counts as not set."""
     out: dict[str, Any] = {}
-    for name in sorted(_POOL_FIELDS | _SERVE_FIELDS):
+    for name in sorted(SETTINGS):
         raw = environ.get(ENV_PREFIX + name.upper())
         if raw is not None and raw.strip():
             out[name] = raw
     return out
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """``QOPER8_*`` variables that name no setting: probably a typo, silently ignored
+    otherwise. Each comes with a suggestion when one is close."""
+    known = {name.upper() for name in SETTINGS} | _OTHER_VARIABLES
+    found = []
+    for variable in sorted(environ):
+        name = variable.removeprefix(ENV_PREFIX)
+        if variable.startswith(ENV_PREFIX) and name not in known:
+            match = suggest(name, known)
+            hint = f" (did you mean {ENV_PREFIX}{match}?)" if match else ""
+            found.append(f"{variable} is not a qoper8 setting and is ignored{hint}")
+    return found
+
+
+def _expand_bind(values: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """Replace a source's ``bind`` with the host, port or unix it stands for."""
+    if BIND not in values:
+        return dict(values)
+    out = {k: v for k, v in values.items() if k != BIND}
+    clash = sorted({"host", "port", "unix"} & set(out))
+    if clash:
+        raise ConfigError(
+            f"invalid setting: bind ({where}): give either bind or {', '.join(clash)}, not both"
+        )
+    raw = values[BIND]
+    if not isinstance(raw, str):
+        raise ConfigError(f"invalid setting: bind ({where}): must be a string like HOST:PORT")
+    try:
+        out.update(parse_bind(raw))
+    except ValueError as exc:
+        raise ConfigError(f"invalid setting: bind ({where}): {exc}") from None
+    return out
+
+
+def merge_sources(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """The raw settings of every source, later ones winning, and where each came from.
+
+    Unvalidated: ``load_config`` judges them; the client commands read a few (the daemon's
+    address and token) from here without needing a whole valid daemon configuration.
+
+    Raises:
+        ConfigError: the file cannot be read, a ``bind`` is malformed or an unknown setting
+            is given (named with its source, and the closest setting when one is close).
+    """
+    environ = os.environ if environ is None else environ
+    sources: list[tuple[str, Mapping[str, Any]]] = []
+    if path is not None:
+        sources.append((f"config file {os.fspath(path)}", read_toml(path)))
+    sources.append(("environment", read_env(environ)))
+    sources.append(("command line", {k: v for k, v in (overrides or {}).items() if v is not None}))
+    merged: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    for where, values in sources:
+        for key, value in _expand_bind(values, where).items():
+            merged[key] = value
+            origin[key] = where
+    unknown = sorted(set(merged) - SETTINGS)
+    if unknown:
+        named = ", ".join(f"{k} ({origin[k]}){did_you_mean(k, SETTINGS)}" for k in unknown)
+        raise ConfigError(f"unknown setting: {named}")
+    return merged, origin
 
 
 def load_config(
@@ -195,6 +301,10 @@ def load_config(
 ) -> ServeConfig:
     """Build the daemon's settings: the TOML file, then ``QOPER8_*`` variables, then
     ``overrides`` (the command-line flags that were given), each winning over the last.
+
+    A ``bind`` (``HOST:PORT``, ``[IPV6]:PORT`` or ``unix:PATH``) stands for host, port and
+    unix in its source. ``QOPER8_*`` variables that name no setting are logged as warnings
+    on the ``qoper8.config`` logger (stderr until the daemon's log is set up).
 
     Args:
         path: a TOML settings file, or None.
@@ -208,21 +318,10 @@ def load_config(
         ConfigError: a source cannot be read, a setting is unknown, or a value is invalid;
             the message names each bad setting and where it came from.
     """
-    merged: dict[str, Any] = {}
-    origin: dict[str, str] = {}
-    sources: list[tuple[str, Mapping[str, Any]]] = []
-    if path is not None:
-        sources.append((f"config file {os.fspath(path)}", read_toml(path)))
-    sources.append(("environment", read_env(os.environ if environ is None else environ)))
-    sources.append(("command line", {k: v for k, v in (overrides or {}).items() if v is not None}))
-    for where, values in sources:
-        for key, value in values.items():
-            merged[key] = value
-            origin[key] = where
-    unknown = sorted(set(merged) - _POOL_FIELDS - _SERVE_FIELDS)
-    if unknown:
-        named = ", ".join(f"{k} ({origin[k]})" for k in unknown)
-        raise ConfigError(f"unknown setting: {named}")
+    environ = os.environ if environ is None else environ
+    for warning in unknown_variables(environ):
+        logger.warning("%s", warning)
+    merged, origin = merge_sources(path, environ=environ, overrides=overrides)
     pool = {k: v for k, v in merged.items() if k in _POOL_FIELDS}
     serve = {k: v for k, v in merged.items() if k in _SERVE_FIELDS}
     try:

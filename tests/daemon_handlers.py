@@ -21,11 +21,24 @@ POLL: float = 0.005
 @worker.on_start
 def slow_start() -> None:
     """Children start slowly when the test asks: while the file named by
-    QOPER8_TEST_START_GATE exists (bounded)."""
-    gate = os.environ.get("QOPER8_TEST_START_GATE")
+    TEST_QOPER8_START_GATE exists (bounded); or until a line arrives on the FIFO named by
+    TEST_QOPER8_START_FIFO (``conftest.release``), failing the start if that line is "fail".
+    (The variables do not start with QOPER8_: the daemon warns about unknown ones.)"""
+    gate = os.environ.get("TEST_QOPER8_START_GATE")
     deadline = time.monotonic() + 120
     while gate and os.path.exists(gate) and time.monotonic() < deadline:
         time.sleep(POLL)
+    fifo = os.environ.get("TEST_QOPER8_START_FIFO")
+    if fifo:
+        with open(fifo) as f:  # blocks until the test opens the other end
+            if f.readline().strip() == "fail":
+                raise RuntimeError("the test failed this start")
+
+
+@worker.handler("say")
+def say(text: str) -> None:
+    """Print a line: the daemon logs it as the child's output."""
+    print(text, flush=True)
 
 
 @worker.handler("echo")

@@ -21,10 +21,15 @@ import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from aiohttp.test_utils import TestServer
+from aiohttp.web import AppRunner
+
 import qoper8
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterator, Sequence
+
+    from qoper8._transport._http import HttpApi
 
 REPO = Path(__file__).resolve().parent.parent
 HANDLERS = "tests.daemon_handlers:worker"
@@ -341,6 +346,21 @@ class Load:
     async def stop(self) -> None:
         self._stop.set()
         await asyncio.gather(*self._tasks)
+
+
+class _DaemonLikeServer(TestServer):
+    def __init__(self, api: HttpApi) -> None:
+        super().__init__(api.make_app())
+        self._options = api.runner_options()
+
+    async def _make_runner(self, **kwargs: Any) -> AppRunner:
+        return AppRunner(self.app, **{**kwargs, **self._options})
+
+
+def serve_like_the_daemon(api: HttpApi) -> TestServer:
+    """An aiohttp test server for ``api``'s app, served as the daemon serves it (the same
+    runner options: loggers, cancellation)."""
+    return _DaemonLikeServer(api)
 
 
 def write_toml(path: Path, lines: Sequence[str]) -> Path:

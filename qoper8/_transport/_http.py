@@ -1,8 +1,8 @@
 """The daemon's HTTP/JSON API, served by aiohttp on the master's own event loop.
 
-It owns the routes, the status code of each error, the token check, the body limit and the
-Prometheus rendering. It leaves every decision about the pool (resize, reload, drain) to the
-daemon, which it reaches through the small ``Control`` protocol, and never imports the pool.
+It owns the routes, the status code of each error, the token check and the start-up hold.
+It leaves every decision about the pool (resize, reload, drain) to the daemon, which it
+reaches through the small ``Control`` protocol, and never imports the pool.
 
 Endpoints::
 
@@ -10,19 +10,21 @@ Endpoints::
     GET  /v1/status   pool statistics, children with pid/state/generation, daemon info
     GET  /v1/health   200 when every child is ready, 503 otherwise
     GET  /metrics     Prometheus text format
-    POST /v1/resize   {"children": N} or {"delta": +-N}
+    POST /v1/resize   {"children": N} or {"delta": +-N}, optionally "force": true
     POST /v1/reload   reload the config and start a new generation of children
 
-Errors come back as ``{"error": {"type": "<qoper8 error class>", "message": ...}}``.
+Errors come back as ``{"error": {"type": "<qoper8 error class>", "message": ...}}``; the
+HTTP-only types are Unauthorized, NotFound, MethodNotAllowed, Starting and InternalError.
+Reading requests defensively is ``_http_input``'s job, rendering metrics ``_metrics``'s.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-import hmac
 import logging
-import math
 import os
+import time
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import orjson
@@ -41,11 +43,20 @@ from ..errors import (
     TransportError,
     error_to_dict,
 )
+from ._http_access import ACCESS_LOGGER, SERVER_LOGGER, AccessLog
+from ._http_input import (
+    TIMEOUT_HEADER,
+    Refused,
+    parse_timeout,
+    read_json,
+    resize_target,
+    token_matches,
+)
+from ._metrics import render_metrics
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-    from .._stats import Histogram, PoolStatistics
     from . import PoolLike
 
 __all__ = [
@@ -53,15 +64,11 @@ __all__ = [
     "TIMEOUT_HEADER",
     "Control",
     "HttpApi",
-    "render_metrics",
     "status_for",
 ]
 
 logger = logging.getLogger("qoper8.http")
 
-# Per-request job deadline in seconds ("none" for no deadline); absent means the daemon's
-# default timeout. A header rather than a body field, so the body stays exactly the action.
-TIMEOUT_HEADER: Final = "Qoper8-Timeout"
 # What a 503 for QueueFull tells the caller to wait before trying again. One second is long
 # against a job's run time and short against a human's patience.
 RETRY_AFTER_SECONDS: Final = 1
@@ -70,6 +77,16 @@ RETRY_AFTER_SECONDS: Final = 1
 KILL_ON_CANCEL_HEADER: Final = "Qoper8-Kill-On-Cancel"
 # How long stop() lets in-flight requests finish writing their answers.
 SHUTDOWN_TIMEOUT: Final = 5.0
+# The error type of a submit whose deadline passed while the daemon was still starting
+# (503 with Retry-After: the daemon will serve, just not yet).
+STARTING: Final = "Starting"
+# What is left of a deadline after a start-up hold is never less than this: the pool refuses
+# a zero timeout, and the job should still get its one chance to run.
+MIN_TIMEOUT: Final = 0.001
+# Paths served without the token under --public-health (for probes and scrapers).
+PUBLIC_PATHS: Final = frozenset({"/v1/health", "/metrics"})
+# Headers of aiohttp's error answers kept when they are rewritten as JSON.
+_KEPT_HEADERS: Final = frozenset({"allow"})
 
 JSON_TYPE: Final = "application/json"
 METRICS_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
@@ -86,7 +103,6 @@ _STATUS: Final[tuple[tuple[type[Qoper8Error], int], ...]] = (
     (JobFailed, 500),
     (TransportError, 502),
 )
-CHILD_STATES: Final = ("starting", "idle", "busy", "retiring", "dead")
 
 
 def status_for(exc: Qoper8Error) -> int:
@@ -103,7 +119,16 @@ class Control(Protocol):
     @property
     def draining(self) -> bool: ...
 
+    @property
+    def default_timeout(self) -> float | None:
+        """The pool's default job deadline, which also bounds a submit held at start-up."""
+        ...
+
     def info(self) -> dict[str, Any]: ...
+
+    async def wait_started(self) -> None:
+        """Return once the pool is open; raise StartFailed or PoolClosed if it never will."""
+        ...
 
     async def resize(self, children: int) -> int: ...
 
@@ -116,8 +141,10 @@ def _json(data: object, status: int = 200, headers: dict[str, str] | None = None
     )
 
 
-def _error(type_name: str, message: str, status: int) -> web.Response:
-    return _json({"error": {"type": type_name, "message": message}}, status)
+def _error(
+    type_name: str, message: str, status: int, headers: dict[str, str] | None = None
+) -> web.Response:
+    return _json({"error": {"type": type_name, "message": message}}, status, headers)
 
 
 class HttpApi:
@@ -125,10 +152,12 @@ class HttpApi:
 
     Args:
         pool: the pool jobs go to.
-        control: the daemon, for status information, resize and reload.
+        control: the daemon, for status information, start-up, resize and reload.
         token: when set, every request must send ``Authorization: Bearer <token>``.
         max_body_bytes: larger request bodies get 413.
         debug: include the child's traceback in JobFailed errors.
+        access_log: log one line per request on ``qoper8.access``.
+        public_health: serve ``/v1/health`` and ``/metrics`` without the token.
     """
 
     def __init__(
@@ -139,12 +168,17 @@ class HttpApi:
         token: str | None,
         max_body_bytes: int,
         debug: bool = False,
+        access_log: bool = False,
+        public_health: bool = False,
     ) -> None:
         self._pool = pool
         self._control = control
         self._token = token.encode() if token else None
         self._max_body = max_body_bytes
         self.debug = debug
+        self.public_health = public_health
+        self._access_log = access_log
+        self.held = 0  # submits waiting for the start-up to end (in /v1/status)
         self._runner: web.AppRunner | None = None
         self._unix: str | None = None
         self.urls: list[str] = []
@@ -154,6 +188,20 @@ class HttpApi:
         self._token = token.encode() if token else None
 
     # ------------------------------------------------------------ serving
+
+    def runner_options(self) -> dict[str, Any]:
+        """How aiohttp serves the app (``AppRunner``'s options; tests pass them to their
+        ``TestServer`` so they serve it the same way)."""
+        return {
+            "handle_signals": False,  # the daemon owns every signal
+            # A client that disconnects cancels its submit, as cancelling Pool.submit does:
+            # a queued job is dropped rather than run for nobody.
+            "handler_cancellation": True,
+            "access_log": ACCESS_LOGGER if self._access_log else None,
+            "access_log_class": AccessLog,
+            "logger": SERVER_LOGGER,
+            "shutdown_timeout": SHUTDOWN_TIMEOUT,
+        }
 
     def make_app(self) -> web.Application:
         """The aiohttp application (used by ``start()``, and by tests directly)."""
@@ -173,15 +221,7 @@ class HttpApi:
         Raises:
             OSError: the address is taken or cannot be bound.
         """
-        runner = web.AppRunner(
-            self.make_app(),
-            handle_signals=False,  # the daemon owns every signal
-            # A client that disconnects cancels its submit, as cancelling Pool.submit does:
-            # a queued job is dropped rather than run for nobody.
-            handler_cancellation=True,
-            access_log=None,
-            shutdown_timeout=SHUTDOWN_TIMEOUT,
-        )
+        runner = web.AppRunner(self.make_app(), **self.runner_options())
         await runner.setup()
         self._runner = runner
         try:
@@ -216,32 +256,30 @@ class HttpApi:
     async def _middleware(
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
-        if self._token is not None:
-            given = request.headers.get("Authorization", "")
-            scheme, _, credential = given.partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(
-                credential.strip().encode(), self._token
-            ):
-                return web.Response(
-                    body=orjson.dumps(
-                        {
-                            "error": {
-                                "type": "Unauthorized",
-                                "message": "missing or wrong token: send 'Authorization: "
-                                "Bearer <token>'",
-                            }
-                        }
-                    ),
-                    status=401,
-                    content_type=JSON_TYPE,
-                    headers={"WWW-Authenticate": "Bearer"},
-                )
+        if (
+            self._token is not None
+            and not (self.public_health and request.path in PUBLIC_PATHS)
+            and not token_matches(request.headers.get("Authorization"), self._token)
+        ):
+            return _error(
+                "Unauthorized",
+                "missing or wrong token: send 'Authorization: Bearer <token>'",
+                401,
+                {"WWW-Authenticate": "Bearer"},
+            )
         try:
             return await handler(request)
+        except Refused as refused:
+            response = self._error_response(refused.error, refused.status)
+            if refused.close:
+                response.force_close()
+            return response
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
-            return _error(type(exc).__name__.removeprefix("HTTP"), exc.reason, exc.status)
+            # Keep what the client needs to act on (405's Allow); drop the text body's own.
+            kept = {k: v for k, v in exc.headers.items() if k.lower() in _KEPT_HEADERS}
+            return _error(type(exc).__name__.removeprefix("HTTP"), exc.reason, exc.status, kept)
         except Exception:
             logger.exception("unexpected error answering %s %s", request.method, request.path)
             return _error("InternalError", "the daemon failed to answer; see its log", 500)
@@ -254,33 +292,10 @@ class HttpApi:
         body = {"error": error_to_dict(exc, include_traceback=self.debug)}
         return _json(body, status, headers)
 
-    async def _read_json(self, request: web.Request) -> Any:
-        """The body as JSON, or raise ``_Refused`` with the response to send."""
-        length = request.content_length
-        if length is not None and length > self._max_body:
-            raise _Refused(self._too_large(length))
-        try:
-            body = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            raise _Refused(self._too_large(None)) from None
-        try:
-            return orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            err = InvalidAction(f"the request body is not valid JSON: {exc}")
-            raise _Refused(self._error_response(err, 400)) from None
-
-    def _too_large(self, length: int | None) -> web.Response:
-        size = f"{length} bytes" if length is not None else "the request body"
-        err = InvalidAction(f"{size} is over the daemon's limit of {self._max_body} bytes")
-        return self._error_response(err, 413)
-
     # ------------------------------------------------------------ endpoints
 
     async def _submit(self, request: web.Request) -> web.Response:
-        try:
-            action = await self._read_json(request)
-        except _Refused as refused:
-            return refused.response
+        action = await read_json(request, self._max_body)
         if not isinstance(action, dict):
             err = InvalidAction(
                 f"the body must be a JSON object with a 'type' field, not {type(action).__name__}"
@@ -289,23 +304,52 @@ class HttpApi:
         kwargs: dict[str, Any] = {}
         raw = request.headers.get(TIMEOUT_HEADER)
         if raw is not None:
-            try:
-                kwargs["timeout"] = _parse_timeout(raw)
-            except ValueError as exc:
-                return self._error_response(InvalidAction(str(exc)), 400)
+            kwargs["timeout"] = parse_timeout(raw)
         if request.headers.get(KILL_ON_CANCEL_HEADER, "").strip().lower() in ("1", "true"):
             kwargs["kill_on_cancel"] = True
         if self._control.draining:
             return self._error_response(PoolClosed("the daemon is shutting down"))
+        if not self._pool.is_open:
+            refused = await self._wait_started(kwargs)
+            if refused is not None:
+                return refused
         try:
             result = await self._pool.submit(action, wait_for_room=False, **kwargs)
         except Qoper8Error as exc:
             return self._error_response(exc)
         return web.Response(body=orjson.dumps({"result": result}), content_type=JSON_TYPE)
 
+    async def _wait_started(self, kwargs: dict[str, Any]) -> web.Response | None:
+        """Hold a submit that arrives while the daemon starts, until its pool is open or
+        the job's deadline (its header, else the default timeout) passes; in the deadline's
+        place, shorten it by the time held. Returns the answer when it cannot go on: 503
+        ``Starting`` (deadline passed) or the start-up's own error (StartFailed, PoolClosed).
+        """
+        timeout = kwargs.get("timeout", self._control.default_timeout)
+        started = time.monotonic()
+        self.held += 1
+        try:
+            async with asyncio.timeout(timeout):
+                await self._control.wait_started()
+        except TimeoutError:
+            return _error(
+                STARTING,
+                f"the daemon is still starting: its children were not ready within the job's "
+                f"deadline ({timeout:g}s); try again",
+                503,
+                {"Retry-After": str(RETRY_AFTER_SECONDS)},
+            )
+        except Qoper8Error as exc:
+            return self._error_response(exc)
+        finally:
+            self.held -= 1
+        if timeout is not None:
+            kwargs["timeout"] = max(timeout - (time.monotonic() - started), MIN_TIMEOUT)
+        return None
+
     async def _status(self, request: web.Request) -> web.Response:
         stats = self._pool.statistics().to_dict()
-        return _json({**self._control.info(), **stats})
+        return _json({**self._control.info(), **stats, "held": self.held})
 
     async def _health(self, request: web.Request) -> web.Response:
         stats = self._pool.statistics()
@@ -328,17 +372,8 @@ class HttpApi:
         return web.Response(body=text.encode(), headers={"Content-Type": METRICS_TYPE})
 
     async def _resize(self, request: web.Request) -> web.Response:
-        try:
-            body = await self._read_json(request)
-        except _Refused as refused:
-            return refused.response
-        children = body.get("children") if isinstance(body, dict) else None
-        delta = body.get("delta") if isinstance(body, dict) else None
-        if delta is not None and children is None and _is_int(delta):
-            children = self._pool.size + delta
-        if not isinstance(children, int) or isinstance(children, bool):
-            err = ConfigError('send {"children": N} or {"delta": +1} with whole numbers')
-            return self._error_response(err, 400)
+        body = await read_json(request, self._max_body)
+        children = resize_target(body, self._pool.size)
         try:
             size = await self._control.resize(children)
         except Qoper8Error as exc:
@@ -354,92 +389,3 @@ class HttpApi:
         except Qoper8Error as exc:
             return self._error_response(exc)
         return _json({"generation": generation, "children": self._pool.size})
-
-
-class _Refused(Exception):
-    def __init__(self, response: web.Response) -> None:
-        super().__init__(response.status)
-        self.response = response
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _parse_timeout(raw: str) -> float | None:
-    if raw.strip().lower() in ("none", "null", ""):
-        return None
-    try:
-        value = float(raw)
-    except ValueError:
-        value = math.nan
-    if not (value > 0 and math.isfinite(value)):
-        raise ValueError(f"{TIMEOUT_HEADER} must be a positive number of seconds or 'none'")
-    return value
-
-
-# ---------------------------------------------------------------- Prometheus
-
-
-def _histogram(lines: list[str], name: str, help_text: str, hist: Histogram) -> None:
-    lines.append(f"# HELP {name} {help_text}")
-    lines.append(f"# TYPE {name} histogram")
-    for bound, count in hist.buckets:
-        lines.append(f'{name}_bucket{{le="{bound:g}"}} {count}')
-    lines.append(f'{name}_bucket{{le="+Inf"}} {hist.count}')
-    lines.append(f"{name}_sum {hist.sum!r}")
-    lines.append(f"{name}_count {hist.count}")
-
-
-def render_metrics(stats: PoolStatistics) -> str:
-    """The pool's statistics in the Prometheus text exposition format (version 0.0.4)."""
-    lines = [
-        "# HELP qoper8_jobs_submitted_total Jobs accepted into the pool.",
-        "# TYPE qoper8_jobs_submitted_total counter",
-        f"qoper8_jobs_submitted_total {stats.submitted}",
-        "# HELP qoper8_jobs_total Jobs that ended, by outcome.",
-        "# TYPE qoper8_jobs_total counter",
-    ]
-    outcomes = {
-        "completed": stats.completed,
-        "failed": stats.failed,
-        "invalid": stats.invalid,
-        "timed_out": stats.timed_out,
-        "died": stats.died,
-        "cancelled": stats.cancelled,
-        "rejected": stats.rejected,
-    }
-    lines.extend(f'qoper8_jobs_total{{outcome="{k}"}} {v}' for k, v in outcomes.items())
-    by_state = dict.fromkeys(CHILD_STATES, 0)
-    for child in stats.children:
-        by_state[child.state] = by_state.get(child.state, 0) + 1
-    lines += [
-        "# HELP qoper8_queue_length Jobs waiting for an idle child.",
-        "# TYPE qoper8_queue_length gauge",
-        f"qoper8_queue_length {stats.queue_length}",
-        "# HELP qoper8_jobs_running Jobs running in a child now.",
-        "# TYPE qoper8_jobs_running gauge",
-        f"qoper8_jobs_running {stats.running}",
-        "# HELP qoper8_children Children by state.",
-        "# TYPE qoper8_children gauge",
-        *(f'qoper8_children{{state="{k}"}} {v}' for k, v in by_state.items()),
-        "# HELP qoper8_children_target The number of children the pool converges on.",
-        "# TYPE qoper8_children_target gauge",
-        f"qoper8_children_target {stats.target_size}",
-        "# HELP qoper8_generation The current generation of children (reload increments it).",
-        "# TYPE qoper8_generation gauge",
-        f"qoper8_generation {stats.generation}",
-        "# HELP qoper8_children_recycled_total Children retired after max jobs or memory.",
-        "# TYPE qoper8_children_recycled_total counter",
-        f"qoper8_children_recycled_total {stats.recycled}",
-    ]
-    _histogram(
-        lines,
-        "qoper8_queue_wait_seconds",
-        "Time from submit until a child took the job.",
-        stats.queue_wait_histogram,
-    )
-    _histogram(
-        lines, "qoper8_run_time_seconds", "Time a child spent on a job.", stats.run_time_histogram
-    )
-    return "\n".join(lines) + "\n"
