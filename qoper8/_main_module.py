@@ -17,7 +17,7 @@ from typing import Final
 
 # Set in a child while it imports the master's main script: a script that starts a pool at
 # import (no ``__main__`` guard) would otherwise start children that import it again, forever.
-IMPORTING_MAIN_ENV: Final = "QOPER8_IMPORTING_MAIN"
+IMPORTING_MAIN_ENV: Final = "_QOPER8_IMPORTING_MAIN"
 
 
 def describe_main() -> dict[str, str] | None:

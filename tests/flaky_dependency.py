@@ -13,7 +13,7 @@ worker = qoper8.Worker()
 
 @worker.on_start
 def connect() -> None:
-    state = Path(os.environ["QOPER8_TEST_DEPENDENCY"]).read_text().strip()
+    state = Path(os.environ["TEST_QOPER8_DEPENDENCY"]).read_text().strip()
     if state != "up":
         raise ConnectionError("connection refused (the dependency is down)")
 

@@ -40,7 +40,7 @@ async def test_pool_rides_out_a_dependency_outage_and_recovers_by_itself(
 ) -> None:
     dependency = tmp_path / "dependency"
     dependency.write_text("up")
-    monkeypatch.setenv("QOPER8_TEST_DEPENDENCY", str(dependency))
+    monkeypatch.setenv("TEST_QOPER8_DEPENDENCY", str(dependency))
     caplog.set_level(logging.INFO, logger="qoper8")
     async with qoper8.Pool(FLAKY, children=2, max_jobs_per_child=3, max_jobs_jitter=0) as pool:
         first = await _pid(pool)  # it served: no failed start
@@ -87,7 +87,7 @@ async def test_giving_up_is_an_explicit_setting(
     assert qoper8.PoolConfig(worker=FLAKY).max_start_failures is None  # default: never
     dependency = tmp_path / "dependency"
     dependency.write_text("up")
-    monkeypatch.setenv("QOPER8_TEST_DEPENDENCY", str(dependency))
+    monkeypatch.setenv("TEST_QOPER8_DEPENDENCY", str(dependency))
     async with qoper8.Pool(FLAKY, children=1, max_start_failures=2) as pool:
         pid = await _pid(pool)
         dependency.write_text("down")
@@ -140,7 +140,7 @@ async def test_a_start_hook_failure_is_logged_as_one_and_never_as_idle(
 ) -> None:
     dependency = tmp_path / "dependency"
     dependency.write_text("up")
-    monkeypatch.setenv("QOPER8_TEST_DEPENDENCY", str(dependency))
+    monkeypatch.setenv("TEST_QOPER8_DEPENDENCY", str(dependency))
     caplog.set_level(logging.DEBUG, logger="qoper8")
     async with qoper8.Pool(FLAKY, children=1) as pool:
         pid = await _pid(pool)

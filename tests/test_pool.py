@@ -238,7 +238,7 @@ async def test_max_memory_per_child_recycles_a_child_that_grew() -> None:
 async def test_stop_hook_runs_when_the_pool_closes(
     tmp_path: os.PathLike[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("QOPER8_TEST_STOP_DIR", str(tmp_path))
+    monkeypatch.setenv("TEST_QOPER8_STOP_DIR", str(tmp_path))
     async with qoper8.Pool("tests.bad_workers.stop_hook:worker", children=2) as pool:
         pids = {c.pid for c in pool.statistics().children}
     assert {f"stopped-{pid}" for pid in pids} == set(os.listdir(tmp_path))

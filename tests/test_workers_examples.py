@@ -17,7 +17,7 @@ import qoper8
 async def test_users_worker_keeps_one_connection_per_child_and_answers_queries(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("QOPER8_USERS_DB", str(tmp_path / "users.db"))
+    monkeypatch.setenv("USERS_DB", str(tmp_path / "users.db"))
     async with qoper8.Pool("workers.users:worker", children=2) as pool:
         assert await pool.submit({"type": "user.get", "id": 1}) == {"id": 1, "name": "ada"}
         added = await pool.submit({"type": "user.add", "name": "linus"})
@@ -83,7 +83,7 @@ def test_users_worker_does_not_retry_other_database_errors() -> None:
 
 def test_the_readme_first_command_runs_the_demo(tmp_path: Path) -> None:
     """``python -m workers``, the main job of the README's first command."""
-    env = {**os.environ, "QOPER8_USERS_DB": str(tmp_path / "users.db")}
+    env = {**os.environ, "USERS_DB": str(tmp_path / "users.db")}
     proc = subprocess.run(
         [sys.executable, "-m", "workers"],
         cwd=Path(__file__).resolve().parent.parent,

@@ -4,7 +4,7 @@ This is Q-Oper8's own use case: a blocking driver that must not run on the event
 not safe to share between threads. Each child opens its connection once, in ``on_start``, and
 then answers one query at a time. Copy this file to start your own worker module.
 
-The database file is ``$QOPER8_USERS_DB`` (default: ``qoper8-users.db`` in the temp folder);
+The database file is ``$USERS_DB`` (default: ``qoper8-users.db`` in the temp folder);
 it is created and seeded on first use.
 """
 
@@ -32,7 +32,7 @@ class User(BaseModel):
 
 
 def database_path() -> str:
-    return os.environ.get("QOPER8_USERS_DB") or os.path.join(
+    return os.environ.get("USERS_DB") or os.path.join(
         tempfile.gettempdir(), "qoper8-users.db"
     )
 

@@ -9,7 +9,7 @@ worker = qoper8.Worker()
 
 @worker.on_stop
 def close() -> None:
-    path = os.environ.get("QOPER8_TEST_STOP_DIR")
+    path = os.environ.get("TEST_QOPER8_STOP_DIR")
     if path:
         with open(os.path.join(path, f"stopped-{os.getpid()}"), "w") as f:
             f.write("bye")
