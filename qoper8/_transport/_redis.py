@@ -11,7 +11,12 @@ never unpickle. This module re-exports their names; the code lives in:
     _rq_scripts          rq's key names and the Lua scripts (atomic take, finish, reap...)
     _rq_jobs             rq's job data: encode and decode jobs, timeouts (no I/O)
     _redis_connection    connecting, outage detection, backoff, retries, pipelined scripts
-    _redis_consumer      RedisConsumer: feeds a pool from an rq queue
+    _redis_consumer      RedisConsumer: feeds a pool from an rq queue (its lifecycle), made of
+    _redis_consumer_base   its settings, key names and the jobs it holds
+    _redis_taking          taking a job when a child is idle, running it, taking the next
+    _redis_outcome         a job's outcome as rq records it and RedisPool reads it
+    _redis_leases          the heartbeat that renews leases; handing jobs back
+    _redis_reaper          requeuing (or failing) expired leases, dead consumers' claims
     _redis_client        RedisClient: enqueues jobs and waits for their outcomes
 
 Redis keys touched (rq's data model under the prefix ``rq``, plus three of qoper8's own)::

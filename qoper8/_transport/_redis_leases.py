@@ -1,0 +1,105 @@
+"""Leases for ``RedisConsumer``: the heartbeat that renews the leases of running jobs and the
+consumer's registration (qoper8's and rq's worker entry), and handing jobs back to the queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import os
+import socket
+import time
+from typing import Any
+
+from ._redis_connection import _Backoff, _retrying
+from ._redis_consumer_base import HEARTBEAT_FRACTION, _ConsumerBase, _Running
+from ._rq_jobs import _text, rq_now
+from ._rq_scripts import WORKERS_KEY
+
+__all__: list[str] = []
+
+logger = logging.getLogger("qoper8.redis")
+
+
+class _Leases(_ConsumerBase):
+    """Renews this consumer's leases and registration; hands jobs back to the queue."""
+
+    async def _heartbeat_loop(self) -> None:
+        backoff = _Backoff(f"consumer {self.name} heartbeat", self.url)
+        interval = self.lease * HEARTBEAT_FRACTION
+        while True:
+            members = list(self._running)
+            ok, lost = await backoff.attempt(functools.partial(self._heartbeat, members))
+            if not ok:
+                continue  # the backoff waited
+            for m in lost or ():
+                running = self._running.get(_text(m))
+                if running is not None and not running.finished:
+                    logger.warning(
+                        "consumer %s: lease of job %s was lost (reaped while Redis could not "
+                        "be reached?); it may run twice",
+                        self.name,
+                        running.job_id,
+                    )
+            await asyncio.sleep(interval)
+
+    async def _heartbeat(self, members: list[str]) -> Any:
+        """Renew this consumer's leases on ``members`` and its rq worker entry; returns
+        the members whose lease was already gone."""
+        return await self._script("heartbeat")(
+            keys=[
+                self._wip_key,
+                self._consumers_key,
+                WORKERS_KEY,
+                self._queue_workers_key,
+                self._worker_key,
+            ],
+            args=[
+                time.time() + self._window,
+                self.name,
+                rq_now(),
+                "busy" if members else "idle",
+                int(self.lease * 2) + 60,
+                self._birth,
+                socket.gethostname(),
+                os.getpid(),
+                self.queue,
+                *members,
+            ],
+        )
+
+    async def _hand_back(self, jobs: list[_Running], *, final: bool = False) -> None:
+        members = [r.member for r in jobs]
+        for r in jobs:
+            r.finished = True
+            self._running.pop(r.member, None)
+        self._slot_freed.set()
+        backoff = _Backoff(f"consumer {self.name} hand back", self.url)
+        deadline = time.monotonic() + max(self.grace, 1.0)
+        n = await _retrying(
+            f"consumer {self.name}: handing back {len(members)} jobs",
+            backoff,
+            lambda: self._script("handback")(
+                keys=[
+                    self._wip_key,
+                    self._queue_key,
+                    self._claim_key,
+                    self._consumers_key,
+                    WORKERS_KEY,
+                    self._queue_workers_key,
+                    self._worker_key,
+                ],
+                args=[self.name, "1" if final else "0", *members],
+            ),
+            lambda: time.monotonic() > deadline,
+        )
+        if n:
+            logger.info("consumer %s: handed %s jobs back to %r", self.name, n, self.queue)
+        elif n is None and members:
+            logger.error(
+                "consumer %s: could not hand back %s; their leases will expire and the "
+                "reaper will queue them again",
+                self.name,
+                members,
+            )

@@ -1,0 +1,63 @@
+"""The reaper of ``RedisConsumer``: hands a dead consumer's claims back to the queue and
+queues again (or fails) jobs whose lease expired. Any host runs it; the script is atomic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+
+from ._redis_connection import _Backoff
+from ._redis_consumer_base import REAP_BATCH, REAP_FRACTION, _ConsumerBase
+from ._rq_jobs import DEFAULT_FAILURE_TTL, _text, rq_now
+
+__all__: list[str] = []
+
+logger = logging.getLogger("qoper8.redis")
+
+
+class _Reaping(_ConsumerBase):
+    """Every host reaps: dead consumers' claims go back, expired leases are requeued."""
+
+    async def _reap_loop(self) -> None:
+        # Every host reaps; the script is atomic, so two reapers never requeue a job twice.
+        backoff = _Backoff(f"consumer {self.name} reaper", self.url)
+        interval = self.lease * REAP_FRACTION
+        while True:
+            await asyncio.sleep(interval * random.uniform(0.5, 1.0))
+            await backoff.attempt(self.reap)
+
+    async def reap(self, *, now: float | None = None) -> tuple[int, list[str], list[str]]:
+        """Hand back dead consumers' claims and queue again (or fail) jobs whose lease
+        expired by ``now`` (default: the current time). Returns (claims returned, job ids
+        queued again, job ids failed)."""
+        now = time.time() if now is None else now
+        returned, requeued, failed = await self._script("reap")(
+            keys=[self._wip_key, self._queue_key, self._failed_key, self._consumers_key],
+            args=[
+                now,
+                rq_now(),
+                DEFAULT_FAILURE_TTL,
+                self._reason,
+                self._reason_b64,
+                self._error_prefix,
+                self._error_suffix,
+                REAP_BATCH,
+            ],
+        )
+        req = [_text(x) for x in requeued]
+        fail = [_text(x) for x in failed]
+        if returned or req or fail:
+            logger.warning(
+                "reaper on %r: %d claimed ids of dead consumers returned, lease expired: "
+                "%d queued again %s, %d failed %s",
+                self.queue,
+                returned,
+                len(req),
+                req[:10],
+                len(fail),
+                fail[:10],
+            )
+        return int(returned), req, fail
