@@ -91,10 +91,12 @@ class RedisConsumer(_Taking, _Reaping):
             self._stopping = True
             with contextlib.suppress(Exception):
                 await r.aclose()
+            await self._close_blocking()
             self._done.set()
 
     async def _start_client(self) -> aioredis.Redis:
         self._redis = r = connect(self.url)
+        self._blocking = connect(self.url)
         self._scripts = {
             "take": r.register_script(TAKE_LUA),
             "finish": r.register_script(FINISH_LUA),
@@ -119,7 +121,15 @@ class RedisConsumer(_Taking, _Reaping):
             self._stop_deadline = time.monotonic() + (self.grace if grace is None else grace)
             if self._interruptible and not self._take_task.done():
                 self._take_task.cancel()
+                await self._close_blocking()
         await self._done.wait()
+
+    async def _close_blocking(self) -> None:
+        if self._blocking is not None:
+            with contextlib.suppress(Exception):
+                await self._blocking.aclose()
+            with contextlib.suppress(Exception):
+                await self._blocking.connection_pool.disconnect()
 
     # ------------------------------------------------------------ stopping
     async def _finish_running(self) -> None:

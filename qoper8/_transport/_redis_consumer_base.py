@@ -148,6 +148,10 @@ class _ConsumerBase:
         self._take_task: asyncio.Task[None] | None = None
         self._done = asyncio.Event()
         self._redis: aioredis.Redis | None = None
+        # BLMOVE gets a client of its own: stop() closes it to end the wait at once, since
+        # redis-py can swallow a cancellation that lands just as the command is sent (the
+        # wait then ran to its end: up to BLOCK_SECONDS per stop).
+        self._blocking: aioredis.Redis | None = None
         self._scripts: dict[str, Any] = {}
         self._finisher: _Batcher
         self._stop_deadline: float | None = None
@@ -164,6 +168,9 @@ class _ConsumerBase:
         self._error_suffix = '"}'
         self.taken = 0
         self.completed = 0
+        # jobs given back to the queue front untouched (no idle child by the time they
+        # arrived, or the pool was closing): no retry and no execution counted
+        self.handed_back = 0
 
     @property
     def running_jobs(self) -> int:

@@ -74,12 +74,18 @@ class _Taking(_Leases, _Outcomes):
         raw = None if self._queue_seen_empty else await self._take_script()
         self._queue_seen_empty = raw is None
         if raw is None and not self._stopping:
-            assert self._redis is not None
+            assert self._blocking is not None
             self._interruptible = True
             try:
-                moved = await self._redis.blmove(
+                moved = await self._blocking.blmove(
                     self._queue_key, self._claim_key, BLOCK_SECONDS, "LEFT", "RIGHT"
                 )
+            except Exception:
+                # stop() closed the connection (an id moved meanwhile stays claimed, and the
+                # final hand back returns it); mypy cannot see stop() change _stopping
+                if getattr(self, "_stopping", False):
+                    return None
+                raise
             finally:
                 self._interruptible = False
             if moved is None or self._stopping:
@@ -134,8 +140,17 @@ class _Taking(_Leases, _Outcomes):
             outcome = await self._execute(running, data, timeout_raw, deadline_raw)
         except asyncio.CancelledError:
             return  # stop() hands it back
+        except _NoIdleChild:
+            # Routine on a host that also serves HTTP or local submits: not worth a line each.
+            logger.debug(
+                "consumer %s: job %s handed back: no idle child", self.name, running.job_id
+            )
+            self.handed_back += 1
+            await self._hand_back([running])
+            return
         except _HandBack as hb:
             logger.info("consumer %s: job %s handed back: %s", self.name, running.job_id, hb)
+            self.handed_back += 1
             await self._hand_back([running])
             return
         except Exception as exc:  # a bug here must not leave the job leased forever
@@ -163,6 +178,12 @@ class _Taking(_Leases, _Outcomes):
                     job_id=job_id,
                 ),
             )
+        # Hold a Redis job only while a child is idle for it. The take (or the BLMOVE) went
+        # out when one was, but HTTP or local submits may have used it since; queued here,
+        # the job would wait for this host while other hosts have idle children. Nothing
+        # awaits between this check and the pool's dispatch inside submit().
+        if not self.pool.has_capacity():
+            raise _NoIdleChild
         try:
             value = await self.pool.submit(action, timeout=timeout, kill_on_cancel=True)
         except (PoolClosed, StartFailed, QueueFull) as exc:
@@ -231,6 +252,11 @@ class _Taking(_Leases, _Outcomes):
 
 class _HandBack(Exception):
     """The pool could not run the job (closing, broken): give it back untouched."""
+
+
+class _NoIdleChild(_HandBack):
+    """The child that was idle when the job was taken is busy now: give the job back to
+    the queue front, where the next host with an idle child takes it."""
 
 
 def _reply_key(value: object) -> str:

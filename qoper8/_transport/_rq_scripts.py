@@ -224,8 +224,9 @@ return {returned, requeued, failed}
     .replace("%(failed)d", str(RESULT_FAILED))
 )
 
-# Hand running and claimed jobs back: they go to the queue front without using up a retry,
-# because nothing went wrong with them. On the final stop, also unregister the consumer.
+# Hand running and claimed jobs back: they go to the queue front without using up a retry
+# nor leaving an execution behind, because nothing went wrong with them. On the final stop,
+# also unregister the consumer.
 # KEYS: wip, queue, claim, consumers, rq:workers, rq:workers:{queue}, rq:worker:{name}.
 # ARGV: consumer name, final ('1' or '0'), members...
 HANDBACK_LUA: Final = """
@@ -234,8 +235,10 @@ for i = 3, #ARGV do
   local m = ARGV[i]
   if redis.call('ZREM', KEYS[1], m) == 1 then
     local id = string.match(m, '^(.*):[^:]*$') or m
-    redis.pcall('HSET', 'rq:job:' .. id, 'status', 'queued', 'started_at', '')
+    redis.pcall('HSET', 'rq:job:' .. id, 'status', 'queued', 'started_at', '',
+                'worker_name', '', 'last_heartbeat', '')
     redis.call('DEL', 'rq:execution:' .. m)
+    redis.call('ZREM', 'rq:executions:' .. id, string.sub(m, string.len(id) + 2))
     redis.call('LPUSH', KEYS[2], id)
     n = n + 1
   end
