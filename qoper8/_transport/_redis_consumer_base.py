@@ -95,6 +95,7 @@ class _Running:
     result_ttl: int | None
     failure_ttl: int | None
     task: asyncio.Task[None] | None = None
+    recording: bool = False  # its outcome is on its way to Redis
     finished: bool = False
 
     @property

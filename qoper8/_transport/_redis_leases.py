@@ -29,20 +29,30 @@ class _Leases(_ConsumerBase):
         backoff = _Backoff(f"consumer {self.name} heartbeat", self.url)
         interval = self.lease * HEARTBEAT_FRACTION
         while True:
-            members = list(self._running)
-            ok, lost = await backoff.attempt(functools.partial(self._heartbeat, members))
-            if not ok:
-                continue  # the backoff waited
-            for m in lost or ():
-                running = self._running.get(_text(m))
-                if running is not None and not running.finished:
-                    logger.warning(
-                        "consumer %s: lease of job %s was lost (reaped while Redis could not "
-                        "be reached?); it may run twice",
-                        self.name,
-                        running.job_id,
-                    )
-            await asyncio.sleep(interval)
+            if await self._beat(backoff):
+                await asyncio.sleep(interval)
+            # else the backoff waited
+
+    async def _beat(self, backoff: _Backoff) -> bool:
+        """One renewal; warns about leases reaped under jobs still running here. False
+        after a Redis failure (the backoff waited)."""
+        members = list(self._running)
+        ok, lost = await backoff.attempt(functools.partial(self._heartbeat, members))
+        if not ok:
+            return False
+        for m in lost or ():
+            running = self._running.get(_text(m))
+            # A job whose outcome is being recorded took its own lease out of the registry
+            # (the finish may run in Redis before this renewal and answer after it): not a
+            # loss. If its lease really was reaped, the finish finds none and says so.
+            if running is not None and not running.finished and not running.recording:
+                logger.warning(
+                    "consumer %s: lease of job %s was lost (reaped while Redis could not "
+                    "be reached?); it may run twice",
+                    self.name,
+                    running.job_id,
+                )
+        return True
 
     async def _heartbeat(self, members: list[str]) -> Any:
         """Renew this consumer's leases on ``members`` and its rq worker entry; returns

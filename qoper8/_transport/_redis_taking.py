@@ -224,6 +224,7 @@ class _Taking(_Leases, _Outcomes):
         args = [orjson.dumps(arg)]
         keys = [self._wip_key, self._queue_key, self._claim_key]
         backoff = _Backoff(f"consumer {self.name} job {job_id}", self.url)
+        running.recording = True
         reply = await _retrying(
             f"consumer {self.name}: recording job {job_id}",
             backoff,
