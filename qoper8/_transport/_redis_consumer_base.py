@@ -53,6 +53,14 @@ logger = logging.getLogger("qoper8.redis")
 LEASE_WINDOW_FRACTION: Final = 2 / 3
 HEARTBEAT_FRACTION: Final = 1 / 6
 REAP_FRACTION: Final = 1 / 6
+# A consumer's own registration (qoper8:consumers) lapses after two missed heartbeats, and
+# the reaper then hands its claimed ids back and takes it off rq's worker registry: an idle
+# host frozen (SIGSTOP) or killed while its BLMOVE was answered gives the job back within
+# (REGISTRATION + REAP) x lease = lease / 2 (15 s by default), not 5/6 of the lease. Safe to
+# be short: a claim is not a lease, and a live host whose claims were handed back takes the
+# next job from the queue instead; its next heartbeat registers it again. Shorter than two
+# heartbeats, a routine delay of one heartbeat would flap it.
+REGISTRATION_FRACTION: Final = 2 * HEARTBEAT_FRACTION
 # A cancelled consumer spends at most this long handing its running jobs back.
 ABANDON_TIMEOUT: Final = 2.0
 # Expired leases handled per reaper run (the next run takes the rest).

@@ -13,7 +13,12 @@ import time
 from typing import Any
 
 from ._redis_connection import _Backoff, _retrying
-from ._redis_consumer_base import HEARTBEAT_FRACTION, _ConsumerBase, _Running
+from ._redis_consumer_base import (
+    HEARTBEAT_FRACTION,
+    REGISTRATION_FRACTION,
+    _ConsumerBase,
+    _Running,
+)
 from ._rq_jobs import _text, rq_now
 from ._rq_scripts import WORKERS_KEY
 
@@ -75,6 +80,7 @@ class _Leases(_ConsumerBase):
                 socket.gethostname(),
                 os.getpid(),
                 self.queue,
+                time.time() + self.lease * REGISTRATION_FRACTION,
                 *members,
             ],
         )

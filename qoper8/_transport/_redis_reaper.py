@@ -30,11 +30,11 @@ class _Reaping(_ConsumerBase):
             await backoff.attempt(self.reap)
 
     async def reap(self, *, now: float | None = None) -> tuple[int, list[str], list[str]]:
-        """Hand back dead consumers' claims and queue again (or fail) jobs whose lease
-        expired by ``now`` (default: the current time). Returns (claims returned, job ids
-        queued again, job ids failed)."""
+        """Hand back dead consumers' claims (and take them off rq's worker registry), and
+        queue again (or fail) jobs whose lease expired by ``now`` (default: the current
+        time). Returns (claims returned, job ids queued again, job ids failed)."""
         now = time.time() if now is None else now
-        returned, requeued, failed = await self._script("reap")(
+        returned, requeued, failed, dead = await self._script("reap")(
             keys=[self._wip_key, self._queue_key, self._failed_key, self._consumers_key],
             args=[
                 now,
@@ -45,16 +45,23 @@ class _Reaping(_ConsumerBase):
                 self._error_prefix,
                 self._error_suffix,
                 REAP_BATCH,
+                self.name,
             ],
         )
         req = [_text(x) for x in requeued]
         fail = [_text(x) for x in failed]
-        if returned or req or fail:
+        if dead:
             logger.warning(
-                "reaper on %r: %d claimed ids of dead consumers returned, lease expired: "
-                "%d queued again %s, %d failed %s",
+                "reaper on %r: %s stopped renewing their registration (dead, frozen or cut off "
+                "from Redis): removed from rq's workers, %d ids they had claimed queued again",
                 self.queue,
+                [_text(c) for c in dead[:10]],
                 returned,
+            )
+        if req or fail:
+            logger.warning(
+                "reaper on %r: lease expired: %d queued again %s, %d failed %s",
+                self.queue,
                 len(req),
                 req[:10],
                 len(fail),

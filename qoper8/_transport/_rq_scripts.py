@@ -142,16 +142,16 @@ return {written, nxt}
 # (reaped), so the consumer can log that their outcome will be dropped.
 # KEYS: wip, consumers, rq:workers, rq:workers:{queue}, rq:worker:{name}. ARGV: lease expiry,
 # consumer name, now (rq text), state, worker ttl, birth (rq text), hostname, pid, queue name,
-# members...
+# registration expiry, members...
 HEARTBEAT_LUA: Final = """
-redis.call('ZADD', KEYS[2], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[10], ARGV[2])
 redis.call('HSET', KEYS[5], 'name', ARGV[2], 'last_heartbeat', ARGV[3], 'state', ARGV[4],
            'birth', ARGV[6], 'hostname', ARGV[7], 'pid', ARGV[8], 'queues', ARGV[9])
 redis.call('EXPIRE', KEYS[5], ARGV[5])
 redis.call('SADD', KEYS[3], KEYS[5])
 redis.call('SADD', KEYS[4], KEYS[5])
 local lost = {}
-for i = 10, #ARGV do
+for i = 11, #ARGV do
   local m = ARGV[i]
   if redis.call('ZSCORE', KEYS[1], m) then
     redis.call('ZADD', KEYS[1], ARGV[1], m)
@@ -164,21 +164,33 @@ end
 return lost
 """
 
-# Any host runs this. (1) A consumer whose registration expired died: its claimed ids go back
-# to the queue front. (2) A lease that expired belongs to a dead or cut-off host: the job is
-# queued again while retries_left > 0 (decremented, as rq's own cleanup does), else it fails
-# with the reason and its waiting client is told.
+# Any host runs this. (1) A consumer whose registration expired died (or froze): its claimed
+# ids go back to the queue front, and it leaves rq's worker registry, as rq's own
+# clean_worker_registry does, so that `rq info` stops listing it. (2) A lease that expired
+# belongs to a dead or cut-off host: the job is queued again while retries_left > 0
+# (decremented, as rq's own cleanup does), else it fails with the reason and its waiting
+# client is told.
 # KEYS: wip, queue, failed, consumers. ARGV: now, now (rq text), default failure ttl,
-# reason text, reason (rq exc_string form), error JSON prefix, error JSON suffix, batch.
+# reason text, reason (rq exc_string form), error JSON prefix, error JSON suffix, batch,
+# the reaping consumer's name.
+# Returns {claims returned, ids queued again, ids failed, dead consumers}.
 REAP_LUA: Final = (
     """
 local now = tonumber(ARGV[1])
-local dead = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, 100)
-local returned = 0
+local expired_consumers = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, 100)
+local returned, dead = 0, {}
+for _, c in ipairs(expired_consumers) do
+  -- the reaper's own registration lapsing means only that its loop was late: it is alive
+  if c ~= ARGV[9] then dead[#dead + 1] = c end
+end
 for _, c in ipairs(dead) do
   local ck = 'qoper8:claim:' .. string.sub(KEYS[2], 10) .. ':' .. c
   while redis.call('LMOVE', ck, KEYS[2], 'RIGHT', 'LEFT') do returned = returned + 1 end
   redis.call('ZREM', KEYS[4], c)
+  local wk = 'rq:worker:' .. c
+  redis.call('DEL', wk)
+  redis.call('SREM', 'rq:workers', wk)
+  redis.call('SREM', 'rq:workers:' .. string.sub(KEYS[2], 10), wk)
 end
 local requeued, failed = {}, {}
 local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[8]))
@@ -218,7 +230,7 @@ for _, m in ipairs(expired) do
     end
   end
 end
-return {returned, requeued, failed}
+return {returned, requeued, failed, dead}
 """.replace("%(reply_ttl)d", str(REPLY_TTL))
     .replace("%(maxlen)d", str(RESULTS_MAXLEN))
     .replace("%(failed)d", str(RESULT_FAILED))

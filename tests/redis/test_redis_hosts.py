@@ -1,0 +1,111 @@
+"""Hosts that die or freeze (issue 9): rq stops listing them once reaped, a frozen idle host
+gives back the job its BLMOVE took, and a caller whose job was on a dead host is told so."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from typing import TYPE_CHECKING
+
+import fakeredis
+import pytest
+from rq import Queue
+from rq.job import JobStatus
+from rq.serializers import JSONSerializer
+from rq.worker import Worker
+
+from qoper8._transport._redis import RedisConsumer
+from qoper8._transport._redis_connection import _Backoff
+from tests.conftest import wait_until
+
+from .conftest import serving
+from .fakes import FakePool
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+    from pathlib import Path
+
+    import redis
+
+    from .conftest import Host
+
+LEASE = 1.5
+
+
+def _workers(sync_redis: redis.Redis, queue: str) -> list[str]:
+    q = Queue(queue, connection=sync_redis, serializer=JSONSerializer)
+    return sorted(w.name for w in Worker.all(queue=q))
+
+
+@pytest.mark.redis
+async def test_a_killed_host_leaves_rqs_worker_registry_once_reaped(
+    redis_url: str,
+    queue_name: str,
+    sync_redis: redis.Redis,
+    spawn_host: Callable[..., Awaitable[Host]],
+    tmp_path: Path,
+) -> None:
+    started, release = tmp_path / "started", tmp_path / "release"
+    q = Queue(queue_name, connection=sync_redis, serializer=JSONSerializer)
+    async with asyncio.timeout(30):
+        host = await spawn_host(redis_url, queue_name, children=1, lease=LEASE)
+        job = q.enqueue("block", started=str(started), release=str(release))
+        await wait_until(started.exists, what="host A to start the job")
+        await wait_until(lambda: len(_workers(sync_redis, queue_name)) == 1, what="rq to list A")
+        [name_a] = _workers(sync_redis, queue_name)
+        host.kill()  # SIGKILL, mid-job: nothing is unregistered
+        await host.proc.wait()
+        release.touch()
+        async with serving(redis_url, queue_name, children=1, lease=LEASE) as (_, b):
+            await wait_until(
+                lambda: _workers(sync_redis, queue_name) == [b.name],
+                what="the reaper to take host A off rq's workers",
+            )
+            await wait_until(lambda: job.get_status(refresh=True) == JobStatus.FINISHED)
+    assert not sync_redis.exists(f"rq:worker:{name_a}")
+    assert not sync_redis.sismember("rq:workers", f"rq:worker:{name_a}")
+    assert not sync_redis.sismember(f"rq:workers:{queue_name}", f"rq:worker:{name_a}")
+
+
+@pytest.mark.redis
+async def test_a_frozen_idle_host_gives_back_the_job_its_blmove_took(
+    redis_url: str,
+    queue_name: str,
+    sync_redis: redis.Redis,
+    spawn_host: Callable[..., Awaitable[Host]],
+) -> None:
+    q = Queue(queue_name, connection=sync_redis, serializer=JSONSerializer)
+    async with asyncio.timeout(30):
+        host = await spawn_host(redis_url, queue_name, children=1, lease=LEASE)
+        await wait_until(lambda: len(_workers(sync_redis, queue_name)) == 1, what="rq to list A")
+        [name_a] = _workers(sync_redis, queue_name)
+        os.kill(host.pid, signal.SIGSTOP)  # the master only: idle, its BLMOVE outstanding
+        try:
+            job = q.enqueue("add", 1, 2)
+            async with serving(redis_url, queue_name, children=1, lease=LEASE) as (_, b):
+                await wait_until(
+                    lambda: job.get_status(refresh=True) == JobStatus.FINISHED,
+                    what="the job to run on host B",
+                )
+                assert b.completed == 1
+                await wait_until(lambda: _workers(sync_redis, queue_name) == [b.name])
+            assert job.return_value() == 3
+            assert not sync_redis.exists(f"qoper8:claim:{queue_name}:{name_a}")
+        finally:
+            os.kill(host.pid, signal.SIGCONT)
+
+
+async def test_a_consumer_registration_lapses_after_two_missed_heartbeats(
+    server: fakeredis.FakeServer,
+) -> None:
+    """The window after which an idle host's claims go back: lease / 3, not the lease's."""
+    r = fakeredis.FakeRedis(server=server)
+    consumer = RedisConsumer(FakePool(), url="redis://fake", queue="q", lease=30)
+    await consumer._start_client()
+    before = time.time()
+    assert await consumer._beat(_Backoff("test", "redis://fake"))
+    expiry = r.zscore("qoper8:consumers:q", consumer.name)
+    assert expiry is not None
+    assert before + 10 <= expiry <= time.time() + 10  # 2 heartbeats of 5 s
