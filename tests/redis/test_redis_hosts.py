@@ -16,7 +16,9 @@ from rq.job import JobStatus
 from rq.serializers import JSONSerializer
 from rq.worker import Worker
 
+import qoper8
 from qoper8._transport._redis import RedisConsumer
+from qoper8._transport._redis_client import whereabouts
 from qoper8._transport._redis_connection import _Backoff
 from tests.conftest import wait_until
 
@@ -109,3 +111,51 @@ async def test_a_consumer_registration_lapses_after_two_missed_heartbeats(
     expiry = r.zscore("qoper8:consumers:q", consumer.name)
     assert expiry is not None
     assert before + 10 <= expiry <= time.time() + 10  # 2 heartbeats of 5 s
+
+
+@pytest.mark.redis
+async def test_a_caller_whose_job_was_on_a_dead_host_is_told_so(
+    redis_url: str,
+    queue_name: str,
+    spawn_host: Callable[..., Awaitable[Host]],
+    tmp_path: Path,
+) -> None:
+    started, release = tmp_path / "started", tmp_path / "release"
+    async with asyncio.timeout(30), qoper8.RedisPool(redis_url, queue=queue_name) as rp:
+        host = await spawn_host(redis_url, queue_name, children=1, lease=LEASE)
+        call = asyncio.create_task(
+            rp.submit(
+                {"type": "block", "started": str(started), "release": str(release)},
+                timeout=3,  # longer than the host's registration (lease / 3) outlives it
+            )
+        )
+        await wait_until(started.exists, what="the host to start the job")
+        host.kill()
+        await host.proc.wait()
+        release.touch()
+        with pytest.raises(qoper8.JobTimeout) as err:
+            await call
+    message = str(err.value)
+    assert "was running on host qoper8." in message
+    assert "stopped renewing its lease" in message
+    assert "runs it again once its lease expires (3 retries left)" in message
+    assert "no idle child" not in message
+
+
+def test_whereabouts_words_each_state() -> None:
+    now = 1000.0
+    live, dead = {"h1": now + 5}, {"h1": now - 1}
+    started = {"status": "started", "worker_name": "h1", "retries_left": "2"}
+    assert "still running on host h1" in whereabouts(started, live, now)
+    for hosts in (dead, {}):
+        text = whereabouts(started, hosts, now)
+        assert "running on host h1, which stopped renewing its lease" in text
+        assert "(2 retries left)" in text
+    last = {**started, "retries_left": "0", "last_heartbeat": "1970-01-01T00:16:30.000000Z"}
+    text = whereabouts(last, dead, now)
+    assert "(last heartbeat 10.0s ago)" in text
+    assert "fails with AbandonedJobError" in text
+    requeued = {"status": "queued", "worker_name": "h1", "retries_left": "1"}
+    assert "queued again (1 retries left)" in whereabouts(requeued, live, now)
+    assert "still queued: no idle child" in whereabouts({"status": "queued"}, live, now)
+    assert "no host serving the queue" in whereabouts({}, {}, now)
