@@ -126,8 +126,10 @@ class RedisPool:
             action: a mapping with a string ``type`` and JSON-able fields, or a pydantic
                 model with a ``type`` field.
             timeout: seconds from now; the pool's ``timeout`` when omitted.
-            kill_on_cancel: accepted for compatibility with ``Pool.submit``; a cancelled
-                caller stops waiting, and the host still bounds the job by its deadline.
+            kill_on_cancel: accepted for compatibility with ``Pool.submit``. A cancelled
+                caller's job is withdrawn from Redis if no host has taken it yet; one that
+                a host runs goes on there until it ends or reaches its deadline (nothing
+                kills a child on another host).
             wait_for_room: accepted for compatibility; Redis queues are unbounded.
 
         Returns:

@@ -36,6 +36,7 @@ from ._rq_scripts import (
     QUEUES_KEY,
     REPLY_PREFIX,
     RESULTS_PREFIX,
+    WITHDRAW_LUA,
 )
 
 if TYPE_CHECKING:
@@ -51,8 +52,9 @@ logger = logging.getLogger("qoper8.redis")
 
 # Concurrent enqueues per RedisPool; each holds one connection while in flight.
 MAX_CLIENT_CONNECTIONS: Final = 32
-# A timed-out submit reads where its job stood, to say so in the JobTimeout; longer delays
-# the error when Redis is slow, shorter falls back to a vaguer message sooner.
+# A timed-out submit reads where its job stood, to say so in the JobTimeout, and a cancelled
+# one withdraws its job: longer delays the error (or close()) when Redis is slow, shorter
+# gives up sooner (a vaguer message; a job that may still run).
 WHEREABOUTS_TIMEOUT: Final = 1.0
 
 
@@ -82,6 +84,8 @@ class RedisClient:
         self._queue_key = QUEUE_PREFIX + queue
         self._redis: aioredis.Redis | None = None
         self._enqueue: Any = None
+        self._withdraw_script: Any = None
+        self._withdrawals: set[asyncio.Task[None]] = set()
         self._pending: dict[str, _Pending] = {}
         # redis-py opens a connection per concurrent command: bound them, so that a burst of
         # submits does not open thousands of connections to Redis
@@ -94,10 +98,13 @@ class RedisClient:
     async def open(self) -> None:
         self._redis = connect(self.url)
         self._enqueue = self._redis.register_script(ENQUEUE_LUA)
+        self._withdraw_script = self._redis.register_script(WITHDRAW_LUA)
         self._listener = asyncio.create_task(self._listen())
 
     async def aclose(self) -> None:
         self._closed = True
+        if self._withdrawals:
+            await asyncio.wait(list(self._withdrawals), timeout=WHEREABOUTS_TIMEOUT)
         for p in self._pending.values():
             if not p.future.done():
                 p.future.set_exception(PoolClosed("the RedisPool was closed"))
@@ -141,8 +148,31 @@ class RedisClient:
                 return await pending.future
         except TimeoutError:
             raise await self._timeout_error(job_id, action, timeout) from None
+        except asyncio.CancelledError:
+            # As the local pool drops a queued job, withdraw it if no host has taken it; in a
+            # task of its own, since this one is being cancelled.
+            task = asyncio.create_task(self._withdraw(job_id))
+            self._withdrawals.add(task)
+            task.add_done_callback(self._withdrawals.discard)
+            raise
         finally:
             self._pending.pop(job_id, None)
+
+    async def _withdraw(self, job_id: str) -> None:
+        try:
+            async with asyncio.timeout(WHEREABOUTS_TIMEOUT):
+                n = await self._withdraw_script(
+                    keys=[JOB_PREFIX + job_id, self._queue_key], args=[job_id]
+                )
+        except (TimeoutError, RedisError, OSError) as exc:
+            logger.warning("RedisPool: could not withdraw cancelled job %s (%s)", job_id, exc)
+            return
+        if not n:
+            logger.info(
+                "RedisPool: job %s was cancelled by its caller after a host took it; it runs "
+                "to its deadline there",
+                job_id,
+            )
 
     async def _timeout_error(
         self, job_id: str, action: Mapping[str, Any], timeout: float | None

@@ -275,3 +275,16 @@ redis.call('RPUSH', KEYS[2], ARGV[1])
 redis.call('SADD', KEYS[3], KEYS[2])
 return 1
 """
+
+# Withdraw a job whose caller cancelled its submit, if no host has taken it: drop it from
+# the queue and delete its hash, so it never runs. An id already BLMOVEd into a host's
+# claim list is skipped by the take, since its hash is gone. A job that started is left to
+# run to its deadline (nothing kills a child on another host).
+# KEYS: job, queue. ARGV: id. Returns 1 if withdrawn, else 0.
+WITHDRAW_LUA: Final = """
+local st = redis.pcall('HGET', KEYS[1], 'status')
+if st ~= 'queued' then return 0 end
+redis.call('LREM', KEYS[2], 0, ARGV[1])
+redis.call('DEL', KEYS[1])
+return 1
+"""

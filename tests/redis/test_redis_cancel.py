@@ -1,0 +1,71 @@
+"""A cancelled ``RedisPool.submit`` (issue 9): its job is withdrawn while no host has taken
+it, as the local pool drops a queued job; a job a host already runs goes on there."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+import pytest
+from rq.job import Job, JobStatus
+from rq.serializers import JSONSerializer
+
+import qoper8
+from qoper8._transport._rq_jobs import _text
+from tests.conftest import wait_until
+
+from .conftest import serving
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    import redis
+
+pytestmark = pytest.mark.redis
+
+
+def _job_ids(sync_redis: redis.Redis, queue: str) -> list[str]:
+    return [_text(i) for i in sync_redis.lrange(f"rq:queue:{queue}", 0, -1)]
+
+
+async def test_a_cancelled_submit_withdraws_its_queued_job(
+    redis_url: str, queue_name: str, sync_redis: redis.Redis
+) -> None:
+    async with asyncio.timeout(20), qoper8.RedisPool(redis_url, queue=queue_name) as rp:
+        call = asyncio.create_task(rp.submit({"type": "add", "a": 1, "b": 2}, timeout=30))
+        await wait_until(lambda: len(_job_ids(sync_redis, queue_name)) == 1, what="enqueue")
+        [job_id] = _job_ids(sync_redis, queue_name)
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        await wait_until(
+            lambda: not sync_redis.exists(f"rq:job:{job_id}"), what="the job to be withdrawn"
+        )
+        assert _job_ids(sync_redis, queue_name) == []
+        # a host that comes later runs only what is still wanted
+        async with serving(redis_url, queue_name, children=1) as (_, consumer):
+            assert await rp.submit({"type": "add", "a": 2, "b": 2}, timeout=10) == 4
+            assert consumer.taken == 1
+
+
+async def test_a_cancelled_submit_leaves_a_running_job_to_finish(
+    redis_url: str, queue_name: str, sync_redis: redis.Redis, tmp_path: Path
+) -> None:
+    started, release = tmp_path / "started", tmp_path / "release"
+    async with (
+        asyncio.timeout(20),
+        serving(redis_url, queue_name, children=1) as (_, consumer),
+        qoper8.RedisPool(redis_url, queue=queue_name) as rp,
+    ):
+        action = {"type": "block", "started": str(started), "release": str(release)}
+        call = asyncio.create_task(rp.submit(action, timeout=30))
+        await wait_until(started.exists, what="the job to start")
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        release.touch()
+        await wait_until(lambda: consumer.completed == 1, what="the job to finish")
+    [job_id] = [_text(i) for i in sync_redis.zrange(f"rq:finished:{queue_name}", 0, -1)]
+    job = Job.fetch(job_id, connection=sync_redis, serializer=JSONSerializer)
+    assert job.get_status() == JobStatus.FINISHED
+    assert job.return_value() == int(started.read_text())
