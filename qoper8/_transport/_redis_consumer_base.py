@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import orjson
 
+from ._redis_connection import _Backoff, _Health
 from ._rq_jobs import rq_now
 from ._rq_scripts import (
     CLAIM_PREFIX,
@@ -165,6 +166,7 @@ class _ConsumerBase:
         self._finisher: _Batcher
         self._stop_deadline: float | None = None
         self._jobs_task: set[asyncio.Task[None]] = set()
+        self._health = _Health()
         reason = (
             f"AbandonedJobError: the host running this job stopped renewing its {lease:g}s "
             f"lease (did it die or lose Redis?) and no retries were left"
@@ -185,6 +187,22 @@ class _ConsumerBase:
     def running_jobs(self) -> int:
         """Jobs leased by this consumer and not yet finished."""
         return len(self._running)
+
+    @property
+    def connected(self) -> bool:
+        """Whether Redis answers: False until a Redis command of this consumer has
+        succeeded, False again during an outage (or with a URL nothing answers at), True
+        once Redis answers again. A daemon's health check reports it."""
+        return self._health.connected
+
+    @property
+    def last_error(self) -> str | None:
+        """Why the consumer is not connected (its latest Redis failure); None once Redis
+        answers."""
+        return self._health.last_error
+
+    def _backoff(self, what: str) -> _Backoff:
+        return _Backoff(what, self.url, self._health)
 
     def _script(self, name: str) -> Any:
         return self._scripts[name]

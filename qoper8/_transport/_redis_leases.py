@@ -31,7 +31,7 @@ class _Leases(_ConsumerBase):
     """Renews this consumer's leases and registration; hands jobs back to the queue."""
 
     async def _heartbeat_loop(self) -> None:
-        backoff = _Backoff(f"consumer {self.name} heartbeat", self.url)
+        backoff = self._backoff(f"consumer {self.name} heartbeat")
         interval = self.lease * HEARTBEAT_FRACTION
         while True:
             if await self._beat(backoff):
@@ -91,7 +91,7 @@ class _Leases(_ConsumerBase):
             r.finished = True
             self._running.pop(r.member, None)
         self._slot_freed.set()
-        backoff = _Backoff(f"consumer {self.name} hand back", self.url)
+        backoff = self._backoff(f"consumer {self.name} hand back")
         deadline = time.monotonic() + max(self.grace, 1.0)
         n = await _retrying(
             f"consumer {self.name}: handing back {len(members)} jobs",

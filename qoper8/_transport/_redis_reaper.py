@@ -9,7 +9,6 @@ import logging
 import random
 import time
 
-from ._redis_connection import _Backoff
 from ._redis_consumer_base import REAP_BATCH, REAP_FRACTION, _ConsumerBase
 from ._rq_jobs import DEFAULT_FAILURE_TTL, _text, rq_now
 
@@ -23,7 +22,7 @@ class _Reaping(_ConsumerBase):
 
     async def _reap_loop(self) -> None:
         # Every host reaps; the script is atomic, so two reapers never requeue a job twice.
-        backoff = _Backoff(f"consumer {self.name} reaper", self.url)
+        backoff = self._backoff(f"consumer {self.name} reaper")
         interval = self.lease * REAP_FRACTION
         while True:
             await asyncio.sleep(interval * random.uniform(0.5, 1.0))

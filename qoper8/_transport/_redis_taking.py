@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from ..errors import JobError, JobTimeout, PoolClosed, Qoper8Error, QueueFull, StartFailed
-from ._redis_connection import BLOCK_SECONDS, _Backoff, _retrying
+from ._redis_connection import BLOCK_SECONDS, _retrying
 from ._redis_consumer_base import _Running
 from ._redis_leases import _Leases
 from ._redis_outcome import _Outcome, _Outcomes
@@ -37,7 +37,7 @@ class _Taking(_Leases, _Outcomes):
     """Takes a job only when the pool has an idle child, runs it, records its outcome."""
 
     async def _take_loop(self) -> None:
-        backoff = _Backoff(f"consumer {self.name}", self.url)
+        backoff = self._backoff(f"consumer {self.name}")
         pool = self.pool
         while not self._stopping:
             if not pool.is_open:
@@ -223,7 +223,7 @@ class _Taking(_Leases, _Outcomes):
             take_args = arg["t"] = [str(a) for a in self._take_args(ended)]
         args = [orjson.dumps(arg)]
         keys = [self._wip_key, self._queue_key, self._claim_key]
-        backoff = _Backoff(f"consumer {self.name} job {job_id}", self.url)
+        backoff = self._backoff(f"consumer {self.name} job {job_id}")
         running.recording = True
         reply = await _retrying(
             f"consumer {self.name}: recording job {job_id}",
