@@ -107,13 +107,30 @@ class _Taking(_Leases, _Outcomes):
 
     async def _take_script(self) -> list[Any] | None:
         args = self._take_args()
-        raw = await self._script("take")(
+        raw, skipped = await self._script("take")(
             keys=[self._queue_key, self._wip_key, self._claim_key], args=args
         )
+        self._log_skipped(skipped)
         if raw is None:
             return None
         result: list[Any] = [*raw, args[3]]
         return result
+
+    def _log_skipped(self, skipped: list[Any] | None) -> None:
+        """Ids the take left in no state at all (no hash, not a hash, not waiting): the
+        line is the only trace they leave."""
+        if skipped:
+            pairs = [
+                f"{_text(i)} ({_text(why)})"
+                for i, why in zip(skipped[::2], skipped[1::2], strict=True)
+            ]
+            logger.warning(
+                "consumer %s: dropped %d ids from rq queue %r that name no job to run: %s",
+                self.name,
+                len(pairs),
+                self.queue,
+                ", ".join(pairs[:10]),
+            )
 
     def _start(self, raw: list[Any]) -> None:
         job_id = _text(raw[0])
@@ -231,7 +248,8 @@ class _Taking(_Leases, _Outcomes):
             lambda: self._finisher.call(keys, args),
             self._give_up,
         )
-        written, nxt = reply if reply is not None else (None, None)
+        written, nxt, skipped = reply if reply is not None else (None, None, None)
+        self._log_skipped(skipped)
         running.finished = True
         if nxt:
             self._queue_seen_empty = False

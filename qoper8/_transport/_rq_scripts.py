@@ -37,22 +37,37 @@ REPLY_TTL: Final = 300
 
 # ---------------------------------------------------------------- Lua scripts
 # Take one job: first anything this consumer claimed with BLMOVE, else the queue head. Skips
-# ids whose hash is gone or whose status says it is not waiting (finished, a duplicate id of
-# a running job...). Leases the job in rq's StartedJobRegistry, as rq's prepare_execution does.
+# (and lists in ``skipped``, as id/reason pairs, for the consumer to log) ids whose hash is
+# gone or is not a hash, or whose status says it is not waiting (finished, a duplicate id of
+# a running job...). A hash without data is taken all the same: the consumer fails it with
+# the reason, where rq's tools look. Leases the job in rq's StartedJobRegistry, as rq's
+# prepare_execution does.
 # Arguments (t = the 7 take arguments): now, lease expiry, worker name, execution id, max
 # retries, now (rq text), execution ttl. Returns the job's fields, or false.
 TAKE_FUNCTION: Final = """
+local skipped = {}
 local function take(queue, wip, claim, t)
   local id = redis.call('LPOP', claim)
   if not id then id = redis.call('LPOP', queue) end
   while id do
     local jk = 'rq:job:' .. id
-    -- pcall: a key of the wrong type (written by anyone) is skipped like a missing one
+    -- pcall: a key of the wrong type (written by anyone) is skipped, not an error
     local f = redis.pcall('HMGET', jk, 'data', 'status', 'timeout', 'retries_left',
                           'qoper8_reply', 'qoper8_deadline', 'result_ttl', 'failure_ttl')
-    if f.err then f = {} end
+    local why = false
+    if f.err then
+      f, why = {}, 'not a hash'
+    elseif not f[1] and redis.call('EXISTS', jk) == 0 then
+      why = 'no job hash (deleted, expired, or withdrawn by its caller)'
+    end
     local st = f[2]
-    if f[1] and (not st or st == 'queued' or st == 'created' or st == '') then
+    if not why and not (not st or st == 'queued' or st == 'created' or st == '') then
+      why = 'status ' .. st
+    end
+    if why then
+      skipped[#skipped + 1] = id
+      skipped[#skipped + 1] = why
+    else
       local member = id .. ':' .. t[4]
       redis.call('HSET', jk, 'status', 'started', 'started_at', t[6],
                  'last_heartbeat', t[6], 'worker_name', t[3], 'ended_at', '')
@@ -65,7 +80,7 @@ local function take(queue, wip, claim, t)
       redis.call('EXPIRE', ek, t[7])
       redis.call('ZADD', 'rq:executions:' .. id, t[2] + 60, t[4])
       redis.call('EXPIRE', 'rq:executions:' .. id, t[7])
-      return {id, f[1], f[3] or false, f[5] or false, f[6] or false, f[7] or false,
+      return {id, f[1] or '', f[3] or false, f[5] or false, f[6] or false, f[7] or false,
               f[8] or false}
     end
     id = redis.call('LPOP', queue)
@@ -74,8 +89,8 @@ local function take(queue, wip, claim, t)
 end
 """
 
-# KEYS: queue, wip, claim. ARGV: the 7 take arguments.
-TAKE_LUA: Final = TAKE_FUNCTION + "return take(KEYS[1], KEYS[2], KEYS[3], ARGV)\n"
+# KEYS: queue, wip, claim. ARGV: the 7 take arguments. Returns {job or false, skipped}.
+TAKE_LUA: Final = TAKE_FUNCTION + "return {take(KEYS[1], KEYS[2], KEYS[3], ARGV), skipped}\n"
 
 # Record an outcome, only if this execution still holds its lease (otherwise the job was
 # queued again and another execution owns it; this one's outcome is dropped). If the job
@@ -87,7 +102,7 @@ TAKE_LUA: Final = TAKE_FUNCTION + "return take(KEYS[1], KEYS[2], KEYS[3], ARGV)\
 # reg: registry key, sc: registry score, ttl (-1 persist, 0 delete), rk: reply key, rp: reply,
 # jf: job field/value pairs, sf: stream field/value pairs, w: rq worker key, t: the 7 take
 # arguments or absent}.
-# Returns {1 if recorded else 0, the next job or false}.
+# Returns {1 if recorded else 0, the next job or false, skipped (see take)}.
 FINISH_LUA: Final = (
     TAKE_FUNCTION
     + """
@@ -133,7 +148,7 @@ end
 local written = finish()
 local nxt = false
 if a.t then nxt = take(KEYS[2], KEYS[1], KEYS[3], a.t) end
-return {written, nxt}
+return {written, nxt, skipped}
 """.replace("%(reply_ttl)d", str(REPLY_TTL)).replace("%(maxlen)d", str(RESULTS_MAXLEN))
 )
 

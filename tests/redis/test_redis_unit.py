@@ -48,6 +48,8 @@ def test_func_name_is_an_action_type_or_a_handler_import_path() -> None:
         (data("add", [], {"type": "user.get"}), "conflicts"),
         (b"\x80\x04garbage", "looks like pickle"),
         (zlib.compress(b"[1, 2]"), "not rq's"),
+        (b"", "has no data"),
+        (zlib.compress(b'"add"'), "not rq's"),
         (zlib.compress(b"\x00" * (_redis.MAX_JOB_BYTES + 10)), "inflates to more than"),
     ],
 )
