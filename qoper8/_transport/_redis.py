@@ -40,8 +40,10 @@ Redis keys touched (rq's data model under the prefix ``rq``, plus three of qoper
                                              counts), so that `rq info` lists the hosts
     qoper8:claim:{queue}:{consumer}  list    ids an idle consumer moved off the queue with
                                              BLMOVE and has not leased yet
-    qoper8:consumers:{queue}         zset    consumer names scored by heartbeat expiry; the
-                                             reaper hands a dead consumer's claims back
+    qoper8:consumers:{queue}         zset    consumer names scored by registration expiry
+                                             (two heartbeats); the reaper hands a lapsed
+                                             consumer's claims back and removes it from
+                                             rq's worker registry
     qoper8:reply:{client}            list    outcomes pushed to one RedisPool client (BLPOP)
 
 Delivery is at least once: a job whose lease expires (its host died or lost Redis) is queued
