@@ -126,7 +126,9 @@ class RedisClient:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._listener
 
-    async def submit(self, action: Mapping[str, Any], deadline: float | None) -> JSONValue:
+    async def submit(
+        self, action: Mapping[str, Any], deadline: float | None, *, kill_on_cancel: bool = False
+    ) -> JSONValue:
         timeout = deadline
         if self._closed or self._redis is None:
             raise PoolClosed("the RedisPool is closed" if self._closed else "not opened")
@@ -151,26 +153,27 @@ class RedisClient:
         except asyncio.CancelledError:
             # As the local pool drops a queued job, withdraw it if no host has taken it; in a
             # task of its own, since this one is being cancelled.
-            task = asyncio.create_task(self._withdraw(job_id))
+            task = asyncio.create_task(self._withdraw(job_id, kill_on_cancel))
             self._withdrawals.add(task)
             task.add_done_callback(self._withdrawals.discard)
             raise
         finally:
             self._pending.pop(job_id, None)
 
-    async def _withdraw(self, job_id: str) -> None:
+    async def _withdraw(self, job_id: str, stop_running: bool) -> None:
         try:
             async with asyncio.timeout(WHEREABOUTS_TIMEOUT):
                 n = await self._withdraw_script(
-                    keys=[JOB_PREFIX + job_id, self._queue_key], args=[job_id]
+                    keys=[JOB_PREFIX + job_id, self._queue_key],
+                    args=[job_id, "1" if stop_running else "0"],
                 )
         except (TimeoutError, RedisError, OSError) as exc:
             logger.warning("RedisPool: could not withdraw cancelled job %s (%s)", job_id, exc)
             return
-        if not n:
+        if n == 0:
             logger.info(
                 "RedisPool: job %s was cancelled by its caller after a host took it; it runs "
-                "to its deadline there",
+                "on there (submit with kill_on_cancel=True to stop it)",
                 job_id,
             )
 

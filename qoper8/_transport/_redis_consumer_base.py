@@ -105,6 +105,7 @@ class _Running:
     failure_ttl: int | None
     task: asyncio.Task[None] | None = None
     recording: bool = False  # its outcome is on its way to Redis
+    stop_requested: bool = False  # its caller cancelled it with kill_on_cancel
     finished: bool = False
 
     @property

@@ -39,13 +39,20 @@ class _Leases(_ConsumerBase):
             # else the backoff waited
 
     async def _beat(self, backoff: _Backoff) -> bool:
-        """One renewal; warns about leases reaped under jobs still running here. False
-        after a Redis failure (the backoff waited)."""
+        """One renewal; warns about leases reaped under jobs still running here, and stops
+        jobs their callers cancelled. False after a Redis failure (the backoff waited)."""
         members = list(self._running)
-        ok, lost = await backoff.attempt(functools.partial(self._heartbeat, members))
-        if not ok:
+        ok, reply = await backoff.attempt(functools.partial(self._heartbeat, members))
+        if not ok or reply is None:
             return False
-        for m in lost or ():
+        lost, cancelled = reply
+        for m in cancelled:
+            running = self._running.get(_text(m))
+            if running is not None and not running.recording and running.task is not None:
+                # its caller cancelled with kill_on_cancel: the pool kills the child
+                running.stop_requested = True
+                running.task.cancel()
+        for m in lost:
             running = self._running.get(_text(m))
             # A job whose outcome is being recorded took its own lease out of the registry
             # (the finish may run in Redis before this renewal and answer after it): not a
@@ -61,7 +68,7 @@ class _Leases(_ConsumerBase):
 
     async def _heartbeat(self, members: list[str]) -> Any:
         """Renew this consumer's leases on ``members`` and its rq worker entry; returns
-        the members whose lease was already gone."""
+        the members whose lease was already gone, and those their callers cancelled."""
         return await self._script("heartbeat")(
             keys=[
                 self._wip_key,

@@ -24,7 +24,7 @@ __all__ = ["_Outcome"]
 
 @dataclass(slots=True)
 class _Outcome:
-    status: str  # "finished" or "failed"
+    status: str  # "finished", "failed" or "stopped" (rq's job statuses)
     reply: str
     job_fields: list[str] = field(default_factory=list)
     stream_fields: list[str] = field(default_factory=list)

@@ -156,7 +156,15 @@ class _Taking(_Leases, _Outcomes):
         try:
             outcome = await self._execute(running, data, timeout_raw, deadline_raw)
         except asyncio.CancelledError:
-            return  # stop() hands it back
+            task = asyncio.current_task()
+            if not running.stop_requested or self._stopping or task is None:
+                return  # stop() hands it back
+            task.uncancel()  # the heartbeat's doing: the child is killed; record it
+            outcome = self._failure(
+                running,
+                JobError(f"job {running.job_id} was cancelled by its caller; its child was killed"),
+            )
+            outcome.status = "stopped"  # rq's JobStatus.STOPPED, in the FailedJobRegistry
         except _NoIdleChild:
             # Routine on a host that also serves HTTP or local submits: not worth a line each.
             logger.debug(

@@ -153,8 +153,9 @@ return {written, nxt, skipped}
 )
 
 # Renew this consumer's registration (qoper8's, and rq's worker hash so that `rq info` lists
-# the host) and the leases of its running jobs; return the members whose lease is already gone
-# (reaped), so the consumer can log that their outcome will be dropped.
+# the host) and the leases of its running jobs. Returns {members whose lease is already gone
+# (reaped), so the consumer can log that their outcome will be dropped; members whose caller
+# cancelled them with kill_on_cancel (see WITHDRAW_LUA), for the consumer to stop}.
 # KEYS: wip, consumers, rq:workers, rq:workers:{queue}, rq:worker:{name}. ARGV: lease expiry,
 # consumer name, now (rq text), state, worker ttl, birth (rq text), hostname, pid, queue name,
 # registration expiry, members...
@@ -165,18 +166,21 @@ redis.call('HSET', KEYS[5], 'name', ARGV[2], 'last_heartbeat', ARGV[3], 'state',
 redis.call('EXPIRE', KEYS[5], ARGV[5])
 redis.call('SADD', KEYS[3], KEYS[5])
 redis.call('SADD', KEYS[4], KEYS[5])
-local lost = {}
+local lost, cancelled = {}, {}
 for i = 11, #ARGV do
   local m = ARGV[i]
   if redis.call('ZSCORE', KEYS[1], m) then
     redis.call('ZADD', KEYS[1], ARGV[1], m)
     local id = string.match(m, '^(.*):[^:]*$') or m
     redis.pcall('HSET', 'rq:job:' .. id, 'last_heartbeat', ARGV[3])
+    if redis.pcall('HGET', 'rq:job:' .. id, 'qoper8_cancel') == '1' then
+      cancelled[#cancelled + 1] = m
+    end
   else
     lost[#lost + 1] = m
   end
 end
-return lost
+return {lost, cancelled}
 """
 
 # Any host runs this. (1) A consumer whose registration expired died (or froze): its claimed
@@ -291,15 +295,22 @@ redis.call('SADD', KEYS[3], KEYS[2])
 return 1
 """
 
-# Withdraw a job whose caller cancelled its submit, if no host has taken it: drop it from
-# the queue and delete its hash, so it never runs. An id already BLMOVEd into a host's
-# claim list is skipped by the take, since its hash is gone. A job that started is left to
-# run to its deadline (nothing kills a child on another host).
-# KEYS: job, queue. ARGV: id. Returns 1 if withdrawn, else 0.
+# Withdraw a job whose caller cancelled its submit. If no host has taken it, drop it from
+# the queue and delete its hash, so it never runs (an id already BLMOVEd into a host's claim
+# list is then skipped by the take). If it started and the caller asked (kill_on_cancel),
+# mark it: its host's next heartbeat sees the mark, kills the child and records it stopped.
+# KEYS: job, queue. ARGV: id, '1' to stop a started job. Returns 1 if withdrawn, 2 if
+# marked, else 0.
 WITHDRAW_LUA: Final = """
 local st = redis.pcall('HGET', KEYS[1], 'status')
-if st ~= 'queued' then return 0 end
-redis.call('LREM', KEYS[2], 0, ARGV[1])
-redis.call('DEL', KEYS[1])
-return 1
+if st == 'queued' then
+  redis.call('LREM', KEYS[2], 0, ARGV[1])
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+if st == 'started' and ARGV[2] == '1' then
+  redis.call('HSET', KEYS[1], 'qoper8_cancel', '1')
+  return 2
+end
+return 0
 """
