@@ -208,6 +208,11 @@ class _ConsumerBase:
     def _script(self, name: str) -> Any:
         return self._scripts[name]
 
+    def _stop_requested(self) -> bool:
+        # a method, not the attribute: type checkers keep a test of the attribute narrowed
+        # across an await, during which stop() may set it
+        return self._stopping
+
     def _give_up(self) -> bool:
         return self._stopping and (
             self._stop_deadline is not None and time.monotonic() > self._stop_deadline

@@ -82,8 +82,8 @@ class _Taking(_Leases, _Outcomes):
                 )
             except Exception:
                 # stop() closed the connection (an id moved meanwhile stays claimed, and the
-                # final hand back returns it); mypy cannot see stop() change _stopping
-                if getattr(self, "_stopping", False):
+                # final hand back returns it)
+                if self._stop_requested():
                     return None
                 raise
             finally:
