@@ -126,8 +126,11 @@ class RedisPool:
             action: a mapping with a string ``type`` and JSON-able fields, or a pydantic
                 model with a ``type`` field.
             timeout: seconds from now; the pool's ``timeout`` when omitted.
-            kill_on_cancel: accepted for compatibility with ``Pool.submit``; a cancelled
-                caller stops waiting, and the host still bounds the job by its deadline.
+            kill_on_cancel: as for ``Pool.submit``: if the awaiting task is cancelled
+                while a host runs the job, that host kills and replaces its child (at its
+                next heartbeat, within ``lease / 6``) and rq records the job as stopped;
+                otherwise the job runs on to its end. A job no host has taken yet is
+                withdrawn from Redis either way.
             wait_for_room: accepted for compatibility; Redis queues are unbounded.
 
         Returns:
@@ -140,7 +143,7 @@ class RedisPool:
             TransportError: Redis could not be reached before the deadline.
             PoolClosed: the RedisPool is closed.
         """
-        del kill_on_cancel, wait_for_room
+        del wait_for_room
         if not self.is_open:
             raise PoolClosed("the RedisPool is closed" if self._closed else "not started")
         assert self._client is not None
@@ -149,4 +152,4 @@ class RedisPool:
             timeout = self.timeout
         if timeout is not None and timeout <= 0:
             raise InvalidAction(f"timeout must be positive or None, not {timeout!r}")
-        return await self._client.submit(data, timeout)
+        return await self._client.submit(data, timeout, kill_on_cancel=kill_on_cancel)

@@ -11,7 +11,12 @@ never unpickle. This module re-exports their names; the code lives in:
     _rq_scripts          rq's key names and the Lua scripts (atomic take, finish, reap...)
     _rq_jobs             rq's job data: encode and decode jobs, timeouts (no I/O)
     _redis_connection    connecting, outage detection, backoff, retries, pipelined scripts
-    _redis_consumer      RedisConsumer: feeds a pool from an rq queue
+    _redis_consumer      RedisConsumer: feeds a pool from an rq queue (its lifecycle), made of
+    _redis_consumer_base   its settings, key names and the jobs it holds
+    _redis_taking          taking a job when a child is idle, running it, taking the next
+    _redis_outcome         a job's outcome as rq records it and RedisPool reads it
+    _redis_leases          the heartbeat that renews leases; handing jobs back
+    _redis_reaper          requeuing (or failing) expired leases, dead consumers' claims
     _redis_client        RedisClient: enqueues jobs and waits for their outcomes
 
 Redis keys touched (rq's data model under the prefix ``rq``, plus three of qoper8's own)::
@@ -21,7 +26,9 @@ Redis keys touched (rq's data model under the prefix ``rq``, plus three of qoper
     rq:job:{id}                      hash    the rq job: data = zlib(JSON [func, null, args,
                                              kwargs]), status, origin, timeout, retries_left,
                                              started_at, ended_at, worker_name, exc_info, and
-                                             qoper8_reply / qoper8_deadline / qoper8_error
+                                             qoper8_reply / qoper8_deadline / qoper8_error,
+                                             qoper8_cancel (its caller cancelled it with
+                                             kill_on_cancel; the host stops it)
     rq:wip:{queue}                   zset    StartedJobRegistry: "{id}:{execution}" scored by
                                              the lease's expiry (unix seconds)
     rq:execution:{id}:{execution}    hash    rq's record of one execution
@@ -35,8 +42,10 @@ Redis keys touched (rq's data model under the prefix ``rq``, plus three of qoper
                                              counts), so that `rq info` lists the hosts
     qoper8:claim:{queue}:{consumer}  list    ids an idle consumer moved off the queue with
                                              BLMOVE and has not leased yet
-    qoper8:consumers:{queue}         zset    consumer names scored by heartbeat expiry; the
-                                             reaper hands a dead consumer's claims back
+    qoper8:consumers:{queue}         zset    consumer names scored by registration expiry
+                                             (two heartbeats); the reaper hands a lapsed
+                                             consumer's claims back and removes it from
+                                             rq's worker registry
     qoper8:reply:{client}            list    outcomes pushed to one RedisPool client (BLPOP)
 
 Delivery is at least once: a job whose lease expires (its host died or lost Redis) is queued

@@ -10,11 +10,14 @@ import asyncio
 import base64
 import contextlib
 import logging
+import time
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
 import orjson
+from redis.exceptions import RedisError
 
 from ..errors import (
     JobTimeout,
@@ -24,14 +27,16 @@ from ..errors import (
     error_from_dict,
 )
 from ._redis_connection import BLOCK_SECONDS, _Backoff, connect, describe_url, is_redis_failure
-from ._rq_jobs import _stored_error, encode_job
+from ._rq_jobs import TIMESTAMP_FORMAT, _stored_error, _text, encode_job
 from ._rq_scripts import (
+    CONSUMERS_PREFIX,
     ENQUEUE_LUA,
     JOB_PREFIX,
     QUEUE_PREFIX,
     QUEUES_KEY,
     REPLY_PREFIX,
     RESULTS_PREFIX,
+    WITHDRAW_LUA,
 )
 
 if TYPE_CHECKING:
@@ -47,6 +52,10 @@ logger = logging.getLogger("qoper8.redis")
 
 # Concurrent enqueues per RedisPool; each holds one connection while in flight.
 MAX_CLIENT_CONNECTIONS: Final = 32
+# A timed-out submit reads where its job stood, to say so in the JobTimeout, and a cancelled
+# one withdraws its job: longer delays the error (or close()) when Redis is slow, shorter
+# gives up sooner (a vaguer message; a job that may still run).
+WHEREABOUTS_TIMEOUT: Final = 1.0
 
 
 # ---------------------------------------------------------------- the submitting side
@@ -75,6 +84,8 @@ class RedisClient:
         self._queue_key = QUEUE_PREFIX + queue
         self._redis: aioredis.Redis | None = None
         self._enqueue: Any = None
+        self._withdraw_script: Any = None
+        self._withdrawals: set[asyncio.Task[None]] = set()
         self._pending: dict[str, _Pending] = {}
         # redis-py opens a connection per concurrent command: bound them, so that a burst of
         # submits does not open thousands of connections to Redis
@@ -87,10 +98,13 @@ class RedisClient:
     async def open(self) -> None:
         self._redis = connect(self.url)
         self._enqueue = self._redis.register_script(ENQUEUE_LUA)
+        self._withdraw_script = self._redis.register_script(WITHDRAW_LUA)
         self._listener = asyncio.create_task(self._listen())
 
     async def aclose(self) -> None:
         self._closed = True
+        if self._withdrawals:
+            await asyncio.wait(list(self._withdrawals), timeout=WHEREABOUTS_TIMEOUT)
         for p in self._pending.values():
             if not p.future.done():
                 p.future.set_exception(PoolClosed("the RedisPool was closed"))
@@ -112,7 +126,9 @@ class RedisClient:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._listener
 
-    async def submit(self, action: Mapping[str, Any], deadline: float | None) -> JSONValue:
+    async def submit(
+        self, action: Mapping[str, Any], deadline: float | None, *, kill_on_cancel: bool = False
+    ) -> JSONValue:
         timeout = deadline
         if self._closed or self._redis is None:
             raise PoolClosed("the RedisPool is closed" if self._closed else "not opened")
@@ -133,11 +149,35 @@ class RedisClient:
                 await self._enqueue_job(job_id, pending)
                 return await pending.future
         except TimeoutError:
-            raise self._timeout_error(job_id, action, timeout) from None
+            raise await self._timeout_error(job_id, action, timeout) from None
+        except asyncio.CancelledError:
+            # As the local pool drops a queued job, withdraw it if no host has taken it; in a
+            # task of its own, since this one is being cancelled.
+            task = asyncio.create_task(self._withdraw(job_id, kill_on_cancel))
+            self._withdrawals.add(task)
+            task.add_done_callback(self._withdrawals.discard)
+            raise
         finally:
             self._pending.pop(job_id, None)
 
-    def _timeout_error(
+    async def _withdraw(self, job_id: str, stop_running: bool) -> None:
+        try:
+            async with asyncio.timeout(WHEREABOUTS_TIMEOUT):
+                n = await self._withdraw_script(
+                    keys=[JOB_PREFIX + job_id, self._queue_key],
+                    args=[job_id, "1" if stop_running else "0"],
+                )
+        except (TimeoutError, RedisError, OSError) as exc:
+            logger.warning("RedisPool: could not withdraw cancelled job %s (%s)", job_id, exc)
+            return
+        if n == 0:
+            logger.info(
+                "RedisPool: job %s was cancelled by its caller after a host took it; it runs "
+                "on there (submit with kill_on_cancel=True to stop it)",
+                job_id,
+            )
+
+    async def _timeout_error(
         self, job_id: str, action: Mapping[str, Any], timeout: float | None
     ) -> Qoper8Error:
         what = f"job {job_id} ({action.get('type')})"
@@ -146,11 +186,28 @@ class RedisClient:
                 f"{what}: Redis at {describe_url(self.url)} could not be reached within the "
                 f"deadline of {timeout}s ({self._last_error}); the job may still run"
             )
+        where = await self._whereabouts(job_id)
         return JobTimeout(
             f"{what} got no result within its deadline of {timeout}s on rq queue "
-            f"{self.queue!r} (no idle child on any host, or no host serving the queue?)",
+            f"{self.queue!r}: {where}",
             job_id=job_id,
         )
+
+    async def _whereabouts(self, job_id: str) -> str:
+        """Where the job stood when its caller's deadline passed, read from the job hash and
+        the hosts' registrations (one round trip, bounded: it only words an error)."""
+        assert self._redis is not None
+        try:
+            async with asyncio.timeout(WHEREABOUTS_TIMEOUT):
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    pipe.hmget(JOB_PREFIX + job_id, list(_WHEREABOUTS_FIELDS))
+                    pipe.zrange(CONSUMERS_PREFIX + self.queue, 0, -1, withscores=True)
+                    fields, consumers = await pipe.execute()
+        except (TimeoutError, RedisError, OSError):
+            return _NOWHERE
+        job = {k: _text(v) for k, v in zip(_WHEREABOUTS_FIELDS, fields, strict=True) if v}
+        hosts = {_text(name): float(score) for name, score in consumers}
+        return whereabouts(job, hosts, time.time())
 
     async def _enqueue_job(self, job_id: str, pending: _Pending) -> None:
         backoff = _Backoff(f"RedisPool {self.client_id[:8]}", self.url)
@@ -246,6 +303,59 @@ class RedisClient:
                 "RedisPool: %d jobs vanished from Redis during the outage; enqueued again",
                 lost,
             )
+
+
+_WHEREABOUTS_FIELDS: Final = ("status", "worker_name", "retries_left", "last_heartbeat")
+_NOWHERE: Final = "no idle child on any host, or no host serving the queue?"
+
+
+def whereabouts(job: Mapping[str, str], hosts: Mapping[str, float], now: float) -> str:
+    """Words for where a job stood when its caller gave up on it.
+
+    Args:
+        job: its hash's ``status``, ``worker_name``, ``retries_left`` and ``last_heartbeat``
+            (absent when empty).
+        hosts: each live host's registration expiry (``qoper8:consumers:{queue}``).
+        now: the current time (the hosts' clocks are assumed in sync, as for deadlines).
+    """
+    status, host = job.get("status"), job.get("worker_name")
+    retries = job.get("retries_left", "0")
+    if status == "started" and host:
+        expiry = hosts.get(host)
+        if expiry is not None and expiry >= now:
+            return (
+                f"it was still running on host {host} (the host ends it at its deadline "
+                f"and records a JobTimeout)"
+            )
+        seen = _ago(job.get("last_heartbeat"), now)
+        then = (
+            f"a host serving the queue runs it again once its lease expires ({retries} "
+            f"retries left), and its result will not reach this call"
+            if retries not in ("", "0")
+            else "no retries are left: it fails with AbandonedJobError once its lease expires"
+        )
+        return (
+            f"it was running on host {host}, which stopped renewing its lease{seen} "
+            f"(the host died, froze or lost Redis?); {then}"
+        )
+    if status == "queued" and host:
+        return (
+            f"it had been running on host {host}, which stopped renewing its lease; it was "
+            f"queued again ({retries} retries left) and no idle child took it in time"
+        )
+    if status == "queued":
+        return f"it was still queued: {_NOWHERE}"
+    return _NOWHERE
+
+
+def _ago(stamp: str | None, now: float) -> str:
+    if not stamp:
+        return ""
+    try:
+        then = datetime.strptime(stamp, TIMESTAMP_FORMAT).replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        return ""
+    return f" (last heartbeat {max(0.0, now - then):.1f}s ago)"
 
 
 def _log_failure(task: asyncio.Task[None]) -> None:

@@ -78,16 +78,39 @@ def is_redis_failure(exc: BaseException) -> bool:
     return isinstance(exc, RedisError | OSError | EOFError)
 
 
+class _Health:
+    """Whether Redis answers, as the latest command of any of one user's loops found: the
+    consumer's heartbeat, take, reaper and finishes share one, so that a daemon's health
+    check can say its Redis consumer is not connected."""
+
+    def __init__(self) -> None:
+        self.connected = False  # until a command has succeeded
+        self.last_error: str | None = None
+
+    def succeeded(self) -> None:
+        self.connected = True
+        self.last_error = None
+
+    def failed(self, exc: BaseException) -> None:
+        if isinstance(exc, ResponseError) and not isinstance(exc, TRANSIENT_ERRORS):
+            return  # Redis answered (a script refused something): it is there
+        self.connected = False
+        self.last_error = f"{type(exc).__name__}: {exc}"
+
+
 class _Backoff:
     """Exponential backoff with jitter, and one log line per outage rather than per retry."""
 
-    def __init__(self, what: str, url: str) -> None:
+    def __init__(self, what: str, url: str, health: _Health | None = None) -> None:
         self.what = what
         self.url = describe_url(url)
+        self.health = health
         self.delay = 0.0
         self.failing_since: float | None = None
 
     async def failed(self, exc: BaseException) -> None:
+        if self.health is not None:
+            self.health.failed(exc)
         if self.failing_since is None:
             self.failing_since = time.monotonic()
             logger.warning("%s: Redis at %s unreachable (%s); retrying", self.what, self.url, exc)
@@ -108,6 +131,8 @@ class _Backoff:
         return True, result
 
     def succeeded(self) -> None:
+        if self.health is not None:
+            self.health.succeeded()
         if self.failing_since is not None:
             logger.warning(
                 "%s: Redis at %s is back after %.1fs",

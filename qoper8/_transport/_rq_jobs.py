@@ -66,7 +66,7 @@ def _short(value: object, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def decode_job(data: bytes, handlers: Mapping[str, HandlerInfo]) -> dict[str, Any]:
+def decode_job(data: bytes | None, handlers: Mapping[str, HandlerInfo]) -> dict[str, Any]:
     """Turn rq's job data into a qoper8 action, checked against the allowlist.
 
     rq's JSON serializer stores ``[func_name, instance, args, kwargs]``. ``func_name`` must be
@@ -75,9 +75,14 @@ def decode_job(data: bytes, handlers: Mapping[str, HandlerInfo]) -> dict[str, An
     imported or run for a name that is not registered.
 
     Raises:
-        InvalidAction: not JSON (pickle is refused, never loaded), the wrong shape, a handler
-            that is not registered, or arguments that do not bind.
+        InvalidAction: no data, not JSON (pickle is refused, never loaded), the wrong
+            shape, a handler that is not registered, or arguments that do not bind.
     """
+    if not data:
+        raise InvalidAction(
+            "the job hash has no data (rq keeps the function and its arguments there): "
+            "not an rq job, or one written by hand"
+        )
     body = _inflate(data)
     try:
         decoded = orjson.loads(body)

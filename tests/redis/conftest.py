@@ -23,10 +23,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import fakeredis
 import pytest
 import redis
 
 import qoper8
+from qoper8._transport import _redis_consumer
 from qoper8._transport._redis import RedisConsumer
 
 if TYPE_CHECKING:
@@ -63,6 +65,17 @@ def redis_base_url() -> str:
     if err is not None:
         _missing(f"no Redis server at {REDIS_HOST}:{REDIS_PORT} ({err}); start one to run these")
     return url
+
+
+@pytest.fixture
+def server(monkeypatch: pytest.MonkeyPatch) -> fakeredis.FakeServer:
+    """A fakeredis server (with Lua) that every RedisConsumer of the test connects to."""
+    srv = fakeredis.FakeServer()
+    # RedisConsumer calls the connect() of its own module (``_redis`` only re-exports it)
+    monkeypatch.setattr(
+        _redis_consumer, "connect", lambda url: fakeredis.FakeAsyncRedis(server=srv)
+    )
+    return srv
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ under load, garbage and hostile jobs written straight into Redis, passwords and 
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import pickle
 import shutil
@@ -223,11 +224,11 @@ async def test_garbage_and_hostile_jobs_fail_cleanly(
     marker = tmp_path / "pwned"
     qkey = f"rq:queue:{queue_name}"
 
-    def put(job_id: str, data: bytes, **fields: Any) -> str:
-        sync_redis.hset(
-            f"rq:job:{job_id}",
-            mapping={"data": data, "status": "queued", "origin": queue_name, **fields},  # type: ignore[dict-item]
-        )
+    def put(job_id: str, data: bytes | None, **fields: Any) -> str:
+        mapping: dict[str, Any] = {"status": "queued", "origin": queue_name, **fields}
+        if data is not None:
+            mapping["data"] = data
+        sync_redis.hset(f"rq:job:{job_id}", mapping=mapping)  # type: ignore[arg-type]
         sync_redis.rpush(qkey, job_id)
         return job_id
 
@@ -242,6 +243,9 @@ async def test_garbage_and_hostile_jobs_fail_cleanly(
         put(f"{queue_name}-zpickle", zlib.compress(pickle.dumps(_Evil(str(marker))))): "pickle",
         put(f"{queue_name}-bomb", zlib.compress(b" " * (64 * 1024 * 1024))): "inflates",
         put(f"{queue_name}-shape", zlib.compress(b'{"a": 1}')): "not rq's",
+        put(f"{queue_name}-string", zlib.compress(b'"add"')): "not rq's",
+        put(f"{queue_name}-plain", b'["add", null, [1, 2]]'): "not rq's",
+        put(f"{queue_name}-emptydata", b""): "has no data",
         put(f"{queue_name}-system", json_job("os.system", ["touch " + str(marker)])): "os.system",
         put(f"{queue_name}-eval", json_job("builtins.eval", ["1"])): "not a handler registered",
         put(f"{queue_name}-method", json_job("echo", instance={"x": 1})): "instance",
@@ -250,14 +254,15 @@ async def test_garbage_and_hostile_jobs_fail_cleanly(
         put(f"{queue_name}-badtype", json_job(None)): "names no function",
         put(f"{queue_name}-params", json_job("add", [], {"a": "x", "b": 1})): "",
     }
-    # rq itself cannot read this job (Job.fetch raises), so check the raw hash
+    # rq itself cannot read these jobs (Job.fetch raises), so check the raw hash
+    no_data = put(f"{queue_name}-nodata", None, timeout="5")
     bad_timeout = put(f"{queue_name}-timeout", json_job("echo"), timeout="soon")
     minutes = put(f"{queue_name}-minutes", json_job("add", [1, 2]), timeout="3m")
     # ids that must be skipped, not run: no hash at all, a key of the wrong type, and a job
     # already finished
     sync_redis.rpush(qkey, f"{queue_name}-ghost")
-    sync_redis.set(f"rq:job:{queue_name}-string", "not a hash")
-    sync_redis.rpush(qkey, f"{queue_name}-string")
+    sync_redis.set(f"rq:job:{queue_name}-str", "not a hash")
+    sync_redis.rpush(qkey, f"{queue_name}-str")
     put(f"{queue_name}-done", json_job("add", [1, 1]), status="finished")
     # a reply key that is not one of qoper8's: the host must not push to it or expire it
     victim = f"{queue_name}-victim"
@@ -266,10 +271,10 @@ async def test_garbage_and_hostile_jobs_fail_cleanly(
 
     def ended() -> bool:
         status = sync_redis.hget(f"rq:job:{good}", "status")
-        others = [sync_redis.hget(f"rq:job:{j}", "status") for j in (bad_timeout, minutes)]
+        others = [sync_redis.hget(f"rq:job:{j}", "status") for j in (bad_timeout, minutes, no_data)]
         return (
             status == b"finished"
-            and others == [b"failed", b"finished"]
+            and others == [b"failed", b"finished", b"failed"]
             and all(sync_redis.hget(f"rq:job:{j}", "status") == b"failed" for j in expect_failed)
         )
 
@@ -293,5 +298,19 @@ async def test_garbage_and_hostile_jobs_fail_cleanly(
     exc_info = sync_redis.hget(f"rq:job:{bad_timeout}", "exc_info")
     assert isinstance(exc_info, bytes)
     assert b"'soon' is not a number" in exc_info  # plain text, which rq also reads
+    # a hash without data fails where rq looks, with the reason
+    exc_info = sync_redis.hget(f"rq:job:{no_data}", "exc_info")
+    assert isinstance(exc_info, bytes)
+    assert b"InvalidAction: the job hash has no data" in exc_info
+    assert no_data in FailedJobRegistry(queue_name, connection=sync_redis).get_job_ids()
+    entries: Any = sync_redis.xrange(f"rq:results:{no_data}")
+    [(_, entry)] = entries
+    assert entry[b"type"] == b"2"  # rq's Result.Type.FAILED
+    assert b"has no data" in zlib.decompress(base64.b64decode(entry[b"exc_string"]))
     assert sync_redis.llen(qkey) == 0
     assert StartedJobRegistry(queue_name, connection=sync_redis).get_job_ids() == []
+    # the ids that name no job to run leave one trace: a log line each
+    dropped = " ".join(r.getMessage() for r in caplog.records if "dropped" in r.getMessage())
+    assert f"{queue_name}-ghost (no job hash" in dropped
+    assert f"{queue_name}-str (not a hash)" in dropped
+    assert f"{queue_name}-done (status finished)" in dropped

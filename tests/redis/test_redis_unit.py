@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 import zlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import fakeredis
 import orjson
@@ -17,21 +17,12 @@ from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 from rq.serializers import JSONSerializer
 
-from qoper8._transport import _redis, _redis_consumer
+from qoper8._transport import _redis
 from qoper8._transport._redis import RedisConsumer, decode_job, describe_url, encode_job
-from qoper8._worker import HandlerInfo
-from qoper8.errors import InvalidAction, JobFailed
+from qoper8.errors import InvalidAction
 from tests.conftest import wait_until
 
-if TYPE_CHECKING:
-    from collections.abc import Mapping
-
-    from qoper8._types import JSONValue
-
-HANDLERS = {
-    "add": HandlerInfo("add", "workers.math.add", ("a", "b")),
-    "user.get": HandlerInfo("user.get", "workers.users.get_user", ("id",)),
-}
+from .fakes import HANDLERS, FakePool
 
 
 def data(func: object, args: list[Any] | None = None, kwargs: Any = None) -> bytes:
@@ -57,6 +48,8 @@ def test_func_name_is_an_action_type_or_a_handler_import_path() -> None:
         (data("add", [], {"type": "user.get"}), "conflicts"),
         (b"\x80\x04garbage", "looks like pickle"),
         (zlib.compress(b"[1, 2]"), "not rq's"),
+        (b"", "has no data"),
+        (zlib.compress(b'"add"'), "not rq's"),
         (zlib.compress(b"\x00" * (_redis.MAX_JOB_BYTES + 10)), "inflates to more than"),
     ],
 )
@@ -94,54 +87,6 @@ def test_encoded_jobs_read_back_through_rq() -> None:
     assert job.timeout == 3
     assert job.get_status() == JobStatus.QUEUED
     assert job.origin == "users"
-
-
-class FakePool:
-    """An in-memory pool with ``slots`` children that answers ``add`` inline."""
-
-    def __init__(self, slots: int = 1) -> None:
-        self.slots = self.size = slots
-        self.is_open = True
-        self.handlers: Mapping[str, HandlerInfo] = HANDLERS
-        self.gate = asyncio.Event()
-        self.gate.set()
-        self._changed = asyncio.Event()
-
-    def has_capacity(self) -> bool:
-        return self.slots > 0
-
-    async def wait_capacity(self) -> None:
-        while not self.has_capacity() and self.is_open:
-            self._changed.clear()
-            await self._changed.wait()
-
-    async def submit(
-        self,
-        action: Mapping[str, Any],
-        *,
-        timeout: float | None = None,
-        kill_on_cancel: bool = False,
-    ) -> JSONValue:
-        self.slots -= 1
-        try:
-            await self.gate.wait()
-            if action["type"] != "add":
-                raise JobFailed("x", remote_type="KeyError", remote_message="no")
-            result: int = action["a"] + action["b"]
-            return result
-        finally:
-            self.slots += 1
-            self._changed.set()
-
-
-@pytest.fixture
-def server(monkeypatch: pytest.MonkeyPatch) -> fakeredis.FakeServer:
-    srv = fakeredis.FakeServer()
-    # RedisConsumer calls the connect() of its own module (``_redis`` only re-exports it)
-    monkeypatch.setattr(
-        _redis_consumer, "connect", lambda url: fakeredis.FakeAsyncRedis(server=srv)
-    )
-    return srv
 
 
 async def test_consumer_runs_rq_jobs_and_records_rq_outcomes(server: fakeredis.FakeServer) -> None:

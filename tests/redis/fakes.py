@@ -1,0 +1,68 @@
+"""Fakes for the fast Redis tests: an in-memory pool the consumer feeds, and the handler
+allowlist it reports. The Lua scripts run on fakeredis (see the ``server`` fixture)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+from qoper8._worker import HandlerInfo
+from qoper8.errors import JobFailed
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from qoper8._types import JSONValue
+
+HANDLERS = {
+    "add": HandlerInfo("add", "workers.math.add", ("a", "b")),
+    "user.get": HandlerInfo("user.get", "workers.users.get_user", ("id",)),
+}
+
+
+class FakePool:
+    """An in-memory pool with ``slots`` children that answers ``add`` inline; while
+    ``gate`` is clear, jobs hold their slot."""
+
+    def __init__(self, slots: int = 1) -> None:
+        self.slots = self.size = slots
+        self.is_open = True
+        self.handlers: Mapping[str, HandlerInfo] = HANDLERS
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.submitted = 0
+        self._changed = asyncio.Event()
+
+    def has_capacity(self) -> bool:
+        return self.slots > 0
+
+    async def wait_capacity(self) -> None:
+        while not self.has_capacity() and self.is_open:
+            self._changed.clear()
+            await self._changed.wait()
+
+    def occupy(self, n: int = 1) -> None:
+        """Take ``n`` slots, as submits from another transport (HTTP, local) would."""
+        self.slots -= n
+
+    def free(self, n: int = 1) -> None:
+        self.slots += n
+        self._changed.set()
+
+    async def submit(
+        self,
+        action: Mapping[str, Any],
+        *,
+        timeout: float | None = None,
+        kill_on_cancel: bool = False,
+    ) -> JSONValue:
+        self.slots -= 1
+        self.submitted += 1
+        try:
+            await self.gate.wait()
+            if action["type"] != "add":
+                raise JobFailed("x", remote_type="KeyError", remote_message="no")
+            result: int = action["a"] + action["b"]
+            return result
+        finally:
+            self.free()
