@@ -32,9 +32,7 @@ class User(BaseModel):
 
 
 def database_path() -> str:
-    return os.environ.get("USERS_DB") or os.path.join(
-        tempfile.gettempdir(), "qoper8-users.db"
-    )
+    return os.environ.get("USERS_DB") or os.path.join(tempfile.gettempdir(), "qoper8-users.db")
 
 
 def db() -> sqlite3.Connection:
