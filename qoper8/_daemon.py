@@ -324,7 +324,11 @@ class Daemon:
             "draining": self._stopping,
             "handlers": sorted(self.pool.handlers),
             "urls": self.api.urls,
+            "redis": self.redis_state(),
         }
+
+    def redis_state(self) -> dict[str, Any] | None:
+        return self._redis.state()
 
     async def resize(self, children: int) -> int:
         """Change the number of children, in turn with signals; returns the new size."""

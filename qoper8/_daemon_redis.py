@@ -47,6 +47,16 @@ class RedisIntake:
             ) from None
         return RedisConsumer
 
+    def state(self) -> dict[str, Any] | None:
+        """Whether the consumer reaches Redis (None without ``--redis``). Until the consumer
+        runs (the pool still starting) it counts as not connected."""
+        if self._config.redis is None:
+            return None
+        consumer = self._consumer
+        if consumer is None:
+            return {"connected": False, "last_error": None}
+        return {"connected": bool(consumer.connected), "last_error": consumer.last_error}
+
     def start(self, tg: asyncio.TaskGroup) -> None:
         """Start consuming in ``tg`` (nothing without ``--redis``)."""
         cls = self._consumer_class()

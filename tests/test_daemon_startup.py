@@ -126,6 +126,9 @@ class _Starting:
     def info(self) -> dict[str, Any]:
         return {}
 
+    def redis_state(self) -> dict[str, Any] | None:
+        return None
+
     async def wait_started(self) -> None:
         await self.started.wait()
 

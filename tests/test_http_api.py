@@ -37,9 +37,13 @@ class FakeControl:
         self.draining = False
         self.default_timeout: float | None = None
         self.resized: list[int] = []
+        self.redis: dict[str, Any] | None = None
 
     def info(self) -> dict[str, Any]:
         return {"pid": os.getpid()}
+
+    def redis_state(self) -> dict[str, Any] | None:
+        return self.redis
 
     async def wait_started(self) -> None:
         return None

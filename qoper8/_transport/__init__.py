@@ -28,6 +28,9 @@ class PoolLike(Protocol):
     def is_open(self) -> bool: ...
 
     @property
+    def is_degraded(self) -> bool: ...
+
+    @property
     def size(self) -> int: ...
 
     @property

@@ -126,6 +126,10 @@ class Control(Protocol):
 
     def info(self) -> dict[str, Any]: ...
 
+    def redis_state(self) -> dict[str, Any] | None:
+        """The Redis intake's connection (``connected``, ``last_error``), None without one."""
+        ...
+
     async def wait_started(self) -> None:
         """Return once the pool is open; raise StartFailed or PoolClosed if it never will."""
         ...
@@ -356,15 +360,27 @@ class HttpApi:
         # Any generation counts: during a reload the old children serve until the new ones
         # are ready, and a load balancer must not take the daemon out of rotation for that.
         ready = sum(1 for c in stats.children if c.state in ("idle", "busy"))
+        redis = self._control.redis_state()
+        redis_down = redis is not None and not redis["connected"]
         if self._control.draining:
             status = "draining"
         elif not self._pool.is_open:
             status = "starting"
+        elif self._pool.is_degraded or redis_down:
+            # Children fail to start (a dependency is down), or the Redis intake cannot reach
+            # Redis: the daemon recovers by itself, but it does not do all its work meanwhile.
+            status = "degraded"
         elif ready >= stats.target_size:
             status = "ready"
         else:
             status = "starting"
-        body = {"status": status, "ready": ready, "target": stats.target_size}
+        body: dict[str, Any] = {"status": status, "ready": ready, "target": stats.target_size}
+        if stats.degraded:
+            body["failed_starts"] = stats.failed_starts
+        if redis is not None:
+            body["redis"] = "connected" if redis["connected"] else "disconnected"
+            if redis_down and redis.get("last_error"):
+                body["redis_error"] = redis["last_error"]
         return _json(body, 200 if status == "ready" else 503)
 
     async def _metrics(self, request: web.Request) -> web.Response:

@@ -10,7 +10,7 @@ import logging
 import os
 import socket
 import time
-from typing import Any
+from typing import Any, Final
 
 from ._redis_connection import _Backoff, _retrying
 from ._redis_consumer_base import (
@@ -25,6 +25,8 @@ from ._rq_scripts import WORKERS_KEY
 __all__: list[str] = []
 
 logger = logging.getLogger("qoper8.redis")
+# How long a stop with no job to hand back keeps trying an unreachable Redis.
+EMPTY_HANDBACK_TIMEOUT: Final = 1.0
 
 
 class _Leases(_ConsumerBase):
@@ -99,7 +101,11 @@ class _Leases(_ConsumerBase):
             self._running.pop(r.member, None)
         self._slot_freed.set()
         backoff = self._backoff(f"consumer {self.name} hand back")
-        deadline = time.monotonic() + max(self.grace, 1.0)
+        # With no job to hand back, only the consumer's registration and claim list are left
+        # to tidy, and the reaper tidies those of a silent consumer anyway: a stop must not
+        # wait out its grace period on a Redis that cannot be reached.
+        limit = max(self.grace, 1.0) if members else EMPTY_HANDBACK_TIMEOUT
+        deadline = time.monotonic() + limit
         n = await _retrying(
             f"consumer {self.name}: handing back {len(members)} jobs",
             backoff,
