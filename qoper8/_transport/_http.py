@@ -29,17 +29,13 @@ import orjson
 from aiohttp import web
 
 from ..errors import (
-    ChildDied,
     ConfigError,
     InvalidAction,
-    JobFailed,
-    JobTimeout,
     PoolClosed,
     Qoper8Error,
-    QueueFull,
     StartFailed,
-    TransportError,
     error_to_dict,
+    http_status,
 )
 
 if TYPE_CHECKING:
@@ -74,27 +70,13 @@ SHUTDOWN_TIMEOUT: Final = 5.0
 JSON_TYPE: Final = "application/json"
 METRICS_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 
-# Order matters: subclasses before their base.
-_STATUS: Final[tuple[tuple[type[Qoper8Error], int], ...]] = (
-    (InvalidAction, 422),
-    (ConfigError, 422),
-    (QueueFull, 503),
-    (PoolClosed, 503),
-    (StartFailed, 503),
-    (JobTimeout, 504),
-    (ChildDied, 502),
-    (JobFailed, 500),
-    (TransportError, 502),
-)
 CHILD_STATES: Final = ("starting", "idle", "busy", "retiring", "dead")
 
 
 def status_for(exc: Qoper8Error) -> int:
-    """The HTTP status that carries ``exc``."""
-    for cls, status in _STATUS:
-        if isinstance(exc, cls):
-            return status
-    return 500
+    """The HTTP status that carries ``exc``: ``qoper8.errors.http_status``, which other web
+    integrations reuse so that they answer exactly as the daemon does."""
+    return http_status(exc)
 
 
 class Control(Protocol):
