@@ -134,3 +134,12 @@ def deep_error(depth: int) -> None:
         recurse(n - 1, padding)
 
     recurse(depth, "p" * 1000)
+
+
+def raise_handler_error() -> None:
+    """For Pool.run: a HandlerError through the pickled face."""
+    raise qoper8.HandlerError("no such thing", status=404, code="not_found", details=[1])
+
+
+def raise_key_error() -> None:
+    raise KeyError("k")
