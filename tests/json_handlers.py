@@ -143,3 +143,8 @@ def raise_handler_error() -> None:
 
 def raise_key_error() -> None:
     raise KeyError("k")
+
+
+@worker.handler("ints")
+def ints(values: list[int]) -> int:
+    return len(values)
