@@ -72,7 +72,7 @@ def test_handler_error_fields_travel_and_bad_details_are_dropped() -> None:
     )
     assert (report["status"], report["code"], report["details"]) == (404, "nf", {"a": 1})
     report = orjson.loads(
-        error_report("failed", HandlerError("m", details={"a": b"bytes"}), limit=4096)
+        error_report("failed", HandlerError("m", details={"a": b"bytes"}), limit=4096)  # type: ignore[dict-item]
     )
     assert report["details"] is None
     assert "its details were dropped: not JSON" in report["message"]
