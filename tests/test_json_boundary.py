@@ -61,6 +61,18 @@ class Name(str):
     pass
 
 
+class Count(int):
+    pass
+
+
+class Row(dict[str, int]):
+    pass
+
+
+class Items(list[int]):
+    pass
+
+
 UTC = datetime.UTC
 # (value, what the handler receives), one per row of the README's table.
 COERCED: list[tuple[Any, Any]] = [
@@ -79,6 +91,9 @@ COERCED: list[tuple[Any, Any]] = [
         {"at": "2024-01-02T00:00:00Z", "id": "00000000-0000-0000-0000-000000000002"},
     ),
     (Name("ada"), "ada"),
+    (Count(3), 3),
+    (Row(a=1), {"a": 1}),
+    (Items([1, 2]), [1, 2]),
     (None, None),
     ("null", "null"),
     (2**64 - 1, 2**64 - 1),
@@ -97,6 +112,9 @@ COERCED_IDS = [
     "dataclass",
     "pydantic",
     "str-subclass",
+    "int-subclass",
+    "dict-subclass",
+    "list-subclass",
     "none",
     "null-string",
     "u64",
