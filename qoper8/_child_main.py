@@ -201,7 +201,7 @@ class ChildLoop:
                 job_id, TypeError(f"the result of handler {action_type!r} is not JSON: {exc}")
             )
             return
-        if b"null" in body and (found := proto.find_non_finite(result)) is not None:
+        if body.find(b"null") >= 0 and (found := proto.find_non_finite(result)) is not None:
             path, number = found
             where = "it is" if not path else f"field {proto.format_path(path)} is"
             self._fail(

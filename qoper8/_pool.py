@@ -466,7 +466,7 @@ class Pool:
                 payload = None
         if payload is None or len(payload) > self._max_bytes:
             action_type, payload = self._encode_action(action)
-        elif b"null" in payload:  # orjson writes NaN and Infinity as null: look closer
+        elif payload.find(b"null") >= 0:  # orjson writes NaN and Infinity as null: look closer
             proto.refuse_non_finite(action, str(action_type))
         assert action_type is not None
         # The job is queued (or sent) synchronously; awaiting its future here, not in a

@@ -143,7 +143,7 @@ def encode_action(action: object) -> tuple[str, bytes]:
         message = f"action {action_type!r} is not JSON-encodable: {exc}"
         entry: ErrorEntry = {"loc": [], "msg": message, "type": "json_type"}
         raise InvalidAction(message, errors=[entry]) from None
-    if b"null" in payload:
+    if payload.find(b"null") >= 0:  # faster than `in`, which first tries the operand as an int
         refuse_non_finite(data, action_type)
     return action_type, payload
 

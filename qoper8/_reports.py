@@ -185,7 +185,7 @@ def _add_handler_fields(report: dict[str, Any], exc: BaseException) -> None:
     except TypeError as err:
         why = f"not JSON: {err}"
     else:
-        if b"null" in encoded and proto.find_non_finite(details) is not None:
+        if encoded.find(b"null") >= 0 and proto.find_non_finite(details) is not None:
             why = "they hold NaN or Infinity"
         elif len(encoded) > MAX_DETAILS_BYTES:
             why = f"{len(encoded)} bytes encoded, over {MAX_DETAILS_BYTES}"

@@ -148,3 +148,8 @@ def raise_key_error() -> None:
 @worker.handler("ints")
 def ints(values: list[int]) -> int:
     return len(values)
+
+
+def raise_huge(chars: int) -> None:
+    """For Pool.run: an exception far larger than a small channel."""
+    raise ValueError("z" * chars)

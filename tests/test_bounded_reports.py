@@ -68,3 +68,20 @@ async def test_a_report_over_the_limit_is_cut_to_fit_and_costs_no_child(
         assert len(str(info.value)) < MAX_MESSAGE_CHARS + 500
         assert await pool.submit({"type": "pid"}) == pid
         assert pool.statistics().died == 0
+
+
+async def test_run_with_a_huge_exception_is_cut_to_fit_and_costs_no_child() -> None:
+    from tests.json_handlers import raise_huge
+
+    async with (
+        asyncio.timeout(30),
+        qoper8.Pool(HANDLERS, children=1, max_message_bytes=1 << 16) as pool,
+    ):
+        pid = await pool.submit({"type": "pid"})
+        with pytest.raises(qoper8.JobFailed) as info:
+            await pool.run(raise_huge, 1 << 20)
+        assert info.value.remote_type == "ValueError"
+        assert info.value.remote_exception is None, "too big to send back whole"
+        assert len(info.value.remote_message) < MAX_MESSAGE_CHARS + 100
+        assert await pool.submit({"type": "pid"}) == pid
+        assert pool.statistics().died == 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import orjson
 import pytest
 import pytest_asyncio
 
@@ -161,3 +162,16 @@ async def test_client_gets_the_same_typed_fields(api: Api) -> None:
         with pytest.raises(qoper8.InvalidAction) as invalid:
             await client.submit({"type": "add", "a": 1})
         assert invalid.value.errors == [{"loc": ["b"], "msg": "Field required", "type": "missing"}]
+
+
+async def test_a_200kb_hostile_request_gets_a_small_answer(api: Api) -> None:
+    action: dict[str, Any] = {"type": "add", "a": 1, "b": 2}
+    action.update({f"field_{i:06d}": i for i in range(12_000)})
+    body = orjson.dumps(action)
+    assert len(body) > 200_000
+    async with api.session.post(api.url + "/v1/submit", data=body) as resp:
+        answer = await resp.read()
+        assert resp.status == 422
+    assert len(answer) < 10_000
+    err = orjson.loads(answer)["error"]
+    assert err["errors_omitted"] == 12_000 - len(err["errors"])
