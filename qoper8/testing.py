@@ -12,7 +12,7 @@ import traceback
 from typing import TYPE_CHECKING, Any
 
 from . import _protocol as proto
-from ._worker import Worker, load_worker
+from ._worker import ActionRefused, Worker, load_worker
 from .errors import InvalidAction, JobFailed, PoolClosed
 
 if TYPE_CHECKING:
@@ -79,13 +79,22 @@ class InlinePool:
             raise InvalidAction(f"unknown action type {action_type!r} (known: {known})")
         try:
             kwargs = handler.bind(data)
+        except ActionRefused as exc:
+            errors_omitted = exc.errors_total - len(exc.errors)
+            raise InvalidAction(str(exc), errors=exc.errors, errors_omitted=errors_omitted) from exc
         except Exception as exc:
             raise InvalidAction(f"{type(exc).__qualname__}: {exc}") from exc
         try:
             result = handler.func(**kwargs)
             if handler.is_async:
                 result = await result
-            value: JSONValue = proto.loads(proto.dumps(result))
+            body = proto.dumps(result)
+            if body.find(b"null") >= 0 and (found := proto.find_non_finite(result)):
+                raise ValueError(  # as a child refuses it: JSON has no NaN
+                    f"the result of handler {action_type!r} is not JSON: "
+                    f"{proto.format_path(found[0])} is {proto.number_name(found[1])}"
+                )
+            value: JSONValue = proto.loads(body)
         except Exception as exc:
             raise JobFailed(
                 f"job {job_id} ({action_type}) failed: {type(exc).__qualname__}: {exc}",

@@ -274,3 +274,17 @@ async def test_results_are_coerced_as_the_table_says(pool: qoper8.Pool) -> None:
         "dataclass": {"x": 1, "tags": ["a"]},
         "model": {"x": 1, "at": "2024-01-02T00:00:00Z"},
     }
+
+
+async def test_the_inline_pool_refuses_and_reports_alike() -> None:
+    import qoper8.testing
+
+    async with qoper8.testing.InlinePool(HANDLERS) as inline:
+        with pytest.raises(qoper8.JobFailed, match=r"scores\[1\] is NaN"):
+            await inline.submit({"type": "non_finite"})
+        with pytest.raises(qoper8.InvalidAction) as info:
+            await inline.submit({"type": "echo", "value": math.inf})
+        assert info.value.errors[0]["loc"] == ["value"]
+        with pytest.raises(qoper8.InvalidAction) as info:
+            await inline.submit({"type": "add", "a": 1})
+        assert info.value.errors == [{"loc": ["b"], "msg": "Field required", "type": "missing"}]
