@@ -66,6 +66,9 @@ def clip_middle(text: str, limit: int) -> str:
     return f"{text[:head]}\n... ({cut} characters cut) ...\n{text[-tail:]}"
 
 
+_NO_ALIASES: Final[Mapping[str, str]] = {}
+
+
 def _loc(raw: Iterable[object], aliases: Mapping[str, str]) -> list[str | int]:
     loc: list[str | int] = []
     for i, part in enumerate(raw):
@@ -93,7 +96,9 @@ def error_entries(
 
     Args:
         raw: the entries; only the first ``MAX_REPORTED_ERRORS`` are read.
-        aliases: internal field name -> the name the caller used, for the first loc part.
+        aliases: internal field name -> the name the caller used, for the first loc part
+            (pydantic reports by alias already; this guards against a loc by field name).
+            Never applied to an unknown field: a caller who sent ``p_a`` must read ``p_a``.
         hide: (internal name, replacement) for messages that name an internal model.
     """
     out: list[ErrorEntry] = []
@@ -101,11 +106,12 @@ def error_entries(
         if len(out) == MAX_REPORTED_ERRORS:
             break
         msg = str(item.get("msg", ""))
+        unknown = item.get("type") == "extra_forbidden"
         if hide is not None:
             msg = msg.replace(*hide)
         out.append(
             {
-                "loc": _loc(item.get("loc", ()), aliases or {}),
+                "loc": _loc(item.get("loc", ()), _NO_ALIASES if unknown else aliases or {}),
                 "msg": clip(msg, MAX_ENTRY_CHARS),
                 "type": clip(str(item.get("type", "")), MAX_LOC_CHARS),
             }
@@ -144,7 +150,7 @@ def error_report(category: str, exc: BaseException, *, limit: int) -> bytes:
         "message": clip(_text(exc), MAX_MESSAGE_CHARS),
     }
     entries = getattr(exc, "errors", None)
-    if category == "invalid" and isinstance(entries, list):
+    if category == proto.ErrorCategory.INVALID and isinstance(entries, list):
         report["errors"] = entries[:MAX_REPORTED_ERRORS]
         total = getattr(exc, "errors_total", len(entries))
         report["errors_omitted"] = max(0, total - len(report["errors"]))

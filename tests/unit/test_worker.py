@@ -192,3 +192,20 @@ def test_a_missing_module_lists_the_path_searched() -> None:
     with pytest.raises(ModuleNotFoundError, match="this_module_does_not_exist") as own:
         load_worker("tests.bad_workers.import_error:worker")
     assert "searched sys.path" not in str(own.value)
+
+
+def test_an_unknown_field_named_like_an_internal_one_is_reported_as_sent() -> None:
+    worker = qoper8.Worker()
+
+    @worker.handler("add")
+    def add(a: int, b: int) -> int:
+        return a + b
+
+    handler = worker.get("add")
+    assert handler is not None
+    with pytest.raises(ActionRefused) as info:
+        handler.bind({"a": 1, "p_b": 2})
+    assert [(e["loc"], e["type"]) for e in info.value.errors] == [
+        (["b"], "missing"),
+        (["p_b"], "extra_forbidden"),
+    ]
