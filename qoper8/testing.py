@@ -12,8 +12,9 @@ import traceback
 from typing import TYPE_CHECKING, Any
 
 from . import _protocol as proto
+from ._reports import qualified_names
 from ._worker import ActionRefused, Worker, load_worker
-from .errors import InvalidAction, JobFailed, PoolClosed
+from .errors import HandlerError, InvalidAction, JobFailed, PoolClosed
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -96,11 +97,16 @@ class InlinePool:
                 )
             value: JSONValue = proto.loads(body)
         except Exception as exc:
+            chosen = exc if isinstance(exc, HandlerError) else HandlerError()
             raise JobFailed(
                 f"job {job_id} ({action_type}) failed: {type(exc).__qualname__}: {exc}",
                 job_id=job_id,
                 remote_type=type(exc).__qualname__,
                 remote_message=str(exc),
                 remote_traceback="".join(traceback.format_exception(exc)),
+                remote_types=tuple(qualified_names(exc)),
+                status=chosen.status,
+                code=chosen.code,
+                details=chosen.details,
             ) from exc
         return value

@@ -175,3 +175,23 @@ async def test_a_200kb_hostile_request_gets_a_small_answer(api: Api) -> None:
     assert len(answer) < 10_000
     err = orjson.loads(answer)["error"]
     assert err["errors_omitted"] == 12_000 - len(err["errors"])
+
+
+async def test_the_inline_pool_gives_the_same_fields() -> None:
+    import qoper8.testing
+
+    async with qoper8.testing.InlinePool(HANDLERS) as inline:
+        with pytest.raises(qoper8.JobFailed) as info:
+            await inline.submit({"type": "gone"})
+        err = info.value
+        assert (err.status, err.code, err.remote_types[0]) == (
+            410,
+            "gone",
+            "tests.json_handlers.UserMissing",
+        )
+        assert err.remote_is(qoper8.HandlerError)
+        assert http_status(err) == 410
+        with pytest.raises(qoper8.JobFailed) as info:
+            await inline.submit({"type": "key_error"})
+        assert info.value.remote_is(LookupError)
+        assert info.value.status is None
