@@ -296,7 +296,7 @@ def _error_of(status: int, raw: bytes) -> Qoper8Error:
         info = None
     if not isinstance(info, dict):
         return TransportError(f"the daemon answered HTTP {status}: {raw[:200]!r}")
-    if status == 401:
+    if status == 401 and info.get("type") != "JobFailed":  # a handler may choose 401 too
         return TransportError(f"the daemon refused the request (401): {info.get('message')}")
     err = error_from_dict(info)
     if type(err) is TransportError and status >= 400:

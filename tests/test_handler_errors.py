@@ -195,3 +195,12 @@ async def test_the_inline_pool_gives_the_same_fields() -> None:
             await inline.submit({"type": "key_error"})
         assert info.value.remote_is(LookupError)
         assert info.value.status is None
+
+
+async def test_a_chosen_401_reaches_the_client_as_job_failed_not_a_refused_token(
+    api: Api,
+) -> None:
+    async with qoper8.Client(api.url) as client:
+        with pytest.raises(qoper8.JobFailed) as info:
+            await client.submit({"type": "odd_status", "status": 401})
+    assert info.value.status == 401
