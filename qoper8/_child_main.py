@@ -17,12 +17,16 @@ import threading
 import time
 import traceback
 from collections import deque
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from . import _protocol as proto
 from ._main_module import import_main
 from ._protocol import Kind
-from ._worker import Worker, load_worker
+from ._reports import MAX_LOC_CHARS, clip, error_report
+from ._worker import ActionRefused, Worker, load_worker
+
+if TYPE_CHECKING:
+    from .errors import ErrorEntry
 
 # Exit codes the master interprets; a start failure is also reported as a frame.
 EXIT_OK: Final = 0
@@ -36,6 +40,8 @@ RECV_SIZE: Final = 64 * 1024
 _ACTION: Final = Kind.ACTION
 _CALL: Final = Kind.CALL
 _RESULT: Final = Kind.RESULT
+_INVALID: Final = proto.ErrorCategory.INVALID.value
+_FAILED: Final = proto.ErrorCategory.FAILED.value
 # How often the portable orphan watchdog checks its parent where the kernel cannot signal us.
 _ORPHAN_POLL_SECONDS: Final = 0.5
 
@@ -117,17 +123,6 @@ class Channel:
             self._sock.sendall(payload)
 
 
-def _error_payload(category: proto.ErrorCategory, exc: BaseException) -> bytes:
-    return proto.dumps(
-        {
-            "category": category,
-            "type": type(exc).__qualname__,
-            "message": str(exc),
-            "traceback": "".join(traceback.format_exception(exc)),
-        }
-    )
-
-
 def _rss_bytes() -> int:
     try:
         with open("/proc/self/statm", "rb") as f:
@@ -137,6 +132,14 @@ def _rss_bytes() -> int:
 
         scale = 1 if sys.platform == "darwin" else 1024
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+
+
+def _unknown_type(action_type: object) -> ActionRefused:
+    """The report of an action whose type no handler answers (the master checks this
+    already once it knows the handlers; a child checks again, for the early jobs)."""
+    message = f"no handler for action type {clip(repr(action_type), MAX_LOC_CHARS)}"
+    entry: ErrorEntry = {"loc": ["type"], "msg": message, "type": "unknown_action_type"}
+    return ActionRefused(message, [entry], 1)
 
 
 class ChildLoop:
@@ -186,10 +189,10 @@ class ChildLoop:
             action_type = action.pop("type")
             handler = self.worker.get(action_type)
             if handler is None:
-                raise LookupError(f"no handler for action type {action_type!r}")
+                raise _unknown_type(action_type)
             kwargs = handler.bind(action)
         except Exception as exc:
-            send(Kind.ERROR, job_id, _error_payload(proto.ErrorCategory.INVALID, exc))
+            send(Kind.ERROR, job_id, self._report(_INVALID, exc))
             return
         try:
             result = handler.func(**kwargs)
@@ -198,32 +201,42 @@ class ChildLoop:
         except BaseException as exc:
             if isinstance(exc, SystemExit | KeyboardInterrupt):
                 raise
-            send(Kind.ERROR, job_id, _error_payload(proto.ErrorCategory.FAILED, exc), self._extra())
+            send(Kind.ERROR, job_id, self._report(_FAILED, exc), self._extra())
             return
         try:
             body = proto.dumps(result)
         except TypeError as exc:
-            unencodable = TypeError(f"the result of handler {action_type!r} is not JSON: {exc}")
-            send(
-                Kind.ERROR,
+            self._fail(
+                job_id, TypeError(f"the result of handler {action_type!r} is not JSON: {exc}")
+            )
+            return
+        if body.find(b"null") >= 0 and (found := proto.find_non_finite(result)) is not None:
+            path, number = found
+            where = "it is" if not path else f"field {proto.format_path(path)} is"
+            self._fail(
                 job_id,
-                _error_payload(proto.ErrorCategory.FAILED, unencodable),
-                self._extra(),
+                ValueError(
+                    f"the result of handler {action_type!r} is not JSON: {where} "
+                    f"{proto.number_name(number)}, which JSON cannot carry"
+                ),
             )
             return
         if len(body) > self.channel.limit:
-            too_big = ValueError(
-                f"the result of handler {action_type!r} is {len(body)} bytes, over the "
-                f"pool's max_message_bytes of {self.channel.limit}"
-            )
-            send(
-                Kind.ERROR,
+            self._fail(
                 job_id,
-                _error_payload(proto.ErrorCategory.FAILED, too_big),
-                self._extra(),
+                ValueError(
+                    f"the result of handler {action_type!r} is {len(body)} bytes, over the "
+                    f"pool's max_message_bytes of {self.channel.limit}"
+                ),
             )
             return
         send(_RESULT, job_id, body, self._extra())
+
+    def _report(self, category: str, exc: BaseException) -> bytes:
+        return error_report(category, exc, limit=self.channel.limit)
+
+    def _fail(self, job_id: int, exc: BaseException) -> None:
+        self.channel.send(Kind.ERROR, job_id, self._report(_FAILED, exc), self._extra())
 
     def _run_call(self, job_id: int, payload: bytes) -> None:
         try:
@@ -238,19 +251,24 @@ class ChildLoop:
         except BaseException as exc:
             if isinstance(exc, SystemExit | KeyboardInterrupt):
                 raise
-            info: dict[str, Any] = {
-                "type": type(exc).__qualname__,
-                "message": str(exc),
-                "traceback": "".join(traceback.format_exception(exc)),
-                "exception": None,
-            }
-            with contextlib.suppress(Exception):
-                pickled = pickle.dumps(exc, protocol=pickle.HIGHEST_PROTOCOL)
-                pickle.loads(pickled)  # an exception that cannot round-trip stays text only
-                info["exception"] = pickled
-            self.channel.send(Kind.ERROR_PICKLE, job_id, pickle.dumps(info), self._extra())
+            self.channel.send(Kind.ERROR_PICKLE, job_id, self._pickled_report(exc), self._extra())
             return
         self.channel.send(Kind.RESULT_PICKLE, job_id, body, self._extra())
+
+    def _pickled_report(self, exc: BaseException) -> bytes:
+        """The ERROR_PICKLE payload: the JSON report's fields plus the exception itself
+        when it round-trips, within the channel's limit like every report."""
+        info: dict[str, Any] = proto.loads(self._report(_FAILED, exc))
+        info["exception"] = None
+        with contextlib.suppress(Exception):
+            pickled = pickle.dumps(exc, protocol=pickle.HIGHEST_PROTOCOL)
+            pickle.loads(pickled)  # an exception that cannot round-trip stays text only
+            info["exception"] = pickled
+        body = pickle.dumps(info)
+        if len(body) > self.channel.limit:  # the exception object itself is too big
+            info["exception"] = None
+            body = pickle.dumps(info)
+        return body
 
     def _run_coroutine(self, coro: Any) -> Any:
         if self._loop is None:
@@ -298,7 +316,8 @@ def main(argv: list[str] | None = None) -> int:
         worker.run_start_hooks()
     except BaseException as exc:
         with contextlib.suppress(OSError):
-            channel.send(Kind.START_FAILED, 0, _error_payload(proto.ErrorCategory.FAILED, exc))
+            report = error_report(_FAILED, exc, limit=channel.limit)
+            channel.send(Kind.START_FAILED, 0, report)
         return EXIT_START_FAILED
     ready = {
         "pid": os.getpid(),

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING, Any, Final, final
+from typing import TYPE_CHECKING, Any, Final, TypeVar, final, overload
 
 import aiohttp
 import orjson
 
 from ._protocol import encode_action
+from ._results import validate_result
 from ._transport._http import KILL_ON_CANCEL_HEADER, TIMEOUT_HEADER
+from ._types import DEFAULT
 from .errors import (
     JobTimeout,
     Qoper8Error,
@@ -34,6 +36,8 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFAULT_URL", "Client", "Unauthorized"]
 
+T = TypeVar("T")
+
 DEFAULT_URL: Final = "http://127.0.0.1:8765"
 # An answer may take the job's whole deadline; the HTTP request gets this much more before
 # the client gives up on the daemon itself (TransportError rather than JobTimeout).
@@ -44,7 +48,7 @@ CONNECT_TIMEOUT: Final = 10.0
 ROOM_POLL_START: Final = 0.005
 ROOM_POLL_MAX: Final = 0.5
 
-_UNSET: Final[Any] = object()
+_UNSET: Final[Any] = DEFAULT  # "not given": the client's own timeout applies
 
 
 class Unauthorized(TransportError):
@@ -126,6 +130,27 @@ class Client:
 
     # ------------------------------------------------------------ the pool's face
 
+    @overload
+    async def submit(
+        self,
+        action: Mapping[str, Any] | BaseModel,
+        *,
+        timeout: float | None = ...,
+        kill_on_cancel: bool = ...,
+        wait_for_room: bool = ...,
+        result_type: None = None,
+    ) -> JSONValue: ...
+    @overload
+    async def submit(
+        self,
+        action: Mapping[str, Any] | BaseModel,
+        *,
+        timeout: float | None = ...,
+        kill_on_cancel: bool = ...,
+        wait_for_room: bool = ...,
+        result_type: type[T],
+    ) -> T: ...
+
     async def submit(
         self,
         action: Mapping[str, Any] | BaseModel,
@@ -133,12 +158,13 @@ class Client:
         timeout: float | None = _UNSET,
         kill_on_cancel: bool = False,
         wait_for_room: bool = True,
-    ) -> JSONValue:
+        result_type: type[T] | None = None,
+    ) -> T | JSONValue:
         """Run one action on the daemon's pool and return the handler's result.
 
         Args:
             action: a mapping with a string ``type`` and JSON-able fields, or a pydantic
-                model with a ``type`` field.
+                model with a ``type`` field (encoded exactly as ``Pool.submit`` encodes it).
             timeout: seconds until ``JobTimeout``; None for no deadline; the client's
                 ``timeout`` (or else the daemon's) when omitted.
             kill_on_cancel: if this call is cancelled while its job runs, the daemon kills
@@ -146,13 +172,14 @@ class Client:
                 cancelled while its job is queued drops the job either way.
             wait_for_room: when the daemon's queue is full, retry until there is room or
                 the deadline passes (True), or raise ``QueueFull`` at once (False).
+            result_type: validate the result into this type and return that.
 
         Returns:
-            The handler's result, as JSON data.
+            The handler's result, as JSON data, or as ``result_type``.
 
         Raises:
             InvalidAction, JobFailed, JobTimeout, ChildDied, QueueFull, PoolClosed,
-            StartFailed: as ``Pool.submit`` raises them.
+            StartFailed, InvalidResult: as ``Pool.submit`` raises them.
             TransportError: the daemon could not be reached or answered garbage.
         """
         body = _encode(action)
@@ -182,7 +209,9 @@ class Client:
             if not isinstance(data, dict) or "result" not in data:
                 raise TransportError(f"the daemon answered without a result: {data!r:.200}")
             result: JSONValue = data["result"]
-            return result
+            if result_type is None:
+                return result
+            return validate_result(result_type, result, job_id=None)
 
     # ------------------------------------------------------------ operations
 
@@ -286,7 +315,7 @@ def _error_of(status: int, raw: bytes) -> Qoper8Error:
         info = None
     if not isinstance(info, dict):
         return TransportError(f"the daemon answered HTTP {status}: {raw[:200]!r}")
-    if status == 401:
+    if status == 401 and info.get("type") != "JobFailed":  # a handler may choose 401 too
         return Unauthorized(f"the daemon refused the request (401): {info.get('message')}")
     err = error_from_dict(info)
     if type(err) is TransportError and status >= 400:

@@ -30,17 +30,20 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar, overload
 
 import orjson
 
 from . import _protocol as proto
 from ._child import Child, ChildStartError, ChildState
+from ._error_data import error_entries
 from ._job import Job, JobKind, JobState
 from ._main_module import IMPORTING_MAIN_ENV, alias_main, describe_main
 from ._output import StderrWriter
 from ._protocol import ErrorCategory, Kind
+from ._results import validate_result
 from ._stats import ChildStatistics, Counters, PoolStatistics
+from ._types import DEFAULT
 from ._worker import HandlerInfo
 from .config import MAX_CHILDREN, PoolConfig, make_pool_config
 from .errors import (
@@ -64,6 +67,7 @@ if TYPE_CHECKING:
     from pydantic import BaseModel
 
     from ._types import JSONValue
+    from .errors import ErrorEntry
 
 __all__ = ["OutputCallback", "Pool"]
 
@@ -86,7 +90,8 @@ RESPAWN_BACKOFF_MAX: Final = 5.0
 # comes later than this, and counting them as failed starts would slow respawns for nothing.
 START_FAILURE_WINDOW: Final = 1.0
 
-_UNSET: Final[Any] = object()
+# "Not given" (the pool's own timeout applies); reads DEFAULT in help() and signatures.
+_UNSET: Final[Any] = DEFAULT
 _monotonic: Final = time.monotonic
 _INF: Final = float("inf")
 _dumps: Final = orjson.dumps
@@ -421,6 +426,27 @@ class Pool:
 
     # ================================================================ submitting
 
+    @overload
+    async def submit(
+        self,
+        action: Mapping[str, Any] | BaseModel,
+        *,
+        timeout: float | None = ...,
+        kill_on_cancel: bool = ...,
+        wait_for_room: bool = ...,
+        result_type: None = None,
+    ) -> JSONValue: ...
+    @overload
+    async def submit(
+        self,
+        action: Mapping[str, Any] | BaseModel,
+        *,
+        timeout: float | None = ...,
+        kill_on_cancel: bool = ...,
+        wait_for_room: bool = ...,
+        result_type: type[T],
+    ) -> T: ...
+
     async def submit(
         self,
         action: Mapping[str, Any] | BaseModel,
@@ -428,26 +454,36 @@ class Pool:
         timeout: float | None = _UNSET,
         kill_on_cancel: bool = False,
         wait_for_room: bool = True,
-    ) -> JSONValue:
+        result_type: type[T] | None = None,
+    ) -> T | JSONValue:
         """Run one action on an idle child (the one freed last) and return its result.
 
         Args:
             action: a mapping with a string ``type`` and JSON-able fields, or a pydantic
-                model with a ``type`` field.
+                model with a ``type`` field (NaN and Infinity are refused: JSON has none).
             timeout: seconds from now until ``JobTimeout`` (queued or running); ``None``
                 for no deadline; the pool's ``timeout`` when omitted.
             kill_on_cancel: if the awaiting task is cancelled while the job runs, kill and
                 replace its child (otherwise the job runs to its end, result dropped).
             wait_for_room: with ``max_queue`` reached, wait for room (True) or raise
                 ``QueueFull`` at once (False).
+            result_type: validate the result into this type (a pydantic model, a
+                dataclass, ``list[User]``, ...) and return that; type checkers infer it.
 
         Returns:
-            The handler's result, as JSON data (a pydantic model arrives as its JSON form).
+            The handler's result, as JSON data (a pydantic model arrives as its JSON form),
+            or as ``result_type``.
 
         Raises:
-            InvalidAction: malformed action, unknown type, rejected params, unencodable.
+            InvalidAction: malformed action, unknown type, rejected params, not JSON.
             JobFailed: the handler raised. JobTimeout: the deadline passed.
             ChildDied: the child died mid-job. QueueFull, PoolClosed, StartFailed.
+            InvalidResult: the result does not fit ``result_type``.
+
+        Example:
+            ```python
+            user = await pool.submit({"type": "user.get", "id": 1}, result_type=User)
+            ```
         """
         # Hot path: a plain dict of a known type, encoded in one call; anything unusual
         # (and every error message) goes through _encode_action.
@@ -460,6 +496,8 @@ class Pool:
                 payload = None
         if payload is None or len(payload) > self._max_bytes:
             action_type, payload = self._encode_action(action)
+        elif payload.find(b"null") >= 0:  # orjson writes NaN and Infinity as null: look closer
+            proto.refuse_non_finite(action, str(action_type))
         assert action_type is not None
         # The job is queued (or sent) synchronously; awaiting its future here, not in a
         # helper coroutine, keeps one coroutine frame per job.
@@ -471,7 +509,9 @@ class Pool:
         except asyncio.CancelledError:
             self._on_cancel(job, kill_on_cancel)
             raise
-        return result
+        if result_type is None:
+            return result
+        return validate_result(result_type, result, job_id=job.id)
 
     async def run(
         self,
@@ -590,12 +630,15 @@ class Pool:
         action_type, payload = proto.encode_action(action)
         if self._handlers and action_type not in self._handlers:
             known = ", ".join(sorted(self._handlers)) or "none"
-            raise InvalidAction(f"unknown action type {action_type!r} (known: {known})")
+            message = f"unknown action type {action_type!r} (known: {known})"
+            entry: ErrorEntry = {"loc": ["type"], "msg": message, "type": "unknown_action_type"}
+            raise InvalidAction(message, errors=[entry])
         if len(payload) > self.config.max_message_bytes:
-            raise InvalidAction(
+            message = (
                 f"action {action_type!r} is {len(payload)} bytes encoded, over "
                 f"max_message_bytes={self.config.max_message_bytes}"
             )
+            raise InvalidAction(message, errors=[{"loc": [], "msg": message, "type": "too_long"}])
         return action_type, payload
 
     def _enqueue(
@@ -900,7 +943,7 @@ class Pool:
                 info = proto.loads(payload)
                 if info.get("category") == ErrorCategory.INVALID:
                     counters.invalid += 1
-                    job.fail(InvalidAction(f"{info['type']}: {info['message']}"))
+                    job.fail(self._invalid_action(info))
                 else:
                     counters.failed += 1
                     job.fail(self._job_failed(job, info, None))
@@ -922,7 +965,21 @@ class Pool:
             self._undecodable(job, child, exc)
 
     @staticmethod
+    def _invalid_action(info: dict[str, Any]) -> InvalidAction:
+        """The caller's InvalidAction from a child's report: its structured entries when it
+        sent some (a validation failure, an unknown type), else its exception as text."""
+        entries = error_entries(info.get("errors"))
+        if entries:
+            return InvalidAction(
+                str(info["message"]),
+                errors=entries,
+                errors_omitted=int(info.get("errors_omitted") or 0),
+            )
+        return InvalidAction(f"{info['type']}: {info['message']}")
+
+    @staticmethod
     def _job_failed(job: Job, info: dict[str, Any], remote: BaseException | None) -> JobFailed:
+        status, code = info.get("status"), info.get("code")
         return JobFailed(
             f"job {job.id} ({job.action_type}) failed: {info['type']}: {info['message']}",
             job_id=job.id,
@@ -930,6 +987,10 @@ class Pool:
             remote_message=str(info["message"]),
             remote_traceback=str(info.get("traceback", "")),
             remote_exception=remote,
+            remote_types=tuple(str(t) for t in info.get("types") or ()),
+            status=status if type(status) is int else None,
+            code=None if code is None else str(code),
+            details=info.get("details"),
         )
 
     def _child_free(self, child: Child) -> None:

@@ -31,9 +31,11 @@ put in a CALL frame.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
+import math
 import struct
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
 import orjson
@@ -111,29 +113,108 @@ def action_fields(action: object) -> tuple[str, dict[str, Any]]:
     elif callable(getattr(action, "model_dump", None)):
         data = action.model_dump(mode="json")  # type: ignore[attr-defined]
     else:
-        raise InvalidAction(
+        message = (
             f"an action is a mapping with a 'type' field or a pydantic model, "
             f"not {type(action).__name__}"
         )
+        raise InvalidAction(message, errors=[{"loc": [], "msg": message, "type": "dict_type"}])
     action_type = data.get("type")
     if not isinstance(action_type, str):
-        raise InvalidAction("an action needs a string 'type' field")
+        message = "an action needs a string 'type' field"
+        kind = "missing" if action_type is None and "type" not in data else "string_type"
+        raise InvalidAction(message, errors=[{"loc": ["type"], "msg": message, "type": kind}])
     return action_type, data
 
 
 def encode_action(action: object) -> tuple[str, bytes]:
-    """``action_fields``, then JSON-encode the action.
+    """``action_fields``, then JSON-encode the action exactly as every face does (see
+    ``refuse_non_finite`` for what JSON cannot say).
 
     Raises:
-        InvalidAction: as ``action_fields``, or a field is not JSON.
+        InvalidAction: as ``action_fields``, or a field is not JSON (NaN and Infinity
+            included).
     """
-    from .errors import InvalidAction
+    from .errors import ErrorEntry, InvalidAction
 
     action_type, data = action_fields(action)
     try:
-        return action_type, dumps(data)
+        payload = dumps(data)
     except TypeError as exc:
-        raise InvalidAction(f"action {action_type!r} is not JSON-encodable: {exc}") from None
+        message = f"action {action_type!r} is not JSON-encodable: {exc}"
+        entry: ErrorEntry = {"loc": [], "msg": message, "type": "json_type"}
+        raise InvalidAction(message, errors=[entry]) from None
+    if payload.find(b"null") >= 0:  # faster than `in`, which first tries the operand as an int
+        refuse_non_finite(data, action_type)
+    return action_type, payload
+
+
+# What an InvalidAction entry says of a NaN or an Infinity; pydantic's words and type.
+NON_FINITE_MSG: Final = "Input should be a finite number (JSON has no NaN or Infinity)"
+NON_FINITE_TYPE: Final = "finite_number"
+
+
+def refuse_non_finite(value: object, action_type: str) -> None:
+    """Raise ``InvalidAction`` if ``value`` holds a NaN or an Infinity anywhere.
+
+    orjson writes those as ``null``, so a caller's NaN would arrive as ``None``. Only a
+    payload that contains ``null`` can hide one: callers run this walk only then, which
+    keeps the common action free of a Python-level walk.
+
+    Raises:
+        InvalidAction: naming the field's path.
+    """
+    found = find_non_finite(value)
+    if found is None:
+        return
+    from .errors import InvalidAction
+
+    path, number = found
+    raise InvalidAction(
+        f"action {action_type!r} is not JSON: field {format_path(path)} is "
+        f"{number_name(number)}, which JSON cannot carry (orjson would send null); "
+        f"send null or a string instead",
+        errors=[{"loc": path, "msg": NON_FINITE_MSG, "type": NON_FINITE_TYPE}],
+    )
+
+
+def find_non_finite(value: object) -> tuple[list[str | int], float] | None:
+    """The path to the first NaN or ±Infinity in ``value`` and that number, walking it as
+    orjson encodes it (dicts, lists, tuples, dataclasses, enums, pydantic models), or None."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else ([], value)
+    items: Iterable[tuple[str | int, object]]
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, list | tuple):
+        items = enumerate(value)
+    elif isinstance(value, enum.Enum):
+        return find_non_finite(value.value)
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        items = ((f.name, getattr(value, f.name)) for f in dataclasses.fields(value))
+    elif callable(getattr(value, "model_dump", None)):
+        return find_non_finite(encode_model(value))
+    else:
+        return None
+    for key, item in items:
+        found = find_non_finite(item)
+        if found is not None:
+            return [key, *found[0]], found[1]
+    return None
+
+
+def format_path(path: list[str | int]) -> str:
+    """``["user", "scores", 2]`` as ``user.scores[2]``, the way a person points at it."""
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(the value itself)"
+
+
+def number_name(number: float) -> str:
+    """How JSON-minded people call a non-finite float."""
+    if math.isnan(number):
+        return "NaN"
+    return "Infinity" if number > 0 else "-Infinity"
 
 
 class FrameReader:

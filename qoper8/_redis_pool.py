@@ -8,9 +8,11 @@ needs redis installed.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Final, final
+from typing import TYPE_CHECKING, Any, Final, TypeVar, final, overload
 
-from ._protocol import action_fields
+from ._protocol import encode_action, loads
+from ._results import validate_result
+from ._types import DEFAULT
 from .errors import ConfigError, InvalidAction, PoolClosed
 
 if TYPE_CHECKING:
@@ -24,7 +26,9 @@ if TYPE_CHECKING:
 
 __all__ = ["RedisPool"]
 
-_UNSET: Final[Any] = object()
+T = TypeVar("T")
+
+_UNSET: Final[Any] = DEFAULT  # "not given": the RedisPool's own timeout applies
 
 
 @final
@@ -112,6 +116,27 @@ class RedisPool:
         """Whether the pool takes jobs."""
         return self._client is not None and not self._closed
 
+    @overload
+    async def submit(
+        self,
+        action: Mapping[str, Any] | BaseModel,
+        *,
+        timeout: float | None = ...,
+        kill_on_cancel: bool = ...,
+        wait_for_room: bool = ...,
+        result_type: None = None,
+    ) -> JSONValue: ...
+    @overload
+    async def submit(
+        self,
+        action: Mapping[str, Any] | BaseModel,
+        *,
+        timeout: float | None = ...,
+        kill_on_cancel: bool = ...,
+        wait_for_room: bool = ...,
+        result_type: type[T],
+    ) -> T: ...
+
     async def submit(
         self,
         action: Mapping[str, Any] | BaseModel,
@@ -119,12 +144,13 @@ class RedisPool:
         timeout: float | None = _UNSET,
         kill_on_cancel: bool = False,
         wait_for_room: bool = True,
-    ) -> JSONValue:
+        result_type: type[T] | None = None,
+    ) -> T | JSONValue:
         """Run one action on an idle child of any host serving the queue.
 
         Args:
             action: a mapping with a string ``type`` and JSON-able fields, or a pydantic
-                model with a ``type`` field.
+                model with a ``type`` field (encoded exactly as ``Pool.submit`` encodes it).
             timeout: seconds from now; the pool's ``timeout`` when omitted.
             kill_on_cancel: as for ``Pool.submit``: if the awaiting task is cancelled
                 while a host runs the job, that host kills and replaces its child (at its
@@ -132,13 +158,15 @@ class RedisPool:
                 otherwise the job runs on to its end. A job no host has taken yet is
                 withdrawn from Redis either way.
             wait_for_room: accepted for compatibility; Redis queues are unbounded.
+            result_type: validate the result into this type and return that.
 
         Returns:
-            The handler's result, as JSON data.
+            The handler's result, as JSON data, or as ``result_type``.
 
         Raises:
-            InvalidAction: malformed, unencodable, or refused by the host (unknown type,
-                bad params). JobFailed, JobTimeout, ChildDied: as from ``Pool.submit``.
+            InvalidAction: malformed, not JSON (NaN included), or refused by the host
+                (unknown type, bad params). JobFailed, JobTimeout, ChildDied: as from
+                ``Pool.submit``. InvalidResult: the result does not fit ``result_type``.
             JobError: the job was abandoned by dying hosts more often than its retries.
             TransportError: Redis could not be reached before the deadline.
             PoolClosed: the RedisPool is closed.
@@ -147,9 +175,15 @@ class RedisPool:
         if not self.is_open:
             raise PoolClosed("the RedisPool is closed" if self._closed else "not started")
         assert self._client is not None
-        _, data = action_fields(action)
+        # Encoded and decoded once, so that what reaches Redis is plain JSON data, coerced
+        # (datetime, UUID, ...) and refused (NaN, sets, ...) exactly as by the local pool.
+        _, payload = encode_action(action)
+        data = loads(payload)
         if timeout is _UNSET:
             timeout = self.timeout
         if timeout is not None and timeout <= 0:
             raise InvalidAction(f"timeout must be positive or None, not {timeout!r}")
-        return await self._client.submit(data, timeout, kill_on_cancel=kill_on_cancel)
+        result: JSONValue = await self._client.submit(data, timeout, kill_on_cancel=kill_on_cancel)
+        if result_type is None:
+            return result
+        return validate_result(result_type, result, job_id=None)

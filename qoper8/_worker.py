@@ -10,14 +10,19 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, TypeVar, overload
 
-if TYPE_CHECKING:
-    from pydantic import BaseModel
+from ._reports import MAX_REPORTED_ERRORS, error_entries, summarize
 
-__all__ = ["HandlerInfo", "Worker", "load_worker"]
+if TYPE_CHECKING:
+    from pydantic import BaseModel, ValidationError
+
+    from .errors import ErrorEntry
+
+__all__ = ["ActionRefused", "HandlerInfo", "Worker", "load_worker"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 Hook = Callable[[], object]
@@ -40,7 +45,9 @@ class Handler:
     """One registered handler with its lazily built parameter validator."""
 
     __slots__ = (
+        "_aliases",
         "_fields",
+        "_max_fields",
         "_model",
         "_names",
         "_validate",
@@ -74,6 +81,9 @@ class Handler:
         self._model: type[BaseModel] | None = None
         self._validate: Callable[[Any], Any] | None = None
         self._fields = tuple((name, f"p_{name}") for name in names)
+        self._aliases = {field: name for name, field in self._fields}
+        # More fields than this cannot be valid (one comparison per job in bind).
+        self._max_fields = sys.maxsize if self.takes_extra else len(names)
         self.info = HandlerInfo(action_type, f"{func.__module__}.{func.__qualname__}", self._names)
 
     def _build_model(self) -> type[BaseModel]:
@@ -109,15 +119,75 @@ class Handler:
         """Validate an action's fields into the handler's keyword arguments.
 
         Raises:
-            pydantic.ValidationError: the fields do not fit the handler's signature.
+            ActionRefused: the fields do not fit the handler's signature (at most
+                ``MAX_REPORTED_ERRORS`` entries, however many problems there were).
         """
         validate = self._validate or self.prepare()
-        validated = validate(params)
+        if len(params) > self._max_fields:
+            # More fields than parameters: some are unknown for sure. Checked before
+            # pydantic, which would build one error (and one Python dict) per unknown field.
+            raise self._refused(params)
+        try:
+            validated = validate(params)
+        except Exception as exc:
+            from pydantic import ValidationError
+
+            if isinstance(exc, ValidationError):
+                raise self._refused(params, exc) from None
+            raise
         values = validated.__dict__
         kwargs = {name: values[field] for name, field in self._fields}
         if self.takes_extra and validated.__pydantic_extra__:
             kwargs.update(validated.__pydantic_extra__)
         return kwargs
+
+    def _refused(self, params: dict[str, Any], exc: ValidationError | None = None) -> ActionRefused:
+        """The bounded report of why ``params`` do not fit: pydantic's entries with the
+        caller's field names, unknown fields last (pydantic's order), never the internal
+        model's name or a documentation URL."""
+        from pydantic import ValidationError
+
+        entries: list[ErrorEntry] = []
+        total = 0
+        if exc is None:
+            names = set(self._names)
+            unknown = [k for k in params if k not in names]
+            try:
+                self.prepare()({k: params[k] for k in names if k in params})
+            except ValidationError as known_exc:
+                exc = known_exc
+            extra: list[dict[str, Any]] = [
+                {"loc": (k,), "msg": "Extra inputs are not permitted", "type": "extra_forbidden"}
+                for k in unknown[:MAX_REPORTED_ERRORS]
+            ]
+            total += len(unknown)
+        else:
+            extra = []
+        if exc is not None:
+            assert self._model is not None
+            total += exc.error_count()
+            hide = (self._model.__name__, f"the params of {self.info.type!r}")
+            options = {"include_url": False, "include_context": False, "include_input": False}
+            entries = error_entries(exc.errors(**options), aliases=self._aliases, hide=hide)
+        entries += error_entries(extra)[: MAX_REPORTED_ERRORS - len(entries)]
+        message = f"invalid params for action {self.info.type!r}: {summarize(entries, total)}"
+        return ActionRefused(message, entries, total)
+
+
+class ActionRefused(ValueError):
+    """The child's side of ``InvalidAction``: the action names no handler, or its fields do
+    not fit the handler. Carries the bounded entries that travel to the caller.
+
+    Args:
+        message: the summary.
+        errors: at most ``MAX_REPORTED_ERRORS`` entries.
+        errors_total: how many problems there were in all.
+    """
+
+    def __init__(self, message: str, errors: list[ErrorEntry], errors_total: int) -> None:
+        super().__init__(message)
+        self.errors = errors
+        self.errors_total = errors_total
 
 
 def _resolve_hints(func: Callable[..., Any]) -> dict[str, Any]:
@@ -219,16 +289,46 @@ def load_worker(ref: str) -> Worker:
     """Import ``"pkg.mod:attr"`` (``attr`` defaults to ``worker``) and return the ``Worker``.
 
     Raises:
-        ImportError: the module cannot be imported.
-        TypeError: the attribute is missing or not a ``Worker``.
+        ModuleNotFoundError: the module is not on ``sys.path`` (the message lists the
+            first entries searched).
+        ImportError: importing the module failed (its own error, unchanged).
+        AttributeError: the module has no such attribute (the message says where the
+            module was found).
+        TypeError: the attribute is not a ``Worker``.
     """
     module_name, _, attr = ref.partition(":")
-    module = importlib.import_module(module_name)
     attr = attr or DEFAULT_ATTRIBUTE
-    obj = getattr(module, attr, None)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        missing = exc.name or ""
+        if not (module_name == missing or module_name.startswith(missing + ".")):
+            raise  # the worker module itself imports something missing: its own error
+        raise ModuleNotFoundError(
+            f"no module named {missing!r} (for worker module {module_name!r}); "
+            f"searched sys.path: {_search_path()}",
+            name=missing,
+        ) from None
+    where = getattr(module, "__file__", None) or "a namespace package"
+    if not hasattr(module, attr):
+        raise AttributeError(
+            f"module {module_name!r} (found at {where}) has no attribute {attr!r}; a worker "
+            f"module defines `{attr} = qoper8.Worker()`"
+        )
+    obj = getattr(module, attr)
     if not isinstance(obj, Worker):
         raise TypeError(
-            f"{module_name}.{attr} is {type(obj).__name__}, not a qoper8.Worker "
+            f"{module_name}.{attr} (in {where}) is {type(obj).__name__}, not a qoper8.Worker "
             f"(a worker module defines `worker = qoper8.Worker()`)"
         )
     return obj
+
+
+# Entries of sys.path named in a "no module named" message: where it was looked for first.
+SEARCH_PATH_SHOWN: Final = 5
+
+
+def _search_path() -> str:
+    shown = [p or "(the working directory)" for p in sys.path[:SEARCH_PATH_SHOWN]]
+    more = len(sys.path) - len(shown)
+    return ", ".join(shown) + (f" and {more} more" if more > 0 else "")

@@ -8,26 +8,39 @@ A caller catches ``Qoper8Error`` for anything qoper8 decided, or one branch of i
     ├── PoolClosed         the pool was closed (your doing); submit refuses
     ├── QueueFull          the queue is at max_queue and the caller asked not to wait
     ├── InvalidAction      bad input: not a mapping, no/unknown type, params fail validation,
-    │                      unencodable or oversized
+    │                      not JSON (NaN, Infinity) or oversized; .errors [{loc, msg, type}]
     ├── TransportError     the daemon or Redis cannot be reached / answered garbage
+    ├── HandlerError       raised *by a handler* to choose the caller's .status, .code and
+    │                      .details; the caller gets JobFailed carrying them
     └── JobError           the job ran (or was due to) and produced no result; .job_id
-        ├── JobFailed      the handler raised: .remote_type, .remote_message, .remote_traceback
+        ├── JobFailed      the handler raised: .remote_type, .remote_types, .remote_is(),
+        │                  .remote_message, .remote_traceback, .status, .code, .details
         ├── JobTimeout     the deadline passed; a running child was killed and replaced
-        └── ChildDied      the child died mid-job: .pid, .exitcode or .signal
+        ├── ChildDied      the child died mid-job: .pid, .exitcode or .signal
+        └── InvalidResult  the result does not fit submit's result_type: .errors, .result
 
-Errors cross process boundaries as data (type name, message, traceback text), never as
+Errors cross process boundaries as data (type names, message, traceback text), never as
 pickled objects, so the same error can come back from a local child, the daemon or Redis.
+``error_to_dict``, ``error_from_dict`` (that data form) and ``http_status`` (the daemon's
+status for each error, public so that other web integrations answer alike) live in
+``_error_data`` and are re-exported here.
 """
 
 from __future__ import annotations
 
 import signal as _signal
-from typing import Any, Final
+from typing import TYPE_CHECKING, TypedDict
+
+if TYPE_CHECKING:
+    from ._types import JSONValue
 
 __all__ = [
     "ChildDied",
     "ConfigError",
+    "ErrorEntry",
+    "HandlerError",
     "InvalidAction",
+    "InvalidResult",
     "JobError",
     "JobFailed",
     "JobTimeout",
@@ -37,7 +50,20 @@ __all__ = [
     "RemoteTraceback",
     "StartFailed",
     "TransportError",
+    "error_from_dict",
+    "error_to_dict",
+    "http_status",
 ]
+
+
+class ErrorEntry(TypedDict):
+    """One reason an input was refused, in pydantic's shape: where (``loc``, the path of
+    field names and list indexes, ``[]`` for the whole input), what (``msg``) and a stable
+    machine-readable kind (``type``, e.g. ``"missing"``, ``"int_parsing"``)."""
+
+    loc: list[str | int]
+    msg: str
+    type: str
 
 
 class Qoper8Error(Exception):
@@ -58,11 +84,73 @@ class QueueFull(Qoper8Error):
 
 class InvalidAction(Qoper8Error):
     """The action was refused before it produced a result: it is malformed, names an unknown
-    type, carries params the handler's annotations reject, or cannot be encoded."""
+    type, carries params the handler's annotations reject, or cannot be encoded as JSON.
+
+    ``errors`` lists why, one entry per problem (at most ``MAX_REPORTED_ERRORS`` of the
+    child's; ``errors_omitted`` counts the rest), so that a web app can answer 422 with a
+    structured body instead of parsing the message.
+
+    Args:
+        message: the summary a person reads.
+        errors: the entries; one built from ``message`` (``loc=[]``) when omitted.
+        errors_omitted: how many more problems there were than ``errors`` lists.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        errors: list[ErrorEntry] | None = None,
+        errors_omitted: int = 0,
+    ) -> None:
+        super().__init__(message)
+        if errors is None:
+            errors = [{"loc": [], "msg": message, "type": "invalid_action"}]
+        self.errors = errors
+        self.errors_omitted = errors_omitted
 
 
 class TransportError(Qoper8Error):
     """The daemon or Redis could not be reached, or answered something qoper8 cannot read."""
+
+
+class HandlerError(Qoper8Error):
+    """Raise this (or a subclass) in a handler to tell the caller *what kind* of failure
+    it is, not only that it failed. The caller gets ``JobFailed`` with the same ``status``,
+    ``code`` and ``details``; the daemon answers with ``status`` (400-599, else 500) and puts
+    ``code`` and ``details`` in its JSON error body.
+
+    Example:
+        ```python
+        @worker.handler("user.get")
+        def get_user(id: int) -> dict[str, object]:
+            row = db.execute("SELECT name FROM users WHERE id = ?", (id,)).fetchone()
+            if row is None:
+                raise qoper8.HandlerError(
+                    f"no user {id}", status=404, code="not_found", details={"id": id}
+                )
+            return {"id": id, "name": row[0]}
+        ```
+
+    Args:
+        message: what went wrong, for a person.
+        status: the HTTP status the daemon answers with (400-599; anything else means 500).
+        code: a short machine-readable reason, e.g. ``"not_found"``.
+        details: JSON data for the caller (dropped, with a note, if it is not JSON).
+    """
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        status: int | None = None,
+        code: str | None = None,
+        details: JSONValue = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.details = details
 
 
 class RemoteTraceback(Exception):
@@ -108,6 +196,13 @@ class JobError(Qoper8Error):
 class JobFailed(JobError):
     """The handler raised. The child lives on; its traceback is kept as text.
 
+    ``remote_type`` is the exception's class name as before (``"KeyError"``);
+    ``remote_types`` its qualified name and those of its bases, most-derived first, up to
+    but excluding ``object`` (``("builtins.KeyError", "builtins.LookupError",
+    "builtins.Exception", "builtins.BaseException")``), which ``remote_is`` tests like
+    ``isinstance``. ``status``, ``code`` and ``details`` are the ``HandlerError``'s when the
+    handler raised one, else ``None``.
+
     ``remote_exception`` holds the original exception object when the job came from
     ``Pool.run`` or ``Pool.executor`` and the exception could be pickled back (the
     ``ProcessPoolExecutor`` face); it is ``None`` for actions, whose errors travel as JSON.
@@ -122,14 +217,44 @@ class JobFailed(JobError):
         remote_message: str,
         remote_traceback: str = "",
         remote_exception: BaseException | None = None,
+        remote_types: tuple[str, ...] = (),
+        status: int | None = None,
+        code: str | None = None,
+        details: JSONValue = None,
     ) -> None:
         super().__init__(message, job_id=job_id)
         self.remote_type = remote_type
         self.remote_message = remote_message
         self.remote_traceback = remote_traceback
         self.remote_exception = remote_exception
+        self.remote_types = remote_types
+        self.status = status
+        self.code = code
+        self.details = details
         if remote_traceback:
             self.__cause__ = RemoteTraceback(remote_traceback)
+
+    def remote_is(self, kind: str | type[BaseException]) -> bool:
+        """Whether the handler's exception was an instance of ``kind``, judged by name
+        since the class itself stayed in the child.
+
+        Args:
+            kind: a class (``LookupError``, ``myapp.errors.NotFound``), a qualified name
+                (``"builtins.LookupError"``) or a bare name (``"LookupError"``).
+
+        Example:
+            ```python
+            except qoper8.JobFailed as err:
+                if err.remote_is(LookupError):  # true for a KeyError too
+                    return 404
+            ```
+        """
+        if isinstance(kind, type):
+            name = f"{kind.__module__}.{kind.__qualname__}"
+            return name in self.remote_types
+        suffix = "." + kind
+        names = self.remote_types or (self.remote_type,)
+        return any(n == kind or n.endswith(suffix) for n in names)
 
 
 class JobTimeout(JobError):
@@ -154,6 +279,30 @@ class ChildDied(JobError):
         self.signal = signal
 
 
+class InvalidResult(JobError):
+    """The handler returned, but its result does not fit the ``result_type`` the caller
+    asked for. A ``JobError`` (the job produced no usable result) and not a ``JobFailed``:
+    nothing raised in the child, there is no remote traceback, and the check ran on the
+    caller's side, often because caller and worker module disagree about a type.
+
+    ``result`` is the JSON value that came back; ``errors`` says where it does not fit.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        job_id: str | int | None = None,
+        result: JSONValue = None,
+        errors: list[ErrorEntry] | None = None,
+        errors_omitted: int = 0,
+    ) -> None:
+        super().__init__(message, job_id=job_id)
+        self.result = result
+        self.errors: list[ErrorEntry] = errors or []
+        self.errors_omitted = errors_omitted
+
+
 def describe_exit(exitcode: int | None, signum: int | None) -> str:
     """Say how a process ended in words an operator understands."""
     if signum is not None:
@@ -168,67 +317,10 @@ def describe_exit(exitcode: int | None, signum: int | None) -> str:
     return "closed its channel"
 
 
-# Maps a remote error's ``type`` field back to a class, for transports (HTTP, Redis) that
-# carry qoper8's own errors as data.
-ERROR_CLASSES: Final[dict[str, type[Qoper8Error]]] = {
-    cls.__name__: cls
-    for cls in (
-        ConfigError,
-        StartFailed,
-        PoolClosed,
-        QueueFull,
-        InvalidAction,
-        TransportError,
-        JobError,
-        JobFailed,
-        JobTimeout,
-        ChildDied,
-    )
-}
-
-
-def error_to_dict(exc: Qoper8Error, *, include_traceback: bool = True) -> dict[str, Any]:
-    """Encode a qoper8 error as JSON-able data, the form it takes on HTTP and Redis."""
-    out: dict[str, Any] = {"type": type(exc).__name__, "message": str(exc)}
-    if isinstance(exc, JobError) and exc.job_id is not None:
-        out["job_id"] = exc.job_id
-    if isinstance(exc, JobFailed):
-        out["remote_type"] = exc.remote_type
-        out["remote_message"] = exc.remote_message
-        if include_traceback:
-            out["remote_traceback"] = exc.remote_traceback
-    if isinstance(exc, ChildDied):
-        out.update(pid=exc.pid, exitcode=exc.exitcode, signal=exc.signal)
-    return out
-
-
-def error_from_dict(data: dict[str, Any]) -> Qoper8Error:
-    """Rebuild the typed error that ``error_to_dict`` encoded; unknown types become
-    ``TransportError`` so that a garbled answer never escapes as a raw exception."""
-    name = data.get("type")
-    message = str(data.get("message", ""))
-    cls = ERROR_CLASSES.get(name) if isinstance(name, str) else None
-    job_id = data.get("job_id")
-    if cls is JobFailed:
-        return JobFailed(
-            message,
-            job_id=job_id,
-            remote_type=str(data.get("remote_type", "Exception")),
-            remote_message=str(data.get("remote_message", "")),
-            remote_traceback=str(data.get("remote_traceback") or ""),
-        )
-    if cls is ChildDied:
-        return ChildDied(
-            message,
-            job_id=job_id,
-            pid=data.get("pid"),
-            exitcode=data.get("exitcode"),
-            signal=data.get("signal"),
-        )
-    if cls is not None and issubclass(cls, JobError):
-        return cls(message, job_id=job_id)
-    if cls is StartFailed:
-        return StartFailed(message)
-    if cls is not None:
-        return cls(message)
-    return TransportError(f"unrecognised error from the remote side: {data!r}")
+# The encoders use the classes above, so they come last (a module of their own keeps this one
+# short); nothing here is heavy, as children import this module to raise HandlerError.
+from ._error_data import (  # noqa: E402
+    error_from_dict,
+    error_to_dict,
+    http_status,
+)

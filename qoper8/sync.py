@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from ._pool import _UNSET
 from ._pool import Pool as AsyncPool
@@ -113,6 +113,27 @@ class Pool:
             future.cancel()
             raise
 
+    @overload
+    def submit(
+        self,
+        action: Mapping[str, Any] | BaseModel,
+        *,
+        timeout: float | None = ...,
+        kill_on_cancel: bool = ...,
+        wait_for_room: bool = ...,
+        result_type: None = None,
+    ) -> JSONValue: ...
+    @overload
+    def submit(
+        self,
+        action: Mapping[str, Any] | BaseModel,
+        *,
+        timeout: float | None = ...,
+        kill_on_cancel: bool = ...,
+        wait_for_room: bool = ...,
+        result_type: type[T],
+    ) -> T: ...
+
     def submit(
         self,
         action: Mapping[str, Any] | BaseModel,
@@ -120,11 +141,16 @@ class Pool:
         timeout: float | None = _UNSET,
         kill_on_cancel: bool = False,
         wait_for_room: bool = True,
-    ) -> JSONValue:
+        result_type: type[T] | None = None,
+    ) -> T | JSONValue:
         """As ``qoper8.Pool.submit``, blocking until the result."""
         return self._call(
             self._pool.submit(
-                action, timeout=timeout, kill_on_cancel=kill_on_cancel, wait_for_room=wait_for_room
+                action,
+                timeout=timeout,
+                kill_on_cancel=kill_on_cancel,
+                wait_for_room=wait_for_room,
+                result_type=result_type,
             )
         )
 

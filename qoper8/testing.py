@@ -12,8 +12,9 @@ import traceback
 from typing import TYPE_CHECKING, Any
 
 from . import _protocol as proto
-from ._worker import Worker, load_worker
-from .errors import InvalidAction, JobFailed, PoolClosed
+from ._reports import qualified_names
+from ._worker import ActionRefused, Worker, load_worker
+from .errors import HandlerError, InvalidAction, JobFailed, PoolClosed
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -79,19 +80,33 @@ class InlinePool:
             raise InvalidAction(f"unknown action type {action_type!r} (known: {known})")
         try:
             kwargs = handler.bind(data)
+        except ActionRefused as exc:
+            errors_omitted = exc.errors_total - len(exc.errors)
+            raise InvalidAction(str(exc), errors=exc.errors, errors_omitted=errors_omitted) from exc
         except Exception as exc:
             raise InvalidAction(f"{type(exc).__qualname__}: {exc}") from exc
         try:
             result = handler.func(**kwargs)
             if handler.is_async:
                 result = await result
-            value: JSONValue = proto.loads(proto.dumps(result))
+            body = proto.dumps(result)
+            if body.find(b"null") >= 0 and (found := proto.find_non_finite(result)):
+                raise ValueError(  # as a child refuses it: JSON has no NaN
+                    f"the result of handler {action_type!r} is not JSON: "
+                    f"{proto.format_path(found[0])} is {proto.number_name(found[1])}"
+                )
+            value: JSONValue = proto.loads(body)
         except Exception as exc:
+            chosen = exc if isinstance(exc, HandlerError) else HandlerError()
             raise JobFailed(
                 f"job {job_id} ({action_type}) failed: {type(exc).__qualname__}: {exc}",
                 job_id=job_id,
                 remote_type=type(exc).__qualname__,
                 remote_message=str(exc),
                 remote_traceback="".join(traceback.format_exception(exc)),
+                remote_types=tuple(qualified_names(exc)),
+                status=chosen.status,
+                code=chosen.code,
+                details=chosen.details,
             ) from exc
         return value

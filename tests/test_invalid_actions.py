@@ -60,28 +60,58 @@ async def test_refused_at_submit_before_any_child_sees_it(
 ) -> None:
     before = pool.statistics()
     with pytest.raises(qoper8.InvalidAction):
-        await pool.submit(action)  # type: ignore[arg-type]
+        await pool.submit(action)  # type: ignore[call-overload]
     after = pool.statistics()
     assert after.submitted == before.submitted
     assert [c.jobs_done for c in after.children] == [c.jobs_done for c in before.children]
 
 
 @pytest.mark.parametrize(
-    "action",
+    ("action", "errors"),
     [
-        {"type": "add", "a": 1},
-        {"type": "add", "a": "one", "b": 2},
-        {"type": "add", "a": 1, "b": 2, "c": 3},
+        ({"type": "add", "a": 1}, [{"loc": ["b"], "msg": "Field required", "type": "missing"}]),
+        (
+            {"type": "add", "a": "one", "b": 2},
+            [
+                {
+                    "loc": ["a"],
+                    "msg": "Input should be a valid integer, unable to parse string as an integer",
+                    "type": "int_parsing",
+                }
+            ],
+        ),
+        (
+            {"type": "add", "a": 1, "b": 2, "c": 3},
+            [{"loc": ["c"], "msg": "Extra inputs are not permitted", "type": "extra_forbidden"}],
+        ),
+        (
+            {"type": "add", "b": "x", "c": 3, "d": 4},
+            [
+                {"loc": ["a"], "msg": "Field required", "type": "missing"},
+                {
+                    "loc": ["b"],
+                    "msg": "Input should be a valid integer, unable to parse string as an integer",
+                    "type": "int_parsing",
+                },
+                {"loc": ["c"], "msg": "Extra inputs are not permitted", "type": "extra_forbidden"},
+                {"loc": ["d"], "msg": "Extra inputs are not permitted", "type": "extra_forbidden"},
+            ],
+        ),
     ],
-    ids=["missing-param", "wrong-type", "unexpected-param"],
+    ids=["missing-param", "wrong-type", "unexpected-param", "all-at-once"],
 )
-async def test_params_that_fail_validation_are_invalid_action(
-    pool: qoper8.Pool, action: dict[str, object]
+async def test_params_that_fail_validation_are_invalid_action_with_structured_errors(
+    pool: qoper8.Pool, action: dict[str, object], errors: list[dict[str, object]]
 ) -> None:
     pids = {c.pid for c in pool.statistics().children}
     with pytest.raises(qoper8.InvalidAction) as info:
         await pool.submit(action)
-    assert "ValidationError" in str(info.value)
+    assert info.value.errors == errors
+    assert info.value.errors_omitted == 0
+    text = str(info.value)
+    assert text.startswith("invalid params for action 'add': ")
+    assert "Params_" not in text, "no internal model name"
+    assert "pydantic.dev" not in text, "no pydantic URL"
     assert {c.pid for c in pool.statistics().children} == pids
     assert await pool.submit({"type": "add", "a": 1, "b": 2}) == 3
 

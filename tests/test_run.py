@@ -153,7 +153,7 @@ async def test_a_bad_timeout_is_refused_before_anything_runs(
     pool: qoper8.Pool, timeout: object
 ) -> None:
     with pytest.raises(qoper8.InvalidAction, match="timeout"):
-        await pool.submit({"type": "echo"}, timeout=timeout)  # type: ignore[arg-type]
+        await pool.submit({"type": "echo"}, timeout=timeout)  # type: ignore[call-overload]
     assert pool.statistics().submitted == 0
 
 

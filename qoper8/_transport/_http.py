@@ -31,17 +31,12 @@ import orjson
 from aiohttp import web
 
 from ..errors import (
-    ChildDied,
-    ConfigError,
     InvalidAction,
-    JobFailed,
-    JobTimeout,
     PoolClosed,
     Qoper8Error,
-    QueueFull,
     StartFailed,
-    TransportError,
     error_to_dict,
+    http_status,
 )
 from ._http_access import ACCESS_LOGGER, SERVER_LOGGER, AccessLog
 from ._http_input import (
@@ -91,26 +86,11 @@ _KEPT_HEADERS: Final = frozenset({"allow"})
 JSON_TYPE: Final = "application/json"
 METRICS_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 
-# Order matters: subclasses before their base.
-_STATUS: Final[tuple[tuple[type[Qoper8Error], int], ...]] = (
-    (InvalidAction, 422),
-    (ConfigError, 422),
-    (QueueFull, 503),
-    (PoolClosed, 503),
-    (StartFailed, 503),
-    (JobTimeout, 504),
-    (ChildDied, 502),
-    (JobFailed, 500),
-    (TransportError, 502),
-)
-
 
 def status_for(exc: Qoper8Error) -> int:
-    """The HTTP status that carries ``exc``."""
-    for cls, status in _STATUS:
-        if isinstance(exc, cls):
-            return status
-    return 500
+    """The HTTP status that carries ``exc``: ``qoper8.errors.http_status``, which other web
+    integrations reuse so that they answer exactly as the daemon does."""
+    return http_status(exc)
 
 
 class Control(Protocol):
