@@ -43,6 +43,7 @@ from ._output import StderrWriter
 from ._protocol import ErrorCategory, Kind
 from ._results import validate_result
 from ._stats import ChildStatistics, Counters, PoolStatistics
+from ._text import did_you_mean
 from ._types import DEFAULT
 from ._worker import HandlerInfo
 from .config import MAX_CHILDREN, PoolConfig, make_pool_config
@@ -630,7 +631,8 @@ class Pool:
         action_type, payload = proto.encode_action(action)
         if self._handlers and action_type not in self._handlers:
             known = ", ".join(sorted(self._handlers)) or "none"
-            message = f"unknown action type {action_type!r} (known: {known})"
+            hint = did_you_mean(action_type, self._handlers)
+            message = f"unknown action type {action_type!r}{hint} (known: {known})"
             entry: ErrorEntry = {"loc": ["type"], "msg": message, "type": "unknown_action_type"}
             raise InvalidAction(message, errors=[entry])
         if len(payload) > self.config.max_message_bytes:
@@ -946,7 +948,9 @@ class Pool:
                     job.fail(self._invalid_action(info))
                 else:
                     counters.failed += 1
-                    job.fail(self._job_failed(job, info, None))
+                    failed = self._job_failed(job, info, None)
+                    _log_failure(job, child, failed)
+                    job.fail(failed)
             elif kind == Kind.RESULT_PICKLE:
                 value = pickle.loads(payload)
                 counters.completed += 1
@@ -958,7 +962,9 @@ class Pool:
                     with contextlib.suppress(Exception):
                         remote = pickle.loads(info["exception"])
                 counters.failed += 1
-                job.fail(self._job_failed(job, info, remote))
+                failed = self._job_failed(job, info, remote)
+                _log_failure(job, child, failed)
+                job.fail(failed)
             else:
                 raise proto.ProtocolError(f"unexpected frame kind {kind}")
         except Exception as exc:  # undecodable reply: fail this job, distrust the child
@@ -1499,6 +1505,38 @@ def _copy_start_failed(err: StartFailed) -> StartFailed:
         remote_message=err.remote_message,
         remote_traceback=err.remote_traceback,
     )
+
+
+def _log_failure(job: Job, child: Child, failed: JobFailed) -> None:
+    """A handler raised: one WARNING line with the fields a JSON log carries, the child's
+    traceback at DEBUG (the daemon's ``--debug``). A ``HandlerError`` the handler chose a
+    4xx status for is the caller's mistake, not the service's: INFO."""
+    extra = {
+        "child": child.id,
+        "pid": child.pid,
+        "job_id": job.id,
+        "action_type": job.action_type,
+        "remote_type": failed.remote_type,
+    }
+    level = logging.INFO if failed.status is not None and failed.status < 500 else logging.WARNING
+    logger.log(
+        level,
+        "job %s (%s) failed in %s: %s: %s",
+        job.id,
+        job.action_type,
+        child.describe(),
+        failed.remote_type,
+        failed.remote_message,
+        extra=extra,
+    )
+    if failed.remote_traceback and logger.isEnabledFor(logging.DEBUG):
+        logger.debug(
+            "job %s (%s): the child's traceback:\n%s",
+            job.id,
+            job.action_type,
+            failed.remote_traceback.rstrip(),
+            extra=extra,
+        )
 
 
 def _check_timeout(timeout: object) -> None:

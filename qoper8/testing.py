@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import _protocol as proto
 from ._reports import qualified_names
+from ._text import did_you_mean
 from ._worker import ActionRefused, Worker, load_worker
 from .errors import HandlerError, InvalidAction, JobFailed, PoolClosed
 
@@ -77,7 +78,8 @@ class InlinePool:
         handler = self._worker.get(action_type)
         if handler is None:
             known = ", ".join(sorted(self._worker.handlers)) or "none"
-            raise InvalidAction(f"unknown action type {action_type!r} (known: {known})")
+            hint = did_you_mean(action_type, self._worker.handlers)
+            raise InvalidAction(f"unknown action type {action_type!r}{hint} (known: {known})")
         try:
             kwargs = handler.bind(data)
         except ActionRefused as exc:

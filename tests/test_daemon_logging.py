@@ -98,11 +98,6 @@ async def test_the_access_log_is_off_by_default_and_a_text_line_when_on(tmp_path
         assert not line.lstrip().startswith("{")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs the pool's fault records (issue 9 item 4, the pool's part): remove this "
-    "marker once the pool logs them",
-)
 async def test_a_failed_job_is_a_warning_with_its_fields_and_debug_adds_the_traceback(
     tmp_path: Path,
 ) -> None:

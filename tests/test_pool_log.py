@@ -62,3 +62,24 @@ async def test_an_idle_child_killed_from_outside_is_logged(
     (record,) = _warnings(caplog)
     assert record.__dict__["pid"] == pid
     assert "while idle" in record.getMessage()
+
+
+async def test_a_handler_that_raises_is_a_warning_and_its_traceback_is_debug(
+    pool: qoper8.Pool, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="qoper8")
+    with pytest.raises(qoper8.JobFailed) as info:
+        await pool.submit({"type": "raise_error", "message": "no cheese"})
+    (record,) = _warnings(caplog)
+    assert record.__dict__["job_id"] == info.value.job_id
+    assert record.__dict__["action_type"] == "raise_error"
+    assert record.__dict__["remote_type"] == "ValueError"
+    assert "ValueError: no cheese" in record.getMessage()
+    debug = [r for r in caplog.records if r.levelno == logging.DEBUG and "traceback" in r.msg]
+    assert len(debug) == 1
+    assert "raise ValueError(message)" in debug[0].getMessage()
+
+
+async def test_an_unknown_action_type_says_what_was_meant(pool: qoper8.Pool) -> None:
+    with pytest.raises(qoper8.InvalidAction, match=r"did you mean 'echo'\?"):
+        await pool.submit({"type": "ecoh"})
