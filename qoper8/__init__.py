@@ -27,10 +27,10 @@ from .errors import (
 
 if TYPE_CHECKING:
     from ._client import Client
-    from ._pool import Pool
+    from ._engine.pool import Pool
+    from ._engine.stats import ChildStatistics, PoolStatistics
+    from ._engine.worker import HandlerInfo, Worker
     from ._redis_pool import RedisPool
-    from ._stats import ChildStatistics, PoolStatistics
-    from ._worker import HandlerInfo, Worker
     from .config import PoolConfig
 
 __version__ = "0.1.0"
@@ -61,13 +61,13 @@ __all__ = [
 ]
 
 _LAZY: dict[str, str] = {
-    "Pool": "._pool",
+    "Pool": "._engine.pool",
     "Client": "._client",
     "RedisPool": "._redis_pool",
-    "ChildStatistics": "._stats",
-    "PoolStatistics": "._stats",
-    "HandlerInfo": "._worker",
-    "Worker": "._worker",
+    "ChildStatistics": "._engine.stats",
+    "PoolStatistics": "._engine.stats",
+    "HandlerInfo": "._engine.worker",
+    "Worker": "._engine.worker",
     "PoolConfig": ".config",
 }
 

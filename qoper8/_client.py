@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar, final, overload
 import aiohttp
 import orjson
 
-from ._protocol import encode_action
-from ._results import validate_result
+from ._engine.protocol import encode_action
+from ._engine.results import validate_result
 from ._transport._http import KILL_ON_CANCEL_HEADER, TIMEOUT_HEADER
 from ._types import DEFAULT
 from .errors import (

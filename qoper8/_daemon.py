@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING, Any, Final
 from . import __version__
 from ._daemon_inbox import Inbox
 from ._daemon_redis import RedisIntake
+from ._engine.pool import Pool
 from ._logging import DaemonLog
 from ._pidfile import remove_pidfile, write_pidfile
-from ._pool import Pool
 from ._text import plural
 from ._transport._http import HttpApi
 from .errors import ConfigError, PoolClosed, Qoper8Error, StartFailed

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import ConfigError
 
 if TYPE_CHECKING:
-    from ._pool import Pool
+    from ._engine.pool import Pool
     from .config import ServeConfig
 
 __all__ = ["RedisIntake"]

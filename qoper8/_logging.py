@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Final
 
 import orjson
 
-from ._output import NonBlockingLog
+from ._engine.output import NonBlockingLog
 
 if TYPE_CHECKING:
     from .config import ServeConfig

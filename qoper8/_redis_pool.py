@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Final, TypeVar, final, overload
 
-from ._protocol import encode_action, loads
-from ._results import validate_result
+from ._engine.protocol import encode_action, loads
+from ._engine.results import validate_result
 from ._types import DEFAULT
 from .errors import ConfigError, InvalidAction, PoolClosed
 

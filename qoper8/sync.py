@@ -11,8 +11,8 @@ import asyncio
 import threading
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
-from ._pool import _UNSET
-from ._pool import Pool as AsyncPool
+from ._engine.pool import _UNSET
+from ._engine.pool import Pool as AsyncPool
 
 if TYPE_CHECKING:
     import concurrent.futures
@@ -21,9 +21,9 @@ if TYPE_CHECKING:
 
     from pydantic import BaseModel
 
-    from ._stats import PoolStatistics
+    from ._engine.stats import PoolStatistics
+    from ._engine.worker import HandlerInfo
     from ._types import JSONValue
-    from ._worker import HandlerInfo
 
 __all__ = ["Pool"]
 

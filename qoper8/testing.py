@@ -11,10 +11,10 @@ from __future__ import annotations
 import traceback
 from typing import TYPE_CHECKING, Any
 
-from . import _protocol as proto
-from ._reports import qualified_names
+from ._engine import protocol as proto
+from ._engine.reports import qualified_names
+from ._engine.worker import ActionRefused, Worker, load_worker
 from ._text import did_you_mean
-from ._worker import ActionRefused, Worker, load_worker
 from .errors import HandlerError, InvalidAction, JobFailed, PoolClosed
 
 if TYPE_CHECKING:

@@ -9,7 +9,7 @@ import asyncio
 import pytest
 
 import qoper8
-from qoper8._reports import MAX_MESSAGE_CHARS, MAX_REPORTED_ERRORS
+from qoper8._engine.reports import MAX_MESSAGE_CHARS, MAX_REPORTED_ERRORS
 
 HANDLERS = "tests.json_handlers:worker"
 

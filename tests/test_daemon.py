@@ -605,7 +605,7 @@ async def test_serve_with_redis_consumes_the_queue_and_stops_on_term(tmp_path: P
 def test_metrics_text_is_well_formed_prometheus() -> None:
     import re
 
-    from qoper8._stats import (
+    from qoper8._engine.stats import (
         ChildStatistics,
         Histogram,
         Percentiles,

@@ -17,7 +17,7 @@ from pydantic import BaseModel
 
 import qoper8
 import qoper8.sync
-from qoper8 import _protocol as proto
+from qoper8._engine import protocol as proto
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Iterator

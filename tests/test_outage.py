@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 import qoper8
-from qoper8 import _pool
+from qoper8._engine import pool as _pool
 from tests.conftest import wait_until
 
 if TYPE_CHECKING:

@@ -8,7 +8,7 @@ import threading
 from typing import TYPE_CHECKING
 
 import qoper8
-from qoper8._output import StderrWriter
+from qoper8._engine.output import StderrWriter
 from tests.conftest import HANDLERS, wait_until
 
 if TYPE_CHECKING:

@@ -30,9 +30,9 @@ def test_errors_form_one_tree() -> None:
 
 def test_a_child_never_loads_the_pool_the_daemon_or_redis() -> None:
     code = (
-        "import sys, qoper8._child_main, tests.handlers;"
+        "import sys, qoper8._engine.child_main, tests.handlers;"
         "bad = [m for m in sys.modules if m.startswith("
-        "('qoper8._pool', 'qoper8._daemon', 'redis', 'rq', 'asyncio', 'qoper8._cli'))];"
+        "('qoper8._engine.pool', 'qoper8._daemon', 'redis', 'rq', 'asyncio', 'qoper8._cli'))];"
         "print(bad)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -13,6 +13,7 @@ from pydantic import BaseModel
 
 import qoper8
 import qoper8.sync
+from qoper8._engine import results as _results
 from qoper8._types import JSONValue
 from tests.http_support import Api, serving
 
@@ -106,7 +107,6 @@ def test_the_blocking_pool_returns_the_result_type() -> None:
 
 @module_loop
 async def test_adapters_are_built_once_per_type(api: Api) -> None:
-    from qoper8 import _results
 
     _results._cached_adapter.cache_clear()
     for _ in range(3):

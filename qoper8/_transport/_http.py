@@ -52,7 +52,7 @@ from ._metrics import render_metrics
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-    from . import PoolLike
+    from .._engine.pool_like import PoolLike
 
 __all__ = [
     "KILL_ON_CANCEL_HEADER",

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
-    from .._stats import Histogram, PoolStatistics
+    from .._engine.stats import Histogram, PoolStatistics
 
 __all__ = ["CHILD_STATES", "render_metrics"]
 

@@ -36,8 +36,8 @@ if TYPE_CHECKING:
 
     import redis.asyncio as aioredis
 
+    from .._engine.worker import HandlerInfo
     from .._types import JSONValue
-    from .._worker import HandlerInfo
     from ._redis_connection import (
         _Batcher,
     )

@@ -21,7 +21,7 @@ from ..errors import InvalidAction, JobError, Qoper8Error, error_from_dict
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from .._worker import HandlerInfo
+    from .._engine.worker import HandlerInfo
 
 __all__ = ["decode_job", "encode_job", "rq_now"]
 

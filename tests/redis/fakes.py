@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
-from qoper8._worker import HandlerInfo
+from qoper8._engine.worker import HandlerInfo
 from qoper8.errors import JobFailed
 
 if TYPE_CHECKING:

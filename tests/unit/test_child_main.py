@@ -5,10 +5,10 @@ from __future__ import annotations
 import socket
 import threading
 
-from qoper8 import _child_main
-from qoper8 import _protocol as proto
-from qoper8._protocol import Kind
-from qoper8._worker import load_worker
+from qoper8._engine import child_main as _child_main
+from qoper8._engine import protocol as proto
+from qoper8._engine.protocol import Kind
+from qoper8._engine.worker import load_worker
 
 
 def _run_loop(sock: socket.socket, result: list[object]) -> None:

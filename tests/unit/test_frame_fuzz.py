@@ -10,8 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from qoper8 import _protocol as proto
-from qoper8._protocol import HEADER_SIZE, FrameReader, ProtocolError
+from qoper8._engine import protocol as proto
+from qoper8._engine.protocol import HEADER_SIZE, FrameReader, ProtocolError
 
 FUZZ = settings(
     max_examples=150,

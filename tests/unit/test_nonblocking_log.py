@@ -7,7 +7,7 @@ import logging
 import threading
 import time
 
-from qoper8._output import NonBlockingLog
+from qoper8._engine.output import NonBlockingLog
 
 
 class _StalledHandler(logging.Handler):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from qoper8 import _protocol as proto
-from qoper8._protocol import FrameReader, Kind, ProtocolError
+from qoper8._engine import protocol as proto
+from qoper8._engine.protocol import FrameReader, Kind, ProtocolError
 
 
 def test_frame_round_trips_through_the_reader() -> None:

@@ -8,9 +8,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from qoper8 import _reports
-from qoper8._reports import MAX_REPORTED_ERRORS, error_report
-from qoper8._worker import ActionRefused
+from qoper8._engine import reports as _reports
+from qoper8._engine.reports import MAX_REPORTED_ERRORS, error_report
+from qoper8._engine.worker import ActionRefused
 from qoper8.errors import ErrorEntry, HandlerError
 
 

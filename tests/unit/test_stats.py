@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from qoper8._stats import HISTOGRAM_BUCKETS, SAMPLE_WINDOW, _Series
+from qoper8._engine.stats import HISTOGRAM_BUCKETS, SAMPLE_WINDOW, _Series
 
 
 def _bucket_of(value: float) -> int:

@@ -10,8 +10,8 @@ import pydantic
 import pytest
 
 import qoper8
-from qoper8._reports import MAX_REPORTED_ERRORS
-from qoper8._worker import ActionRefused, load_worker
+from qoper8._engine.reports import MAX_REPORTED_ERRORS
+from qoper8._engine.worker import ActionRefused, load_worker
 from tests import handlers
 
 

@@ -15,12 +15,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, TypeVar, overload
 
-from ._reports import MAX_REPORTED_ERRORS, error_entries, summarize
+from .reports import MAX_REPORTED_ERRORS, error_entries, summarize
 
 if TYPE_CHECKING:
     from pydantic import BaseModel, ValidationError
 
-    from .errors import ErrorEntry
+    from ..errors import ErrorEntry
 
 __all__ = ["ActionRefused", "HandlerInfo", "Worker", "load_worker"]
 

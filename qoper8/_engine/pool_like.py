@@ -1,4 +1,4 @@
-"""Transports: where jobs come from besides local callers (the daemon's HTTP API, Redis).
+"""What a transport (the daemon's HTTP API, Redis) needs from a pool, and nothing more.
 
 A transport reads actions from the outside world, hands each one to a pool and carries the
 result or the typed error back. Transports never import the pool: they see it through the
@@ -14,9 +14,9 @@ if TYPE_CHECKING:
 
     from pydantic import BaseModel
 
-    from .._stats import PoolStatistics
+    from .stats import PoolStatistics
     from .._types import JSONValue
-    from .._worker import HandlerInfo
+    from .worker import HandlerInfo
 
 __all__ = ["PoolLike"]
 

@@ -104,7 +104,7 @@ def action_fields(action: object) -> tuple[str, dict[str, Any]]:
     Raises:
         InvalidAction: not a mapping or a model, or no string ``type``.
     """
-    from .errors import InvalidAction
+    from ..errors import InvalidAction
 
     if isinstance(action, dict):
         data: dict[str, Any] = action
@@ -134,7 +134,7 @@ def encode_action(action: object) -> tuple[str, bytes]:
         InvalidAction: as ``action_fields``, or a field is not JSON (NaN and Infinity
             included).
     """
-    from .errors import ErrorEntry, InvalidAction
+    from ..errors import ErrorEntry, InvalidAction
 
     action_type, data = action_fields(action)
     try:
@@ -166,7 +166,7 @@ def refuse_non_finite(value: object, action_type: str) -> None:
     found = find_non_finite(value)
     if found is None:
         return
-    from .errors import InvalidAction
+    from ..errors import InvalidAction
 
     path, number = found
     raise InvalidAction(

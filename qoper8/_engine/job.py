@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     import asyncio
     import concurrent.futures
 
-    from ._child import Child
+    from .child import Child
 
 
 class JobState(enum.Enum):

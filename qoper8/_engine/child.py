@@ -21,14 +21,14 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
-from . import _protocol as proto
-from ._protocol import Kind
+from . import protocol as proto
+from .protocol import Kind
 
 if TYPE_CHECKING:
     from collections.abc import Callable
     from concurrent.futures import Executor
 
-    from ._job import Job
+    from .job import Job
 
 # A child whose channel closed but whose process lingers (it closed the socket itself?) is
 # killed after this long, so its slot cannot leak.
@@ -146,7 +146,7 @@ class Child:
             argv = [
                 sys.executable,
                 "-m",
-                "qoper8._child_main",
+                "qoper8._engine.child_main",
                 str(os.getpid()),
                 str(child_sock.fileno()),
             ]
@@ -453,7 +453,7 @@ class ChildStartError(Exception):
     def __init__(self, child: Child) -> None:
         self.child = child
         err = child.start_error or {}
-        from .errors import describe_exit
+        from ..errors import describe_exit
 
         self.remote_type: str | None = err.get("type")
         self.remote_message: str | None = err.get("message")

@@ -10,13 +10,13 @@ from __future__ import annotations
 import functools
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
-from ._reports import error_entries, summarize
-from .errors import InvalidResult
+from ..errors import InvalidResult
+from .reports import error_entries, summarize
 
 if TYPE_CHECKING:
     from pydantic import TypeAdapter
 
-    from ._types import JSONValue
+    from .._types import JSONValue
 
 __all__ = ["validate_result"]
 

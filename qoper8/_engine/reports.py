@@ -12,12 +12,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Final
 
-from . import _protocol as proto
+from . import protocol as proto
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
-    from .errors import ErrorEntry
+    from ..errors import ErrorEntry
 
 __all__ = [
     "MAX_REPORTED_ERRORS",

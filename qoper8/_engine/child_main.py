@@ -1,6 +1,6 @@
 """The loop inside a child: load the worker module, say READY, then run one action at a time.
 
-Run as ``python -m qoper8._child_main MASTER_PID CHANNEL_FD``. This
+Run as ``python -m qoper8._engine.child_main MASTER_PID CHANNEL_FD``. This
 module imports only the stdlib, ``_protocol`` and ``_worker`` (pydantic once a handler
 validates), never the pool, the daemon or redis, so that a child starts fast.
 """
@@ -19,14 +19,14 @@ import traceback
 from collections import deque
 from typing import TYPE_CHECKING, Any, Final
 
-from . import _protocol as proto
-from ._main_module import import_main
-from ._protocol import Kind
-from ._reports import MAX_LOC_CHARS, clip, error_report
-from ._worker import ActionRefused, Worker, load_worker
+from . import protocol as proto
+from .main_module import import_main
+from .protocol import Kind
+from .reports import MAX_LOC_CHARS, clip, error_report
+from .worker import ActionRefused, Worker, load_worker
 
 if TYPE_CHECKING:
-    from .errors import ErrorEntry
+    from ..errors import ErrorEntry
 
 # Exit codes the master interprets; a start failure is also reported as a frame.
 EXIT_OK: Final = 0

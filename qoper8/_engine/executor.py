@@ -16,13 +16,13 @@ import contextlib
 import threading
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .errors import JobFailed, RemoteTraceback
+from ..errors import JobFailed, RemoteTraceback
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from ._job import Job
-    from ._pool import Pool
+    from .job import Job
+    from .pool import Pool
 
 T = TypeVar("T")
 
@@ -148,7 +148,7 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
 
 
 def _closed() -> BaseException:
-    from .errors import PoolClosed
+    from ..errors import PoolClosed
 
     return PoolClosed("the pool closed before the call reached a child")
 

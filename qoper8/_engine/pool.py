@@ -34,20 +34,11 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar, overload
 
 import orjson
 
-from . import _protocol as proto
-from ._child import Child, ChildStartError, ChildState
-from ._error_data import error_entries
-from ._job import Job, JobKind, JobState
-from ._main_module import IMPORTING_MAIN_ENV, alias_main, describe_main
-from ._output import StderrWriter
-from ._protocol import ErrorCategory, Kind
-from ._results import validate_result
-from ._stats import ChildStatistics, Counters, PoolStatistics
-from ._text import did_you_mean
-from ._types import DEFAULT
-from ._worker import HandlerInfo
-from .config import MAX_CHILDREN, PoolConfig, make_pool_config
-from .errors import (
+from .._error_data import error_entries
+from .._text import did_you_mean
+from .._types import DEFAULT
+from ..config import MAX_CHILDREN, PoolConfig, make_pool_config
+from ..errors import (
     ChildDied,
     ConfigError,
     InvalidAction,
@@ -59,6 +50,15 @@ from .errors import (
     StartFailed,
     describe_exit,
 )
+from . import protocol as proto
+from .child import Child, ChildStartError, ChildState
+from .job import Job, JobKind, JobState
+from .main_module import IMPORTING_MAIN_ENV, alias_main, describe_main
+from .output import StderrWriter
+from .protocol import ErrorCategory, Kind
+from .results import validate_result
+from .stats import ChildStatistics, Counters, PoolStatistics
+from .worker import HandlerInfo
 
 if TYPE_CHECKING:
     import concurrent.futures
@@ -67,8 +67,8 @@ if TYPE_CHECKING:
 
     from pydantic import BaseModel
 
-    from ._types import JSONValue
-    from .errors import ErrorEntry
+    from .._types import JSONValue
+    from ..errors import ErrorEntry
 
 __all__ = ["OutputCallback", "Pool"]
 
@@ -614,7 +614,7 @@ class Pool:
         Raises:
             PoolClosed: the pool is not started or closed.
         """
-        from ._executor import PoolExecutor
+        from .executor import PoolExecutor
 
         if self._loop is None or self._state is _State.CLOSED:
             raise PoolClosed("start the pool first" if self._loop is None else "the pool is closed")

@@ -21,7 +21,7 @@ import threading
 from collections import deque
 from typing import TYPE_CHECKING, Final
 
-from ._text import plural
+from .._text import plural
 
 if TYPE_CHECKING:
     from collections.abc import Callable
