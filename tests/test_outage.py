@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 import qoper8
-from qoper8._engine import pool as _pool
+from qoper8._engine import health as _health
 from tests.conftest import wait_until
 
 if TYPE_CHECKING:
@@ -104,16 +104,16 @@ async def test_killing_idle_children_is_not_a_failed_start(
     """Six SIGKILLs of ready, idle children (never given a job: the idle stack keeps using
     the same one) used to make the pool give up. A child counts as a failed start only if
     it dies before READY or on its own right after it."""
-    monkeypatch.setattr(_pool, "START_FAILURE_WINDOW", 0.2)
+    monkeypatch.setattr(_health, "START_FAILURE_WINDOW", 0.2)
     caplog.set_level(logging.DEBUG, logger="qoper8")
     async with qoper8.Pool("tests.handlers:worker", children=2, max_start_failures=2) as pool:
         for _ in range(6):
             await wait_until(lambda: len(_ready_pids(pool)) == 2, what="two ready children")
-            victim = pool._children[min(pool._children)]
+            victim = pool._supervisor.children[min(pool._supervisor.children)]
             ready_at, pid = victim.ready_at, victim.pid
             assert pid is not None
             await wait_until(
-                lambda: _pool._monotonic() - ready_at > 0.2,  # noqa: B023
+                lambda: _health._monotonic() - ready_at > 0.2,  # noqa: B023
                 what="the victim past the window",
             )
             os.kill(pid, signal.SIGKILL)

@@ -85,8 +85,8 @@ async def test_child_that_keeps_dying_at_start_is_not_respawned_forever(
     """The worker module breaks after the pool started (say its database went away): the
     replacements fail, back off, and the pool stops trying and says so."""
     async with qoper8.Pool(HANDLERS, children=1, max_start_failures=3) as pool:
-        pool._child_config = {
-            **pool._child_config,
+        pool._supervisor._child_config = {
+            **pool._supervisor._child_config,
             "worker": "tests.bad_workers.start_fails:worker",
         }
         victim = pool.statistics().children[0].pid
@@ -95,18 +95,22 @@ async def test_child_that_keeps_dying_at_start_is_not_respawned_forever(
         why = await asyncio.wait_for(pool.wait_broken(), 20)
         assert "database is down" in str(why)
         assert pool.is_broken
-        assert pool._start_failures == 3
+        assert pool._supervisor.health.failures == 3
         with pytest.raises(qoper8.StartFailed) as info:
             await pool.submit({"type": "echo", "value": 1})
         assert "database is down" in str(info.value)
-        assert all(t.done() for t in pool._tasks), "no respawn is pending after giving up"
+        assert all(t.done() for t in pool._supervisor._tasks), (
+            "no respawn is pending after giving up"
+        )
 
 
 async def test_children_that_die_idle_right_after_start_are_not_respawned_forever() -> None:
     async with qoper8.Pool(
         "tests.bad_workers.dies_after_ready:worker", children=1, max_start_failures=3
     ) as pool:
-        await wait_until(lambda: pool._broken is not None, what="the pool to give up", timeout=20)
+        await wait_until(
+            lambda: pool._dispatcher.broken is not None, what="the pool to give up", timeout=20
+        )
         with pytest.raises(qoper8.StartFailed) as info:
             await pool.submit({"type": "echo", "value": 1})
         assert "exited with code 7" in str(info.value)

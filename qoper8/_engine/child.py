@@ -102,6 +102,12 @@ class Child:
         self.jobs_done = 0
         self.started_at = time.monotonic()
         self.retire_requested = False
+        # Whether the dispatcher must ask the supervisor's retire policy when this child
+        # becomes free (recycling limits, surplus, an old generation): one attribute read
+        # per job instead of four checks.
+        self.watch_retire = False
+        # Started during an outage: its first job (or a moment alive) ends the outage.
+        self.probation = False
         self.was_ready = False
         self.ready_at = 0.0  # monotonic time of READY (0.0 before it)
         self.retiring = False

@@ -14,8 +14,8 @@ if TYPE_CHECKING:
 
     from pydantic import BaseModel
 
-    from .stats import PoolStatistics
     from .._types import JSONValue
+    from .stats import PoolStatistics
     from .worker import HandlerInfo
 
 __all__ = ["PoolLike"]

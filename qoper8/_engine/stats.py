@@ -8,9 +8,16 @@ from __future__ import annotations
 
 import bisect
 import math
+import os
+import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Final
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from .child import Child
 
 # Upper bounds (seconds) of the cumulative histogram buckets, Prometheus style. Changing them
 # changes the daemon's /metrics series; keep them sorted.
@@ -179,3 +186,68 @@ class Counters:
     rejected: int = 0
     queue_wait: _Series = field(default_factory=_Series)
     run_time: _Series = field(default_factory=_Series)
+
+
+def snapshot(
+    children: Iterable[Child],
+    counters: Counters,
+    *,
+    target_size: int,
+    generation: int,
+    queue_length: int,
+    running: int,
+    degraded: bool,
+    failed_starts: int,
+) -> PoolStatistics:
+    """A frozen ``PoolStatistics`` from the master's own records (no child is asked)."""
+    now = time.monotonic()
+    c = counters
+    per_child = tuple(
+        ChildStatistics(
+            id=child.id,
+            pid=child.pid,
+            generation=child.generation,
+            state=child.state.value,
+            jobs_done=child.jobs_done,
+            age=now - child.started_at,
+            current_job_age=(now - child.job.started_at) if child.job is not None else None,
+            memory_rss=_rss_of(child.pid) or child.last_rss or None,
+        )
+        for child in sorted(children, key=lambda ch: ch.id)
+    )
+    return PoolStatistics(
+        children=per_child,
+        target_size=target_size,
+        generation=generation,
+        queue_length=queue_length,
+        running=running,
+        submitted=c.submitted,
+        completed=c.completed,
+        failed=c.failed,
+        invalid=c.invalid,
+        timed_out=c.timed_out,
+        died=c.died,
+        cancelled=c.cancelled,
+        recycled=c.recycled,
+        rejected=c.rejected,
+        queue_wait=c.queue_wait.percentiles(),
+        run_time=c.run_time.percentiles(),
+        queue_wait_histogram=c.queue_wait.histogram(),
+        run_time_histogram=c.run_time.histogram(),
+        degraded=degraded,
+        failed_starts=failed_starts,
+    )
+
+
+_PAGE_SIZE: Final = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def _rss_of(pid: int | None) -> int | None:
+    """Resident memory of ``pid`` from /proc (Linux); None where unavailable."""
+    if pid is None:
+        return None
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as f:
+            return int(f.read().split()[1]) * _PAGE_SIZE
+    except (OSError, ValueError, IndexError):
+        return None

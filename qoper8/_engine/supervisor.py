@@ -1,0 +1,416 @@
+"""``Supervisor``: the processes of one group of children. It spawns them (from one dedicated
+thread), hears READY, exits (pidfds) and their output, respawns with back-off, retires and
+recycles, and keeps one ``reconcile()`` that moves the live children toward a *target*.
+
+Resize, reload and (later) autoscaling only move the target or the generation and call
+``reconcile()``: gunicorn's arbiter rule, one loop converges. Jobs are not its business: frames
+go straight from a child to the dispatcher, and the supervisor hands the dispatcher children
+as they become ready and takes them back when they exit. ``ChildHealth`` judges the exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, Final
+
+from ..errors import PoolClosed, StartFailed
+from .child import Child, ChildStartError, ChildState
+from .dispatcher import Phase
+from .health import ChildHealth
+from .main_module import alias_main, describe_main
+from .worker import HandlerInfo
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from ..config import PoolConfig
+    from .dispatcher import Dispatcher
+
+__all__ = ["Supervisor"]
+
+logger = logging.getLogger("qoper8")
+
+# Children asked to retire get this long to run their stop hooks before they are killed.
+RETIRE_TIMEOUT: Final = 5.0
+_LIVE: Final = (ChildState.STARTING, ChildState.IDLE, ChildState.BUSY)
+
+
+class Supervisor:
+    """The children of one pool (see the module docstring). It is the ``ChildEvents`` of
+    every child it spawns; their frames go to ``dispatcher.child_frame`` directly.
+
+    Args:
+        config: the pool's settings (worker module, size, limits, timeouts).
+        dispatcher: the jobs' side, given children as they become ready.
+        on_output: receives (child id, pid, line) for each line a child prints.
+    """
+
+    def __init__(
+        self,
+        config: PoolConfig,
+        dispatcher: Dispatcher,
+        on_output: Callable[[int, int, str], None],
+    ) -> None:
+        self._dispatcher = dispatcher
+        # ChildEvents: a child's frames go straight to the dispatcher (the hot path).
+        self.child_frame = dispatcher.child_frame
+        dispatcher.retire_if_due = self.retire_if_due
+        self._on_output = on_output
+        self.children: dict[int, Child] = {}
+        self.generation = 1
+        self.target = config.children
+        self.reloading = False
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._spawner: ThreadPoolExecutor | None = None
+        self._next_child_id = 1
+        self._tasks: set[asyncio.Task[None]] = set()
+        # Respawns sleeping out their back-off; a recovery wakes them at once.
+        self._backoff_waiters: set[asyncio.Future[None]] = set()
+        self.health = ChildHealth(config, dispatcher, self._recovered)
+        self.apply(config)
+
+    def apply(self, config: PoolConfig) -> None:
+        """Adopt ``config`` for the children started from now on."""
+        self.config = config
+        self.health.config = config
+        self._child_config = {
+            "worker": config.worker,
+            "sys_path": list(sys.path),
+            "cwd": os.getcwd(),
+            "max_message_bytes": config.max_message_bytes,
+            "report_memory": config.max_memory_per_child is not None,
+            "main": describe_main(),
+        }
+        if self._child_config["main"] is not None:
+            alias_main()
+
+    @property
+    def main_importable(self) -> bool:
+        """Whether a child can import the master's ``__main__`` (for ``Pool.run``)."""
+        return self._child_config["main"] is not None
+
+    # ================================================================ ChildEvents
+
+    def child_ready(self, child: Child) -> None:
+        if child.generation == self.generation or not self._dispatcher.handlers:
+            self._dispatcher.handlers = {
+                h["type"]: HandlerInfo(h["type"], h["import_path"], tuple(h["params"]))
+                for h in child.handlers
+            }
+        if self.loop is not None:
+            self.health.child_ready(child, self.loop)
+        self._dispatcher.child_free(child)
+
+    def child_exited(self, child: Child) -> None:
+        self.children.pop(child.id, None)
+        job = self._dispatcher.child_lost(child)
+        phase = self._dispatcher.phase
+        failed_start = self.health.is_failed_start(child, job)
+        if phase is not Phase.CLOSING and phase is not Phase.CLOSED:
+            self.health.log_exit(child, job, failed_start)
+        if failed_start and phase is Phase.OPEN and not child.managed_start:
+            alive = [c for c in self.children.values() if c.was_ready and c.is_alive]
+            self.health.start_failed(child, alive)
+        self.reconcile()
+        self._dispatcher.wake_waiters()
+
+    def child_output(self, child: Child, line: str) -> None:
+        try:
+            self._on_output(child.id, child.pid or 0, line)
+        except Exception:
+            logger.exception("on_output callback failed")
+
+    # ================================================================ starting
+
+    async def start(self) -> None:
+        """Spawn the first children and wait until all are ready (the pool's start).
+
+        Raises:
+            StartFailed: one failed; the rest were killed and reaped.
+        """
+        self.loop = asyncio.get_running_loop()
+        self._spawner = ThreadPoolExecutor(1, thread_name_prefix="qoper8-spawner")
+        await self.start_children([self.new_child() for _ in range(self.target)])
+
+    async def start_children(self, children: list[Child]) -> None:
+        """Spawn ``children`` together and wait until all are ready; on the first failure
+        cancel the rest and raise ``StartFailed`` (the caller cleans up)."""
+        tasks = [asyncio.create_task(self._spawn_and_wait(c)) for c in children]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        except BaseException:
+            # Cancelled (a daemon stopping mid-reload): children already spawned must not
+            # linger in their start hooks until the pool closes.
+            for t in tasks:
+                t.cancel()
+            for c in children:
+                c.kill("start cancelled")
+            raise
+        failed = next((t for t in done if not t.cancelled() and t.exception() is not None), None)
+        if failed is None:
+            return
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for c in children:
+            c.kill("another child failed to start")
+        # Reap them before reporting, so that the caller never sees a half-dead generation.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(RETIRE_TIMEOUT):
+                await asyncio.gather(*(c.wait_exited() for c in children if c.pid is not None))
+        raise self._start_error(failed.exception())
+
+    def _start_error(self, exc: BaseException | None) -> StartFailed:
+        if isinstance(exc, ChildStartError):
+            return StartFailed(
+                f"{exc} (worker {self.config.worker!r})",
+                remote_type=exc.remote_type,
+                remote_message=exc.remote_message,
+                remote_traceback=exc.remote_traceback,
+            )
+        if isinstance(exc, TimeoutError):
+            return StartFailed(
+                f"children of {self.config.worker!r} were not ready within "
+                f"start_timeout={self.config.start_timeout}s"
+            )
+        return StartFailed(f"could not spawn a child for {self.config.worker!r}: {exc!r}")
+
+    async def _spawn_and_wait(self, child: Child) -> None:
+        assert self._spawner is not None
+        await child.spawn(self._spawner, self._child_config, self.config.max_message_bytes)
+        await child.wait_ready(self.config.start_timeout)
+
+    def new_child(self) -> Child:
+        config = self.config
+        limit = config.max_jobs_per_child
+        if limit is not None:
+            limit += random.randint(0, int(limit * config.max_jobs_jitter))
+        child = Child(self, self._next_child_id, self.generation, max_jobs=limit)
+        # The dispatcher asks retire_if_due() only of children marked so: recycling limits
+        # now, surplus and old generations later.
+        child.watch_retire = limit is not None or config.max_memory_per_child is not None
+        self._next_child_id += 1
+        self.children[child.id] = child
+        return child
+
+    # ================================================================ converging
+
+    def active(self) -> list[Child]:
+        """The current generation's children that count toward the target."""
+        gen = self.generation
+        return [
+            c
+            for c in self.children.values()
+            if c.generation == gen and c.state in _LIVE and not c.retire_requested
+        ]
+
+    def reconcile(self) -> None:
+        """Converge the number of current-generation children on the target: start the
+        missing ones in the background (after the back-off of failed starts), retire the
+        surplus (idle children first, busy ones after their job)."""
+        if self._dispatcher.phase is not Phase.OPEN or self.reloading:
+            return
+        active = self.active()
+        missing = self.target - len(active)
+        if missing > 0:
+            if not self.health.may_respawn():
+                return
+            for _ in range(missing):
+                self._launch_background(self.new_child())
+        elif missing < 0:
+            surplus = sorted(active, key=lambda c: (c.state is not ChildState.IDLE, -c.id))
+            for child in surplus[:-missing]:
+                child.retire_requested = child.watch_retire = True
+                if child.state is ChildState.IDLE:
+                    self.retire(child, "surplus")
+                elif child.state is ChildState.STARTING:
+                    child.kill("surplus while starting")
+
+    def _launch_background(self, child: Child) -> None:
+        task = asyncio.create_task(self._respawn(child, self.health.back_off()))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _respawn(self, child: Child, back_off: float) -> None:
+        try:
+            if back_off:
+                await self._back_off(back_off)
+            await self._spawn_and_wait(child)
+        except (ChildStartError, TimeoutError):
+            pass  # child_exited() counts it and reconciles
+        except OSError as exc:  # could not even spawn (fds, memory): counts as a failed start
+            logger.error("could not spawn a child: %s", exc)
+        finally:
+            if child.pid is None:
+                child.abandon()
+
+    async def _back_off(self, seconds: float) -> None:
+        """Sleep ``seconds``, or less if a child proves healthy meanwhile (``_recovered``)."""
+        assert self.loop is not None
+        fut: asyncio.Future[None] = self.loop.create_future()
+        timer = self.loop.call_later(seconds, _resolve, fut)
+        self._backoff_waiters.add(fut)
+        try:
+            await fut
+        finally:
+            timer.cancel()
+            self._backoff_waiters.discard(fut)
+
+    def _recovered(self) -> None:
+        """An outage ended: respawns still sleeping out their back-off try now."""
+        for fut in self._backoff_waiters:
+            _resolve(fut)
+        self.reconcile()
+
+    # ================================================================ retiring
+
+    def retire_if_due(self, child: Child) -> bool:
+        """The dispatcher asks as ``child`` (marked ``watch_retire``) becomes free: retire
+        it now if it is surplus, of an old generation, or past a recycling limit."""
+        reason = self._retire_reason(child)
+        if reason is None:
+            return False
+        self.retire(child, reason)
+        return True
+
+    def _retire_reason(self, child: Child) -> str | None:
+        phase = self._dispatcher.phase
+        if phase is not Phase.OPEN and phase is not Phase.STARTING:
+            return None
+        if child.generation != self.generation and not self.reloading:
+            return "old generation"
+        if child.retire_requested:
+            return "surplus"
+        if self.health.degraded:
+            # Degraded: its replacement could not start; a healthy child serves on.
+            return None
+        if child.max_jobs is not None and child.jobs_done >= child.max_jobs:
+            return f"done {child.jobs_done} jobs"
+        limit = self.config.max_memory_per_child
+        if limit is not None and child.last_rss > limit:
+            return f"resident memory {child.last_rss} bytes over {limit}"
+        return None
+
+    def retire(self, child: Child, reason: str) -> None:
+        logger.info("retiring %s: %s", child.describe(), reason)
+        if reason.startswith(("done", "resident")):
+            self._dispatcher.counters.recycled += 1
+        self._dispatcher.forget(child)
+        child.retire()
+        self.reconcile()
+
+    # ================================================================ size and generations
+
+    async def resize(self, target: int) -> None:
+        """Move the target and wait until the new children are ready.
+
+        Raises:
+            StartFailed: the new children failed to start.
+        """
+        self.target = target
+        self.health.failures = 0  # an operator's resize tries again at once
+        self.reconcile()
+        starting = [c for c in self.active() if c.state is ChildState.STARTING]
+        results = await asyncio.gather(
+            *(c.wait_ready(self.config.start_timeout) for c in starting), return_exceptions=True
+        )
+        for res in results:
+            if isinstance(res, BaseException):
+                raise self._start_error(res)
+
+    async def roll(self, target: int, revert: Callable[[], None]) -> None:
+        """Start a new generation of ``target`` children beside the old one (with the
+        settings already applied), then retire the old children as each finishes its job.
+
+        Args:
+            revert: restores the old settings if the new generation fails to start (before
+                anything is respawned with them).
+
+        Raises:
+            StartFailed: the new generation could not start; the old one keeps serving.
+        """
+        self.reloading = True
+        old_generation, old_target = self.generation, self.target
+        self.generation += 1
+        self.target = target
+        new = [self.new_child() for _ in range(target)]
+        for child in new:
+            child.managed_start = True
+        try:
+            await self.start_children(new)
+        except BaseException:
+            # The new children are being killed; their deaths are this reload's failure,
+            # not failed background starts (they keep managed_start).
+            self.generation, self.target = old_generation, old_target
+            revert()
+            self.reloading = False
+            self.reconcile()
+            raise
+        for child in new:
+            child.managed_start = False
+        self.reloading = False
+        if self.health.degraded:
+            self.health.recovered(new[0])
+        for child in list(self.children.values()):
+            if child.generation != self.generation:
+                child.watch_retire = True
+                if child.state is ChildState.IDLE:
+                    self.retire(child, "old generation")
+                elif child.state is ChildState.STARTING:
+                    child.kill("old generation")
+        self.reconcile()
+
+    # ================================================================ stopping
+
+    async def shutdown(self, grace: float) -> None:
+        """Stop every child: background spawns cancelled, running jobs failed with
+        PoolClosed, idle children retired (their stop hooks run, within ``grace``), the rest
+        killed; all reaped."""
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        for child in list(self.children.values()):
+            running = child.job
+            if running is not None and not running.ended:
+                running.fail(
+                    PoolClosed(
+                        f"the pool closed while job {running.id} ran; {child.describe()} was killed"
+                    )
+                )
+            self._dispatcher.forget(child)
+            if child.state is ChildState.IDLE and grace > 0:
+                child.retire()
+            elif child.pid is None:
+                child.abandon()
+            else:
+                child.kill("pool closed")
+        children = list(self.children.values())
+        if children:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(grace):
+                    await asyncio.gather(*(c.wait_exited() for c in children))
+            self.kill_all("did not retire in time")
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(RETIRE_TIMEOUT):
+                    await asyncio.gather(*(c.wait_exited() for c in children))
+
+    def kill_all(self, reason: str) -> None:
+        for child in list(self.children.values()):
+            child.kill(reason)
+
+    def finish(self) -> None:
+        """The pool closed: let the spawner thread go."""
+        if self._spawner is not None:
+            self._spawner.shutdown(wait=False)
+
+
+def _resolve(fut: asyncio.Future[Any]) -> None:
+    if not fut.done():
+        fut.set_result(None)
