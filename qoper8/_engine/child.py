@@ -16,16 +16,15 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from . import protocol as proto
+from .child_process import ChildStartError, ExitWatcher, OutputLines
 from .protocol import Kind
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
     from concurrent.futures import Executor
 
     from .job import Job
@@ -61,24 +60,6 @@ class ChildEvents(Protocol):
     ) -> None: ...
     def child_exited(self, child: Child) -> None: ...
     def child_output(self, child: Child, line: str) -> None: ...
-
-
-class _OutputProtocol(asyncio.Protocol):
-    """Turns the child's merged stdout and stderr into whole lines."""
-
-    def __init__(self, child: Child) -> None:
-        self._child = child
-        self._partial = b""
-
-    def data_received(self, data: bytes) -> None:
-        *lines, self._partial = (self._partial + data).split(b"\n")
-        for line in lines:
-            self._child.events.child_output(self._child, line.decode(errors="replace"))
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self._partial:
-            self._child.events.child_output(self._child, self._partial.decode(errors="replace"))
-            self._partial = b""
 
 
 class Child:
@@ -130,7 +111,6 @@ class Child:
         # Unsent parts of frames, waiting for the socket to drain (large actions only).
         self._unsent: deque[memoryview] = deque()
         self._output: asyncio.BaseTransport | None = None
-        self._pidfd: int | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ready: asyncio.Future[None] | None = None
         self._exited = asyncio.Event()
@@ -197,14 +177,14 @@ class Child:
         loop.add_reader(master_sock.fileno(), self._on_readable)
         assert self._proc.stdout is not None
         self._output, _ = await loop.connect_read_pipe(
-            lambda: _OutputProtocol(self), self._proc.stdout
+            lambda: OutputLines(self._output_line), self._proc.stdout
         )
         self._send(Kind.CONFIG, 0, proto.dumps(config))
 
     def _adopt(self, loop: asyncio.AbstractEventLoop) -> None:
         assert self._proc is not None
         self.pid = self._proc.pid
-        self._watch_exit(loop)
+        ExitWatcher(self.pid, loop, self._record_exit)
 
     def abandon(self) -> None:
         """The process was never started (spawn failed or was cancelled first): report the
@@ -218,42 +198,7 @@ class Child:
             self._ready.exception()
         self.events.child_exited(self)
 
-    def _watch_exit(self, loop: asyncio.AbstractEventLoop) -> None:
-        assert self.pid is not None
-        pidfd_open: Callable[[int], int] | None = getattr(os, "pidfd_open", None)
-        if pidfd_open is not None:
-            try:
-                self._pidfd = pidfd_open(self.pid)
-            except OSError:
-                self._pidfd = None
-        if self._pidfd is not None:
-            loop.add_reader(self._pidfd, self._reap)
-            return
-        pid = self.pid
-
-        def wait() -> None:  # portable fallback: one waiting thread per child
-            _, status = os.waitpid(pid, 0)
-            loop.call_soon_threadsafe(self._record_exit, status)
-
-        threading.Thread(target=wait, name=f"qoper8-reap-{pid}", daemon=True).start()
-
-    def _reap(self) -> None:
-        assert self.pid is not None
-        assert self._loop is not None
-        try:
-            pid, status = os.waitpid(self.pid, os.WNOHANG)
-        except ChildProcessError:
-            pid, status = self.pid, 0
-        if pid == 0:
-            return
-        self._record_exit(status)
-
     def _record_exit(self, status: int) -> None:
-        if self._pidfd is not None:
-            assert self._loop is not None
-            self._loop.remove_reader(self._pidfd)
-            os.close(self._pidfd)
-            self._pidfd = None
         if os.WIFSIGNALED(status):
             self.signal = os.WTERMSIG(status)
         else:
@@ -451,25 +396,5 @@ class Child:
     def describe(self) -> str:
         return f"child {self.id} (pid {self.pid})"
 
-
-class ChildStartError(Exception):
-    """The child died or reported failure before READY (internal; the pool turns it into
-    ``StartFailed``)."""
-
-    def __init__(self, child: Child) -> None:
-        self.child = child
-        err = child.start_error or {}
-        from ..errors import describe_exit
-
-        self.remote_type: str | None = err.get("type")
-        self.remote_message: str | None = err.get("message")
-        self.remote_traceback: str | None = err.get("traceback")
-        how = describe_exit(child.exitcode, child.signal)
-        if err:
-            text = f"{err.get('type')}: {err.get('message')}"
-        elif child.was_ready:
-            after = time.monotonic() - child.ready_at
-            text = f"it {how} {after:.1f}s after it was ready, before any job"
-        else:
-            text = f"it {how} before it was ready"
-        super().__init__(f"{child.describe()} failed to start: {text}")
+    def _output_line(self, line: str) -> None:
+        self.events.child_output(self, line)

@@ -8,7 +8,7 @@ every error message) comes here.
 from __future__ import annotations
 
 import pickle
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from .._text import did_you_mean
 from ..errors import InvalidAction
@@ -22,7 +22,9 @@ if TYPE_CHECKING:
     from ..errors import ErrorEntry
     from .worker import HandlerInfo
 
-__all__ = ["encode_action", "encode_call", "refuse_ambiguous_timeout"]
+__all__ = ["check_timeout", "encode_action", "encode_call", "refuse_ambiguous_timeout"]
+
+_INF: Final = float("inf")
 
 
 def encode_action(
@@ -96,4 +98,13 @@ def refuse_ambiguous_timeout(func: Callable[..., Any]) -> None:
         raise TypeError(
             f"{func.__qualname__}() takes a timeout of its own; run(timeout=...) is the job's "
             "deadline: pass the function's with functools.partial(func, timeout=...)"
+        )
+
+
+def check_timeout(timeout: object) -> None:
+    """Refuse a deadline that is not a positive, finite number (0 would send the job and
+    kill its child at once; NaN would never fire)."""
+    if (type(timeout) is not float and type(timeout) is not int) or not 0 < timeout < _INF:
+        raise InvalidAction(
+            f"timeout must be a positive, finite number of seconds or None, not {timeout!r}"
         )

@@ -14,17 +14,22 @@ import asyncio
 import concurrent.futures
 import contextlib
 import threading
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
+from .._types import DEFAULT
 from ..errors import JobFailed, RemoteTraceback
+from .job import JobKind
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from .dispatcher import Dispatcher
     from .job import Job
-    from .pool import Pool
 
 T = TypeVar("T")
+Encoded = tuple[bytes, str]  # a pickled call and the function's name
+_CALL: Final = JobKind.CALL
+_UNSET: Final[Any] = DEFAULT  # the pool's default timeout
 
 
 class PoolExecutor(concurrent.futures.Executor):
@@ -32,8 +37,14 @@ class PoolExecutor(concurrent.futures.Executor):
     including the loop's own (``loop.run_in_executor(pool.executor(), fn, arg)``). Shutting
     it down refuses new calls; the pool itself stays open (it belongs to its ``async with``)."""
 
-    def __init__(self, pool: Pool, loop: asyncio.AbstractEventLoop) -> None:
-        self._pool = pool
+    def __init__(
+        self,
+        dispatcher: Dispatcher,
+        encode_call: Callable[[Callable[..., Any], tuple[Any, ...], dict[str, Any]], Encoded],
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self._dispatcher = dispatcher
+        self._encode_call = encode_call
         self._loop = loop
         self._lock = threading.Lock()
         self._shutdown = False
@@ -75,13 +86,14 @@ class PoolExecutor(concurrent.futures.Executor):
             handle.set_running_or_notify_cancel()  # tells wait() and as_completed()
             return
         try:
-            job = self._pool._executor_call(fn, args, kwargs, handle)
+            payload, name = self._encode_call(fn, args, kwargs)
+            job = self._dispatcher.enqueue(_CALL, payload, name, _UNSET, True, handle)
         except BaseException as exc:
             self._fail(handle, exc)
             return
         if job is None:  # the queue is full: wait for room, as run() would
             task = self._loop.create_task(
-                self._pool._executor_call_when_room(fn, args, kwargs, handle)
+                self._dispatcher.enqueue_when_room(_CALL, payload, name, _UNSET, handle)
             )
             task.add_done_callback(lambda t: self._when_room(t, handle))
             return
@@ -104,10 +116,10 @@ class PoolExecutor(concurrent.futures.Executor):
         if not handle.cancelled():
             return
         if _running_loop() is self._loop:
-            self._pool._cancel_call(job, handle)
+            self._dispatcher.cancel_call(job, handle)
             return
         with contextlib.suppress(RuntimeError):  # the loop is closed: nothing left to drop
-            self._loop.call_soon_threadsafe(self._pool._cancel_call, job, handle)
+            self._loop.call_soon_threadsafe(self._dispatcher.cancel_call, job, handle)
 
     @staticmethod
     def _fail(handle: concurrent.futures.Future[Any], exc: BaseException) -> None:

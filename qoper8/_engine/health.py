@@ -15,8 +15,8 @@ import time
 from typing import TYPE_CHECKING, Any, Final
 
 from ..errors import StartFailed, describe_exit
-from .child import ChildStartError
-from .dispatcher import copy_start_failed
+from .child_process import ChildStartError
+from .settle import copy_start_failed
 
 if TYPE_CHECKING:
     import asyncio

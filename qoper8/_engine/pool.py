@@ -1,32 +1,7 @@
 """``Pool``: the public face of the engine. It composes a dispatcher (the jobs) and a
 supervisor (the processes) and adds nothing on the hot path but the encoding of an action.
-
-Data flow::
-
-    submit(action) ──encode (JSON; InvalidAction here)──▶ Dispatcher.enqueue ─┬─ idle child?
-                                                                               │  send it now
-                                                                               └─ no: queue
-    ┌──────────────────────────── Dispatcher (jobs) ───────────────────────────────────────┐
-    │ child frame ─▶ child_frame(): settle the job's future ─▶ child_free(child):          │
-    │     watch_retire? ─▶ Supervisor.retire_if_due ─▶ retire (max jobs, memory, surplus,  │
-    │                                                   old generation)                     │
-    │     [between jobs: broadcasts, asks · pinned: an actor's calls — the next issues]     │
-    │     else the next QUEUED job straight to this child, or onto the idle stack           │
-    │ deadline ─▶ queued: JobTimeout │ running: JobTimeout, kill the child                  │
-    └──────────────▲───────────────────────────────┬────────────────────────────────────────┘
-                   │ child_free / child_lost       │ retire_if_due
-    ┌──────────────┴───────── Supervisor (processes) ▼──────────────────────────────────────┐
-    │ spawn (one thread) ─▶ READY ─▶ child_ready ─▶ Dispatcher.child_free                  │
-    │ exit (pidfd) ─▶ child_exited ─▶ Dispatcher.child_lost (ChildDied) ─▶ ChildHealth     │
-    │     (failed start? degraded? give up?) ─▶ reconcile()                                │
-    │ target ◀─ resize · reload (a new generation) · [autoscale]; reconcile(): start or    │
-    │     retire until live == target, respawns after the back-off of failed starts         │
-    └──────────────────────────────────────────────────────────────────────────────────────┘
-
-Everything runs on the event loop thread and nothing here blocks it: spawning happens on one
-dedicated thread, exits are noticed through pidfds, frames arrive through asyncio. A job
-reaches a child only when that child is idle, so a child never holds a second job and a
-queued job stays cancellable until the moment it is dispatched.
+The data flow between them is drawn in the engine's package docstring
+(``qoper8/_engine/__init__.py``); the rooms in ``docs/ARCHITECTURE.md``.
 """
 
 from __future__ import annotations
@@ -42,25 +17,24 @@ from .._types import DEFAULT
 from ..config import MAX_CHILDREN, PoolConfig, make_pool_config
 from ..errors import ConfigError, PoolClosed, Qoper8Error, StartFailed
 from . import protocol as proto
-from .dispatcher import Dispatcher, Phase, copy_start_failed
-from .encoding import encode_action, encode_call, refuse_ambiguous_timeout
+from .dispatcher import Dispatcher, Phase
+from .encoding import encode_action
 from .job import JobKind
 from .main_module import IMPORTING_MAIN_ENV
 from .output import StderrWriter
+from .pool_calls import PoolCalls
+from .pool_view import PoolView
 from .results import validate_result
-from .stats import PoolStatistics, snapshot
-from .supervisor import RETIRE_TIMEOUT, Supervisor
+from .settle import copy_start_failed
+from .startup import RETIRE_TIMEOUT
+from .supervisor import Supervisor
 
 if TYPE_CHECKING:
-    import concurrent.futures
-    from concurrent.futures import Executor
     from types import TracebackType
 
     from pydantic import BaseModel
 
     from .._types import JSONValue
-    from .job import Job
-    from .worker import HandlerInfo
 
 __all__ = ["OutputCallback", "Pool"]
 
@@ -79,7 +53,7 @@ _JOB_ACTION: Final = JobKind.ACTION
 _default_output: Final = StderrWriter()
 
 
-class Pool:
+class Pool(PoolCalls, PoolView):
     """A pool of pre-started child processes that run a worker module's handlers.
 
     Example:
@@ -171,8 +145,7 @@ class Pool:
                 "the script started a pool while being imported: put the code that starts "
                 "the pool under `if __name__ == '__main__':`"
             )
-        dispatcher.loop = asyncio.get_running_loop()
-        dispatcher.phase = Phase.STARTING
+        dispatcher.begin(asyncio.get_running_loop())
         try:
             await self._supervisor.start()
         except BaseException as exc:
@@ -203,7 +176,7 @@ class Pool:
             await self._closed.wait()
             return
         dispatcher.phase = Phase.CLOSING
-        dispatcher.release_room_waiters()
+        dispatcher.waiters.release_room()
         try:
             if dispatcher.busy:
                 idle = asyncio.ensure_future(self.wait_idle())
@@ -233,11 +206,6 @@ class Pool:
         self._supervisor.finish()
         self._dispatcher.close()
         self._closed.set()
-
-    @property
-    def is_open(self) -> bool:
-        """Whether the pool takes jobs."""
-        return self._dispatcher.phase is Phase.OPEN
 
     # ================================================================ submitting
 
@@ -329,106 +297,6 @@ class Pool:
             return result
         return validate_result(result_type, result, job_id=job.id)
 
-    async def run(
-        self,
-        func: Callable[..., T],
-        /,
-        *args: Any,
-        timeout: float | None = _UNSET,
-        **kwargs: Any,
-    ) -> T:
-        """Run a picklable function in a child (the ``ProcessPoolExecutor`` face).
-
-        Functions of the main script work as with multiprocessing's spawn: the child
-        imports the script as ``__mp_main__`` the first time a call needs it, so the code
-        that starts the pool must sit under ``if __name__ == "__main__":``.
-
-        Args:
-            func: a module-level function (or a ``functools.partial`` of one).
-            timeout: seconds from now until ``JobTimeout`` (the child is killed); None for no
-                deadline; the pool's ``timeout`` when omitted. It is the job's deadline, never
-                passed to ``func``: bind a ``timeout`` argument of ``func``'s own with
-                ``functools.partial``.
-            *args, **kwargs: ``func``'s arguments.
-
-        Raises:
-            InvalidAction: ``func`` or its arguments cannot be pickled, ``func`` was
-                defined where a child cannot import it (a REPL), or a bad ``timeout``.
-            TypeError: ``timeout`` given for a function that has a ``timeout`` parameter of
-                its own (ambiguous: use ``functools.partial`` for the function's).
-            JobFailed: it raised (the original exception is ``remote_exception``).
-            JobTimeout, ChildDied, QueueFull, PoolClosed, StartFailed: as ``submit``.
-        """
-        if timeout is not _UNSET:
-            refuse_ambiguous_timeout(func)
-        dispatcher = self._dispatcher
-        payload, name = self._encode_call(func, args, kwargs)
-        job = dispatcher.enqueue(JobKind.CALL, payload, name, timeout, True)
-        if job is None:
-            job = await dispatcher.enqueue_when_room(JobKind.CALL, payload, name, timeout)
-        try:
-            result: T = await job.future
-        except asyncio.CancelledError:
-            dispatcher.cancel(job, False)
-            raise
-        return result
-
-    def _encode_call(
-        self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> tuple[bytes, str]:
-        return encode_call(
-            func,
-            args,
-            kwargs,
-            main_importable=self._supervisor.main_importable,
-            max_bytes=self._dispatcher.max_bytes,
-        )
-
-    def executor(self) -> Executor:
-        """A ``concurrent.futures.Executor`` running functions in this pool, for
-        ``loop.run_in_executor`` and code written against executors. It keeps the
-        executor contract: ``running()`` once a child runs the call (``cancel()`` is then
-        False), ``shutdown(wait=True)`` waits for its calls (from another thread: on the
-        pool's own loop that would deadlock, so it raises), ``cancel_futures=True`` cancels
-        the queued ones, and ``result()`` raises the function's own exception with the
-        child's traceback as its ``__cause__``.
-
-        Raises:
-            PoolClosed: the pool is not started or closed.
-        """
-        from .executor import PoolExecutor
-
-        loop = self._dispatcher.loop
-        if loop is None or self._dispatcher.phase is Phase.CLOSED:
-            raise PoolClosed("start the pool first" if loop is None else "the pool is closed")
-        return PoolExecutor(self, loop)
-
-    def _executor_call(
-        self,
-        func: Callable[..., Any],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        handle: concurrent.futures.Future[Any],
-    ) -> Job | None:
-        """Queue a call for ``PoolExecutor`` (on the loop thread). ``handle`` moves to
-        RUNNING when a child takes the job, or the job is dropped if it was cancelled first.
-        Returns None when the queue is full (the executor then waits for room)."""
-        payload, name = self._encode_call(func, args, kwargs)
-        return self._dispatcher.enqueue(JobKind.CALL, payload, name, _UNSET, True, handle)
-
-    async def _executor_call_when_room(
-        self,
-        func: Callable[..., Any],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        handle: concurrent.futures.Future[Any],
-    ) -> Job:
-        payload, name = self._encode_call(func, args, kwargs)
-        return await self._dispatcher.enqueue_when_room(JobKind.CALL, payload, name, _UNSET, handle)
-
-    def _cancel_call(self, job: Job, handle: concurrent.futures.Future[Any]) -> None:
-        self._dispatcher.cancel_call(job, handle)
-
     # ================================================================ size and generations
 
     async def resize(self, children: int) -> None:
@@ -474,75 +342,3 @@ class Pool:
         target = supervisor.target if config is None else config.children
         self._apply(config or old)
         await supervisor.roll(target, lambda: self._apply(old))
-
-    # ================================================================ waiting and stats
-
-    async def wait_idle(self) -> None:
-        """Wait until no job is queued or running."""
-        dispatcher = self._dispatcher
-        await dispatcher.wait_for(lambda: not dispatcher.busy)
-
-    @property
-    def is_degraded(self) -> bool:
-        """Whether children fail to start after the pool opened (a database down, say): it
-        keeps respawning with back-off, serves with the children it has, and recovers by
-        itself once one starts. Never true during a first start, which fails fast."""
-        return self._supervisor.health.degraded
-
-    @property
-    def is_broken(self) -> bool:
-        """Whether the pool gave up: ``max_start_failures`` children in a row failed to
-        start and none is left. Every submit then raises ``StartFailed``; a daemon should
-        exit. Never true without ``max_start_failures`` (the default keeps trying)."""
-        return self._dispatcher.broken is not None
-
-    async def wait_broken(self) -> StartFailed:
-        """Wait until the pool gives up (see ``is_broken``) and return why. Never returns
-        for a healthy pool; a daemon runs it beside its server to exit with a clear code."""
-        dispatcher = self._dispatcher
-        await dispatcher.wait_for(lambda: dispatcher.broken is not None)
-        if dispatcher.broken is None:  # closed instead
-            raise PoolClosed("the pool closed")
-        return copy_start_failed(dispatcher.broken)
-
-    def has_capacity(self) -> bool:
-        """Whether a job submitted now would start at once (an idle child, nothing queued)."""
-        return self._dispatcher.has_capacity()
-
-    async def wait_capacity(self) -> None:
-        """Wait until ``has_capacity()`` (or the pool closes). Transports that pull work
-        (Redis) call this before taking a job, so a host never takes more than it can run."""
-        dispatcher = self._dispatcher
-        await dispatcher.wait_for(
-            lambda: dispatcher.has_capacity() or dispatcher.phase is not Phase.OPEN
-        )
-
-    @property
-    def handlers(self) -> dict[str, HandlerInfo]:
-        """The action types the worker module registered, as the children reported them."""
-        return dict(self._dispatcher.handlers)
-
-    @property
-    def generation(self) -> int:
-        """The current generation; ``reload()`` increments it."""
-        return self._supervisor.generation
-
-    @property
-    def size(self) -> int:
-        """The target number of children."""
-        return self._supervisor.target
-
-    def statistics(self) -> PoolStatistics:
-        """A snapshot built from the master's counters; no child is asked anything."""
-        dispatcher, supervisor = self._dispatcher, self._supervisor
-        dispatcher.fold_samples()
-        return snapshot(
-            supervisor.children.values(),
-            dispatcher.counters,
-            target_size=supervisor.target,
-            generation=supervisor.generation,
-            queue_length=dispatcher.queued,
-            running=dispatcher.running,
-            degraded=supervisor.health.degraded,
-            failed_starts=supervisor.health.failures,
-        )

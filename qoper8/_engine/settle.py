@@ -14,7 +14,14 @@ import pickle
 from typing import TYPE_CHECKING, Any
 
 from .._error_data import error_entries
-from ..errors import ChildDied, InvalidAction, JobFailed, describe_exit
+from ..errors import (
+    ChildDied,
+    InvalidAction,
+    JobFailed,
+    JobTimeout,
+    StartFailed,
+    describe_exit,
+)
 from . import protocol as proto
 from .protocol import ErrorCategory, Kind
 
@@ -23,7 +30,14 @@ if TYPE_CHECKING:
     from .job import Job
     from .stats import Counters
 
-__all__ = ["child_died", "settle", "undecodable"]
+__all__ = [
+    "child_died",
+    "copy_start_failed",
+    "queued_too_long",
+    "ran_too_long",
+    "settle",
+    "undecodable",
+]
 
 logger = logging.getLogger("qoper8")
 
@@ -86,6 +100,49 @@ def child_died(child: Child, job: Job) -> ChildDied:
         pid=child.pid,
         exitcode=child.exitcode,
         signal=child.signal,
+    )
+
+
+def queued_too_long(job: Job, timeout: float) -> JobTimeout:
+    """The error of a job whose deadline passed while it waited for a child."""
+    return JobTimeout(
+        f"job {job.id} ({job.action_type}) waited in the queue past its deadline "
+        f"of {timeout}s; no child was free",
+        job_id=job.id,
+    )
+
+
+def ran_too_long(job: Job, timeout: float, child: Child) -> JobTimeout:
+    """The error of a job whose deadline passed while it ran; ``child`` is about to be
+    killed (its late reply could otherwise be read as the next job's), which the log says."""
+    logger.warning(
+        "job %s (%s) ran past its deadline of %gs: killing %s",
+        job.id,
+        job.action_type,
+        timeout,
+        child.describe(),
+        extra={
+            "child": child.id,
+            "pid": child.pid,
+            "job_id": job.id,
+            "action_type": job.action_type,
+        },
+    )
+    return JobTimeout(
+        f"job {job.id} ({job.action_type}) ran past its deadline of {timeout}s; "
+        f"{child.describe()} was killed and is being replaced",
+        job_id=job.id,
+    )
+
+
+def copy_start_failed(err: StartFailed) -> StartFailed:
+    """A fresh copy of ``err`` for each caller (one exception object raised many times would
+    pile up everyone's tracebacks)."""
+    return StartFailed(
+        str(err),
+        remote_type=err.remote_type,
+        remote_message=err.remote_message,
+        remote_traceback=err.remote_traceback,
     )
 
 

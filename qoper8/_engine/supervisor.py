@@ -19,11 +19,13 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Final
 
-from ..errors import PoolClosed, StartFailed
-from .child import Child, ChildStartError, ChildState
+from ..errors import PoolClosed
+from .child import Child, ChildState
+from .child_process import ChildStartError
 from .dispatcher import Phase
 from .health import ChildHealth
 from .main_module import alias_main, describe_main
+from .startup import RETIRE_TIMEOUT, start_error, start_together
 from .worker import HandlerInfo
 
 if TYPE_CHECKING:
@@ -36,8 +38,6 @@ __all__ = ["Supervisor"]
 
 logger = logging.getLogger("qoper8")
 
-# Children asked to retire get this long to run their stop hooks before they are killed.
-RETIRE_TIMEOUT: Final = 5.0
 _LIVE: Final = (ChildState.STARTING, ChildState.IDLE, ChildState.BUSY)
 
 
@@ -118,7 +118,7 @@ class Supervisor:
             alive = [c for c in self.children.values() if c.was_ready and c.is_alive]
             self.health.start_failed(child, alive)
         self.reconcile()
-        self._dispatcher.wake_waiters()
+        self._dispatcher.waiters.wake()
 
     def child_output(self, child: Child, line: str) -> None:
         try:
@@ -139,47 +139,12 @@ class Supervisor:
         await self.start_children([self.new_child() for _ in range(self.target)])
 
     async def start_children(self, children: list[Child]) -> None:
-        """Spawn ``children`` together and wait until all are ready; on the first failure
-        cancel the rest and raise ``StartFailed`` (the caller cleans up)."""
-        tasks = [asyncio.create_task(self._spawn_and_wait(c)) for c in children]
-        try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-        except BaseException:
-            # Cancelled (a daemon stopping mid-reload): children already spawned must not
-            # linger in their start hooks until the pool closes.
-            for t in tasks:
-                t.cancel()
-            for c in children:
-                c.kill("start cancelled")
-            raise
-        failed = next((t for t in done if not t.cancelled() and t.exception() is not None), None)
-        if failed is None:
-            return
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        for c in children:
-            c.kill("another child failed to start")
-        # Reap them before reporting, so that the caller never sees a half-dead generation.
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(RETIRE_TIMEOUT):
-                await asyncio.gather(*(c.wait_exited() for c in children if c.pid is not None))
-        raise self._start_error(failed.exception())
+        """Spawn ``children`` together and wait until all are ready.
 
-    def _start_error(self, exc: BaseException | None) -> StartFailed:
-        if isinstance(exc, ChildStartError):
-            return StartFailed(
-                f"{exc} (worker {self.config.worker!r})",
-                remote_type=exc.remote_type,
-                remote_message=exc.remote_message,
-                remote_traceback=exc.remote_traceback,
-            )
-        if isinstance(exc, TimeoutError):
-            return StartFailed(
-                f"children of {self.config.worker!r} were not ready within "
-                f"start_timeout={self.config.start_timeout}s"
-            )
-        return StartFailed(f"could not spawn a child for {self.config.worker!r}: {exc!r}")
+        Raises:
+            StartFailed: one failed; the others were killed and reaped.
+        """
+        await start_together(children, self._spawn_and_wait, self.config)
 
     async def _spawn_and_wait(self, child: Child) -> None:
         assert self._spawner is not None
@@ -322,7 +287,7 @@ class Supervisor:
         )
         for res in results:
             if isinstance(res, BaseException):
-                raise self._start_error(res)
+                raise start_error(res, self.config)
 
     async def roll(self, target: int, revert: Callable[[], None]) -> None:
         """Start a new generation of ``target`` children beside the old one (with the
