@@ -29,7 +29,7 @@ status for each error, public so that other web integrations answer alike) live 
 from __future__ import annotations
 
 import signal as _signal
-from typing import TYPE_CHECKING, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
 if TYPE_CHECKING:
     from ._types import JSONValue
@@ -317,10 +317,30 @@ def describe_exit(exitcode: int | None, signum: int | None) -> str:
     return "closed its channel"
 
 
-# The encoders use the classes above, so they come last (a module of their own keeps this one
-# short); nothing here is heavy, as children import this module to raise HandlerError.
-from ._error_data import (  # noqa: E402
-    error_from_dict,
-    error_to_dict,
-    http_status,
-)
+# The data form and the statuses live in ``_error_data``, which needs the classes above: it is
+# imported when first used, never at import time (no cycle; a child raising HandlerError pays
+# nothing for it).
+
+
+def http_status(exc: BaseException) -> int:
+    """The HTTP status the daemon answers ``exc`` with (``JobFailed`` with a handler-chosen
+    400-599 status gets that one); the same mapping serves any web framework in front of a
+    pool."""
+    from ._error_data import http_status as status_of
+
+    return status_of(exc)
+
+
+def error_to_dict(exc: Qoper8Error, *, include_traceback: bool = True) -> dict[str, Any]:
+    """Encode a qoper8 error as JSON-able data, the form it takes on HTTP and Redis."""
+    from ._error_data import error_to_dict as encode
+
+    return encode(exc, include_traceback=include_traceback)
+
+
+def error_from_dict(data: dict[str, Any]) -> Qoper8Error:
+    """Rebuild the typed error that ``error_to_dict`` encoded; unknown types become
+    ``TransportError`` so that a garbled answer never escapes as a raw exception."""
+    from ._error_data import error_from_dict as decode
+
+    return decode(data)
