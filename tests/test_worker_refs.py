@@ -52,3 +52,14 @@ def test_help_on_the_pool_shows_no_object_address() -> None:
     text = re.sub(".\b", "", pydoc.render_doc(qoper8.Pool, renderer=pydoc.TextDoc()))
     assert "object at 0x" not in text
     assert "= DEFAULT" in text
+
+
+def test_help_on_the_pool_lists_no_internal_callbacks() -> None:
+    """The children's callbacks belong to the supervisor and the dispatcher, not to the
+    public face (issue 9 item 14)."""
+    text = re.sub(".\b", "", pydoc.render_doc(qoper8.Pool, renderer=pydoc.TextDoc()))
+    for internal in ("child_ready", "child_frame", "child_exited", "child_output", "reconcile"):
+        assert internal not in text
+    public = [name for name in dir(qoper8.Pool) if not name.startswith("_")]
+    assert "submit" in public
+    assert not [name for name in public if name.startswith("child_")]
