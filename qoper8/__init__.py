@@ -27,8 +27,11 @@ from .errors import (
 
 if TYPE_CHECKING:
     from ._client import Client
+    from ._engine.child_api import Job, notify, publish
+    from ._engine.delivery import BroadcastResult, ChildReply, Notice
     from ._engine.pool import Pool
     from ._engine.stats import ChildStatistics, PoolStatistics
+    from ._engine.stream import Stream
     from ._engine.worker import HandlerInfo, Worker
     from ._redis_pool import RedisPool
     from .config import PoolConfig
@@ -36,7 +39,9 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 __all__ = [
+    "BroadcastResult",
     "ChildDied",
+    "ChildReply",
     "ChildStatistics",
     "Client",
     "ConfigError",
@@ -44,9 +49,11 @@ __all__ = [
     "HandlerInfo",
     "InvalidAction",
     "InvalidResult",
+    "Job",
     "JobError",
     "JobFailed",
     "JobTimeout",
+    "Notice",
     "Pool",
     "PoolClosed",
     "PoolConfig",
@@ -55,9 +62,12 @@ __all__ = [
     "QueueFull",
     "RedisPool",
     "StartFailed",
+    "Stream",
     "TransportError",
     "Worker",
     "__version__",
+    "notify",
+    "publish",
 ]
 
 _LAZY: dict[str, str] = {
@@ -69,6 +79,14 @@ _LAZY: dict[str, str] = {
     "HandlerInfo": "._engine.worker",
     "Worker": "._engine.worker",
     "PoolConfig": ".config",
+    # The child's side: light, a worker module imports them in every child.
+    "Job": "._engine.child_api",
+    "notify": "._engine.child_api",
+    "publish": "._engine.child_api",
+    "Stream": "._engine.stream",
+    "BroadcastResult": "._engine.delivery",
+    "ChildReply": "._engine.delivery",
+    "Notice": "._engine.delivery",
 }
 
 

@@ -14,19 +14,19 @@ import enum
 import os
 import signal
 import socket
-import subprocess
-import sys
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from . import protocol as proto
-from .child_process import ChildStartError, ExitWatcher, OutputLines
+from .child_process import ChildStartError, ExitWatcher, OutputLines, start_process
 from .protocol import Kind
 
 if TYPE_CHECKING:
+    import subprocess
     from concurrent.futures import Executor
 
+    from .delivery import Delivery
     from .job import Job
 
 # A child whose channel closed but whose process lingers (it closed the socket itself?) is
@@ -36,9 +36,10 @@ LINGER_AFTER_EOF: Final = 2.0
 RECV_SIZE: Final = 64 * 1024
 
 
-# Frames from RESULT on answer a job (the hot path); bound once as an int, since reading a
-# member off an Enum class is slow in Python 3.11.
+# Frames 12-15 end a job (the hot path), 16 on are anything else; bound once as ints, since
+# reading a member off an Enum class is slow in Python 3.11.
 _FIRST_REPLY: Final = int(Kind.RESULT)
+_FIRST_MESSAGE: Final = proto.FIRST_MESSAGE
 _HEADER_SIZE: Final = proto.HEADER_SIZE
 _HEADER_UNPACK: Final = proto.HEADER.unpack_from
 
@@ -58,6 +59,7 @@ class ChildEvents(Protocol):
     def child_frame(
         self, child: Child, kind: int, job_id: int, extra: int, payload: bytes
     ) -> None: ...
+    def child_message(self, child: Child, kind: int, ident: int, payload: bytes) -> None: ...
     def child_exited(self, child: Child) -> None: ...
     def child_output(self, child: Child, line: str) -> None: ...
 
@@ -83,9 +85,8 @@ class Child:
         self.jobs_done = 0
         self.started_at = time.monotonic()
         self.retire_requested = False
-        # Whether the dispatcher must ask the supervisor's retire policy when this child
-        # becomes free (recycling limits, surplus, an old generation): one attribute read
-        # per job instead of four checks.
+        # Ask the supervisor's retire policy when it becomes free (recycling limits, surplus,
+        # an old generation): one attribute read per job instead of four checks.
         self.watch_retire = False
         # Started during an outage: its first job (or a moment alive) ends the outage.
         self.probation = False
@@ -99,6 +100,10 @@ class Child:
         self.signal: int | None = None
         self.start_error: dict[str, Any] | None = None
         self.handlers: list[dict[str, Any]] = []
+        self.topics: frozenset[str] = frozenset()  # its on_message topics, from READY
+        # Messages for it between jobs (broadcasts, asks), and the one it handles now.
+        self.inbox: deque[Delivery] = deque()
+        self.delivery: Delivery | None = None
         self.last_rss = 0
         self.kill_reason: str | None = None
         # Whether the kill was the child's own fault (a start timeout, a protocol violation)
@@ -115,6 +120,7 @@ class Child:
         self._ready: asyncio.Future[None] | None = None
         self._exited = asyncio.Event()
         self._linger: asyncio.TimerHandle | None = None
+        self._paused = False
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -129,26 +135,7 @@ class Child:
         self._ready = loop.create_future()
         master_sock, child_sock = socket.socketpair()
         try:
-            argv = [
-                sys.executable,
-                "-m",
-                "qoper8._engine.child_main",
-                str(os.getpid()),
-                str(child_sock.fileno()),
-            ]
-            spawning = loop.run_in_executor(
-                spawner,
-                lambda: subprocess.Popen(
-                    argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.STDOUT,
-                    pass_fds=(child_sock.fileno(),),
-                    # Its own process group: a terminal's Ctrl-C is for the master, and a
-                    # kill reaches whatever the handler started too.
-                    start_new_session=True,
-                ),
-            )
+            spawning = loop.run_in_executor(spawner, start_process, child_sock.fileno())
             try:
                 self._proc = await asyncio.shield(spawning)
             except asyncio.CancelledError:
@@ -305,7 +292,7 @@ class Child:
             length, kind, job_id, extra = _HEADER_UNPACK(self._recv_buffer)
             if (
                 received == _HEADER_SIZE + length
-                and kind >= _FIRST_REPLY
+                and _FIRST_REPLY <= kind < _FIRST_MESSAGE
                 and length <= reader.limit
             ):
                 if extra:
@@ -358,7 +345,9 @@ class Child:
     # ----------------------------------------------------------------- events
 
     def on_frame(self, kind: int, job_id: int, extra: int, payload: bytes) -> None:
-        if kind >= _FIRST_REPLY:
+        if kind >= _FIRST_MESSAGE:
+            self.events.child_message(self, kind, job_id, payload)
+        elif kind >= _FIRST_REPLY:
             if extra:
                 self.last_rss = extra
             self.events.child_frame(self, kind, job_id, extra, payload)
@@ -366,6 +355,7 @@ class Child:
             try:
                 info = proto.loads(payload)
                 self.handlers = list(info["handlers"])
+                self.topics = frozenset(info.get("topics") or ())
                 if info.get("protocol") != proto.PROTOCOL_VERSION:
                     raise ValueError(f"protocol {info.get('protocol')}")
             except (ValueError, KeyError, TypeError) as exc:
@@ -382,9 +372,19 @@ class Child:
             with contextlib.suppress(ValueError):
                 self.start_error = proto.loads(payload)
         else:
-            if extra:
-                self.last_rss = extra
-            self.events.child_frame(self, kind, job_id, extra, payload)
+            self.protocol_violation(f"unexpected frame kind {kind}")
+
+    def pause_reading(self) -> None:
+        """Stop reading the channel (a stream's reader is a window behind): the child blocks
+        in its next send once the socket's buffer is full."""
+        if self._sock is not None and not self._paused and self._loop is not None:
+            self._loop.remove_reader(self._sock.fileno())
+            self._paused = True
+
+    def resume_reading(self) -> None:
+        if self._sock is not None and self._paused and self._loop is not None:
+            self._loop.add_reader(self._sock.fileno(), self._on_readable)
+        self._paused = False
 
     def protocol_violation(self, why: str) -> None:
         self.kill(f"protocol violation: {why}", fault=True)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
+import sys
 import threading
 import time
 from typing import TYPE_CHECKING
@@ -18,7 +20,24 @@ if TYPE_CHECKING:
 
     from .child import Child
 
-__all__ = ["ChildStartError", "ExitWatcher", "OutputLines"]
+__all__ = ["ChildStartError", "ExitWatcher", "OutputLines", "start_process"]
+
+
+def start_process(channel_fd: int) -> subprocess.Popen[bytes]:
+    """Fork and exec a fresh interpreter running the child's main loop, with ``channel_fd``
+    (its end of the socketpair) and its merged stdout and stderr as a pipe. Called on the
+    pool's one spawner thread (see ``Child.spawn``)."""
+    argv = [sys.executable, "-m", "qoper8._engine.child_main", str(os.getpid()), str(channel_fd)]
+    return subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        pass_fds=(channel_fd,),
+        # Its own process group: a terminal's Ctrl-C is for the master, and a kill reaches
+        # whatever the handler started too.
+        start_new_session=True,
+    )
 
 
 class OutputLines(asyncio.Protocol):

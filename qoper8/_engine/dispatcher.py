@@ -27,6 +27,7 @@ from .settle import child_died, settle, undecodable
 
 if TYPE_CHECKING:
     from .child import Child
+    from .delivery import Delivery
     from .job import Job
 
 __all__ = ["Dispatcher", "Phase"]
@@ -42,6 +43,12 @@ _BUSY: Final = ChildState.BUSY
 _QUEUED: Final = JobState.QUEUED
 _ENDED: Final = JobState.ENDED
 _RESULT: Final = int(proto.Kind.RESULT)
+_MESSAGE: Final = int(proto.Kind.MESSAGE)
+_PROGRESS: Final = int(proto.Kind.PROGRESS)
+_NOTIFY: Final = int(proto.Kind.NOTIFY)
+_PUBLISH: Final = int(proto.Kind.PUBLISH)
+_REPLY: Final = int(proto.Kind.REPLY)
+_REPLY_ERROR: Final = int(proto.Kind.REPLY_ERROR)
 
 
 class Dispatcher(Jobs):
@@ -95,6 +102,9 @@ class Dispatcher(Jobs):
         queued job, or park it on the idle stack."""
         if child.state is not _IDLE:
             return
+        if child.inbox:  # messages between jobs come before the next job
+            self._start_delivery(child, child.inbox.popleft())
+            return
         if child.watch_retire and self.retire_if_due(child):
             return
         queue = self._queue
@@ -117,8 +127,13 @@ class Dispatcher(Jobs):
 
     def child_lost(self, child: Child) -> Job | None:
         """``child`` exited: fail the job it was running (ChildDied, or PoolClosed while
-        the pool closes) and return that job, if any."""
+        the pool closes) and the messages it had not answered, and return that job."""
         self.forget(child)
+        if child.delivery is not None:
+            child.delivery.lost(child, before=False)
+            child.delivery = None
+        while child.inbox:
+            child.inbox.popleft().lost(child, before=True)
         job = child.job
         if job is None:
             return None
@@ -136,3 +151,53 @@ class Dispatcher(Jobs):
         """The pool closed: every waiter returns."""
         self.phase = Phase.CLOSED
         self.waiters.close()
+
+    # ================================================================ messages
+
+    def child_message(self, child: Child, kind: int, ident: int, payload: bytes) -> None:
+        """Whatever a child says besides a job's end: a message or progress of its running
+        job (dropped unless that job is still its current one and someone listens), the
+        answer to a delivery, a notice or a publish."""
+        if kind in (_MESSAGE, _PROGRESS):
+            job = child.job
+            if job is None or job.id != ident or job.state is _ENDED:
+                return  # a late message never reaches the next caller
+            listener = job.listener
+            if listener is not None:
+                if kind == _MESSAGE:
+                    listener.message(child, payload)
+                else:
+                    listener.progress_frame(payload)
+        elif kind in (_REPLY, _REPLY_ERROR):
+            delivery = child.delivery
+            if delivery is None or delivery.id != ident:
+                child.protocol_violation(f"a reply to message {ident}, which it was not given")
+                return
+            child.delivery = None
+            if child.state is _BUSY:
+                child.state = _IDLE
+            delivery.answer(kind, payload, child)
+            self.child_free(child)
+        elif kind in (_NOTIFY, _PUBLISH):
+            self.notices(child, kind, payload)
+        else:
+            child.protocol_violation(f"unexpected frame kind {kind}")
+
+    def deliver(self, child: Child, delivery: Delivery) -> None:
+        """Give ``delivery`` to ``child``: now if it is idle, else right after its current
+        job (or its start) and before its next job."""
+        if child.state is _IDLE and not child.inbox and child in self._idle:
+            self.forget(child)
+            self._start_delivery(child, delivery)
+        else:
+            child.inbox.append(delivery)
+
+    def withdraw(self, child: Child, delivery: Delivery) -> None:
+        """Take back a delivery its asker gave up on, if the child has not got it yet."""
+        with contextlib.suppress(ValueError):
+            child.inbox.remove(delivery)
+
+    def _start_delivery(self, child: Child, delivery: Delivery) -> None:
+        child.state = _BUSY
+        child.delivery = delivery
+        child.send_frame(delivery.frame)

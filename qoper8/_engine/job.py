@@ -8,7 +8,7 @@ every later event sees ``ended`` and leaves it alone.
 from __future__ import annotations
 
 import enum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     import asyncio
@@ -33,6 +33,14 @@ _QUEUED = JobState.QUEUED
 _ENDED = JobState.ENDED
 
 
+class Listener(Protocol):
+    """What receives a running job's messages and progress, on the loop thread."""
+
+    def message(self, child: Child, payload: bytes) -> None: ...
+
+    def progress_frame(self, payload: bytes) -> None: ...
+
+
 class Job:
     """One job. ``future`` resolves with the result or a typed error."""
 
@@ -45,6 +53,7 @@ class Job:
         "handle",
         "id",
         "kind",
+        "listener",
         "started_at",
         "state",
         "submitted_at",
@@ -73,6 +82,9 @@ class Job:
         self.child: Child | None = None
         # An executor call's concurrent.futures.Future, moved to RUNNING at dispatch.
         self.handle: concurrent.futures.Future[Any] | None = None
+        # Who gets the job's messages and progress (a stream, an on_progress callback);
+        # without one, they are dropped as they arrive.
+        self.listener: Listener | None = None
 
     @property
     def ended(self) -> bool:

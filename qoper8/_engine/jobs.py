@@ -82,6 +82,8 @@ class Jobs:
         self.retire_if_due: Callable[[Child], bool] = _never
         # Called with a child on probation (started during an outage) once it did a job.
         self.proved: Callable[[Child], None] = _nothing
+        # The messenger's: what a child notifies or publishes (kind, payload).
+        self.notices: Callable[[Child, int, bytes], None] = _ignore
         self._idle: deque[Child] = deque()  # a stack: the last one freed is used first
         self._queue: deque[Job] = deque()
         self.queued = 0
@@ -101,7 +103,7 @@ class Jobs:
         """Adopt ``config``: at construction, and on reload."""
         self.max_bytes = config.max_message_bytes
         self._max_queue = config.max_queue
-        self._default_timeout = config.timeout
+        self.default_timeout = config.timeout
 
     def begin(self, loop: asyncio.AbstractEventLoop) -> None:
         """The pool starts on ``loop``: jobs are taken (and queue until children are ready)."""
@@ -160,7 +162,7 @@ class Jobs:
         """The slow path of ``enqueue``: wait for room in the queue within the job's
         deadline, which keeps counting from now."""
         if timeout is _UNSET:
-            timeout = self._default_timeout
+            timeout = self.default_timeout
         now = _monotonic()
         await self._wait_for_room(timeout)
         if timeout is not None:
@@ -181,7 +183,7 @@ class Jobs:
         loop = self.loop
         assert loop is not None
         if timeout is _UNSET:
-            timeout = self._default_timeout
+            timeout = self.default_timeout
         job_id = self._next_job_id
         self._next_job_id = job_id + 1
         frame_kind = _ACTION_FRAME if kind is _JOB_ACTION else _CALL_FRAME
@@ -323,3 +325,7 @@ def _nothing(child: Child) -> None:
 def _never(child: Child) -> bool:
     del child
     return False
+
+
+def _ignore(child: Child, kind: int, payload: bytes) -> None:
+    del child, kind, payload

@@ -21,12 +21,15 @@ from .dispatcher import Dispatcher, Phase
 from .encoding import encode_action
 from .job import JobKind
 from .main_module import IMPORTING_MAIN_ENV
+from .messages import Messenger
 from .output import StderrWriter
 from .pool_calls import PoolCalls
+from .pool_messages import PoolMessages
 from .pool_view import PoolView
 from .results import validate_result
 from .settle import copy_start_failed
 from .startup import RETIRE_TIMEOUT
+from .stream import ProgressListener
 from .supervisor import Supervisor
 
 if TYPE_CHECKING:
@@ -53,7 +56,7 @@ _JOB_ACTION: Final = JobKind.ACTION
 _default_output: Final = StderrWriter()
 
 
-class Pool(PoolCalls, PoolView):
+class Pool(PoolCalls, PoolMessages, PoolView):
     """A pool of pre-started child processes that run a worker module's handlers.
 
     Example:
@@ -105,6 +108,7 @@ class Pool(PoolCalls, PoolView):
         self.config = config
         self._dispatcher = Dispatcher(config)
         self._supervisor = Supervisor(config, self._dispatcher, on_output or _default_output)
+        self._messenger = Messenger(self._dispatcher, self._supervisor)
         self._closed = asyncio.Event()
         self._drain_cut = asyncio.Event()
 
@@ -204,6 +208,7 @@ class Pool(PoolCalls, PoolView):
 
     def _finish_close(self) -> None:
         self._supervisor.finish()
+        self._messenger.close()
         self._dispatcher.close()
         self._closed.set()
 
@@ -218,6 +223,7 @@ class Pool(PoolCalls, PoolView):
         kill_on_cancel: bool = ...,
         wait_for_room: bool = ...,
         result_type: None = None,
+        on_progress: Callable[[Any], object] | None = ...,
     ) -> JSONValue: ...
     @overload
     async def submit(
@@ -228,6 +234,7 @@ class Pool(PoolCalls, PoolView):
         kill_on_cancel: bool = ...,
         wait_for_room: bool = ...,
         result_type: type[T],
+        on_progress: Callable[[Any], object] | None = ...,
     ) -> T: ...
 
     async def submit(
@@ -238,6 +245,7 @@ class Pool(PoolCalls, PoolView):
         kill_on_cancel: bool = False,
         wait_for_room: bool = True,
         result_type: type[T] | None = None,
+        on_progress: Callable[[Any], object] | None = None,
     ) -> T | JSONValue:
         """Run one action on an idle child (the one freed last) and return its result.
 
@@ -252,6 +260,9 @@ class Pool(PoolCalls, PoolView):
                 ``QueueFull`` at once (False).
             result_type: validate the result into this type (a pydantic model, a
                 dataclass, ``list[User]``, ...) and return that; type checkers infer it.
+            on_progress: called with each value the handler reports with
+                ``job.progress()`` (an async function runs as a task); the job's other
+                messages need ``stream()``.
 
         Returns:
             The handler's result, as JSON data (a pydantic model arrives as its JSON form),
@@ -288,6 +299,8 @@ class Pool(PoolCalls, PoolView):
         job = dispatcher.enqueue(_JOB_ACTION, payload, action_type, timeout, wait_for_room)
         if job is None:
             job = await dispatcher.enqueue_when_room(_JOB_ACTION, payload, action_type, timeout)
+        if on_progress is not None:
+            job.listener = ProgressListener(on_progress)
         try:
             result: JSONValue = await job.future
         except asyncio.CancelledError:

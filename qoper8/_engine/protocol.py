@@ -21,7 +21,17 @@ Sequence::
                                         ◀──  RESULT job=7 <json>  | ERROR job=7 <json error>
       CALL job=8 <pickle (f, a, kw)>  ──▶
                                         ◀──  RESULT_PICKLE job=8  | ERROR_PICKLE job=8
+      ACTION job=9                    ──▶
+                                        ◀──  MESSAGE job=9 <json>   (job.send, a yield; in order)
+                                        ◀──  PROGRESS job=9 <json>  (the newest only, paced)
+                                        ◀──  NOTIFY / PUBLISH {topic, payload}  (any time)
+                                        ◀──  RESULT job=9
+      DELIVER id=4 {topic, payload, reply}  ──▶   (between two jobs, never during one)
+                                        ◀──  REPLY id=4 <json> | REPLY_ERROR id=4 <json error>
       RETIRE                          ──▶    (runs on_stop, exits 0)
+
+Frames about a job carry its id: the master drops a MESSAGE or PROGRESS whose job is no
+longer the child's current one, so a late message never reaches the next caller.
 
 Actions and their results are JSON (orjson), so that whatever works here works over HTTP and
 Redis too. ``CALL`` frames (``Pool.run``) are pickled: master and child trust each other, and
@@ -34,6 +44,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import math
+import re
 import struct
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
@@ -53,12 +64,25 @@ class Kind(enum.IntEnum):
     ACTION = 2
     CALL = 3
     RETIRE = 4
+    DELIVER = 5  # a broadcast, an ask or a relayed publish, for an on_message handler
     READY = 10
     START_FAILED = 11
+    # The end of a job: 12 to 15.
     RESULT = 12
     RESULT_PICKLE = 13
     ERROR = 14
     ERROR_PICKLE = 15
+    # Anything else a child says, from 16 on.
+    MESSAGE = 16
+    PROGRESS = 17
+    NOTIFY = 18
+    PUBLISH = 19
+    REPLY = 20
+    REPLY_ERROR = 21
+
+
+# Child → master kinds from here on are not the end of a job (see ``Kind``).
+FIRST_MESSAGE: Final = int(Kind.MESSAGE)
 
 
 class ErrorCategory(enum.StrEnum):
@@ -76,6 +100,44 @@ class ProtocolError(Exception):
 def frame(kind: Kind, job_id: int, payload: bytes, extra: int = 0) -> bytes:
     """One frame, header and payload in a single buffer (one send per frame)."""
     return HEADER.pack(len(payload), kind, job_id, extra) + payload
+
+
+# A topic is a dotted name ("cache.invalidate"); "qoper8." belongs to qoper8 itself.
+_TOPIC: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z_][A-Za-z0-9_-]*)*\Z")
+RESERVED_PREFIX: Final = "qoper8."
+
+
+def check_topic(topic: object) -> str:
+    """``topic`` if it is a dotted name outside the reserved ``qoper8.`` namespace.
+
+    Raises:
+        ValueError: it is not.
+    """
+    if not isinstance(topic, str) or not _TOPIC.match(topic):
+        raise ValueError(f"a topic is a dotted name like 'cache.invalidate', not {topic!r}")
+    if topic.startswith(RESERVED_PREFIX):
+        raise ValueError(f"topics under {RESERVED_PREFIX!r} are reserved: {topic!r}")
+    return topic
+
+
+def encode_value(value: object, what: str, limit: int) -> bytes:
+    """A message's JSON, refused as a result would be: not JSON, NaN or Infinity, or over
+    ``limit`` bytes.
+
+    Raises:
+        TypeError: not JSON. ValueError: NaN or Infinity, or too big.
+    """
+    try:
+        body = dumps(value)
+    except TypeError as exc:
+        raise TypeError(f"{what} is not JSON: {exc}") from None
+    if body.find(b"null") >= 0 and (found := find_non_finite(value)) is not None:
+        path, number = found
+        where = "it is" if not path else f"field {format_path(path)} is"
+        raise ValueError(f"{what} is not JSON: {where} {number_name(number)}")
+    if len(body) > limit:
+        raise ValueError(f"{what} is {len(body)} bytes, over max_message_bytes of {limit}")
+    return body
 
 
 def dumps(value: object) -> bytes:

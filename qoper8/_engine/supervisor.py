@@ -60,7 +60,10 @@ class Supervisor:
         self._dispatcher = dispatcher
         # ChildEvents: a child's frames go straight to the dispatcher (the hot path).
         self.child_frame = dispatcher.child_frame
+        self.child_message = dispatcher.child_message
         dispatcher.retire_if_due = self.retire_if_due
+        # The messenger's: what a new child gets before its first job (sticky messages).
+        self.greet: Callable[[Child], None] = _nobody
         self._on_output = on_output
         self.children: dict[int, Child] = {}
         self.generation = 1
@@ -162,6 +165,7 @@ class Supervisor:
         child.watch_retire = limit is not None or config.max_memory_per_child is not None
         self._next_child_id += 1
         self.children[child.id] = child
+        self.greet(child)
         return child
 
     # ================================================================ converging
@@ -379,3 +383,7 @@ class Supervisor:
 def _resolve(fut: asyncio.Future[Any]) -> None:
     if not fut.done():
         fut.set_result(None)
+
+
+def _nobody(child: Child) -> None:
+    del child

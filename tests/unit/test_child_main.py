@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import threading
 
+from qoper8._engine import child_loop as _child_loop
 from qoper8._engine import child_main as _child_main
 from qoper8._engine import protocol as proto
 from qoper8._engine.protocol import Kind
@@ -13,7 +14,7 @@ from qoper8._engine.worker import load_worker
 
 def _run_loop(sock: socket.socket, result: list[object]) -> None:
     channel = _child_main.Channel(sock, limit=1 << 20)
-    loop = _child_main.ChildLoop(channel, load_worker("tests.handlers:worker"), report_memory=True)
+    loop = _child_loop.ChildLoop(channel, load_worker("tests.handlers:worker"), report_memory=True)
     try:
         result.append(loop.run())
     except Exception as exc:
@@ -60,6 +61,6 @@ def test_child_reports_undecodable_action_as_invalid_and_carries_on() -> None:
         assert proto.loads(payload)["category"] == "invalid"
         master.sendall(proto.frame(Kind.RETIRE, 0, b""))
         thread.join(10)
-        assert result == [_child_main.EXIT_OK]
+        assert result == [_child_loop.EXIT_OK]
     finally:
         master.close()
