@@ -32,6 +32,9 @@ if TYPE_CHECKING:
 # A child whose channel closed but whose process lingers (it closed the socket itself?) is
 # killed after this long, so its slot cannot leak.
 LINGER_AFTER_EOF: Final = 2.0
+# The smallest frame limit the master reads with, whatever max_message_bytes says: a READY
+# listing many handlers must pass (results are bounded by the child itself).
+CONTROL_FRAME_LIMIT: Final = 1 << 20
 # One recv per readiness event; a result larger than this arrives over several events.
 RECV_SIZE: Final = 64 * 1024
 
@@ -93,8 +96,7 @@ class Child:
         self.was_ready = False
         self.ready_at = 0.0  # monotonic time of READY (0.0 before it)
         self.retiring = False
-        # Set while start()/reload() await this child themselves: its failure is theirs to
-        # report, not a background respawn failure to count.
+        # start()/reload() await it themselves: its failure is theirs, not a respawn's.
         self.managed_start = False
         self.exitcode: int | None = None
         self.signal: int | None = None
@@ -106,9 +108,8 @@ class Child:
         self.delivery: Delivery | None = None
         self.last_rss = 0
         self.kill_reason: str | None = None
-        # Whether the kill was the child's own fault (a start timeout, a protocol violation)
-        # rather than the pool's decision (surplus, an old generation, closing): the former
-        # still counts as a failed start.
+        # Killed for its own fault (a start timeout, a protocol violation), not the pool's
+        # decision (surplus, an old generation, closing): still a failed start.
         self.kill_fault = False
         self._proc: subprocess.Popen[bytes] | None = None
         self._sock: socket.socket | None = None
@@ -156,7 +157,7 @@ class Child:
         self._adopt(loop)
         master_sock.setblocking(False)
         self._sock = master_sock
-        self._reader = proto.FrameReader(limit)
+        self._reader = proto.FrameReader(max(limit, CONTROL_FRAME_LIMIT))
         # Reused for every read: recv(n) would allocate n bytes per call, and above 128 KiB
         # that is an mmap, mremap and munmap per job.
         self._recv_buffer = bytearray(RECV_SIZE)

@@ -102,8 +102,7 @@ class Dispatcher(Jobs):
         queued job, or park it on the idle stack."""
         if child.state is not _IDLE:
             return
-        if child.inbox:  # messages between jobs come before the next job
-            self._start_delivery(child, child.inbox.popleft())
+        if child.inbox and self._deliver_inbox(child):  # messages between jobs come first
             return
         if child.watch_retire and self.retire_if_due(child):
             return
@@ -187,10 +186,26 @@ class Dispatcher(Jobs):
         """Give ``delivery`` to ``child``: now if it is idle, else right after its current
         job (or its start) and before its next job."""
         if child.state is _IDLE and not child.inbox and child in self._idle:
+            if delivery.future is None:
+                child.send_frame(delivery.frame)  # it runs before any frame sent after it
+                return
             self.forget(child)
             self._start_delivery(child, delivery)
         else:
             child.inbox.append(delivery)
+
+    def _deliver_inbox(self, child: Child) -> bool:
+        """Send ``child`` its waiting messages: those nobody waits on go out at once (the
+        child runs each before the next frame it reads); one that is answered makes the
+        child busy until it answers (True)."""
+        inbox = child.inbox
+        while inbox:
+            delivery = inbox.popleft()
+            if delivery.future is not None:
+                self._start_delivery(child, delivery)
+                return True
+            child.send_frame(delivery.frame)
+        return False
 
     def withdraw(self, child: Child, delivery: Delivery) -> None:
         """Take back a delivery its asker gave up on, if the child has not got it yet."""
