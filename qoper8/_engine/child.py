@@ -29,8 +29,7 @@ if TYPE_CHECKING:
     from .delivery import Delivery
     from .job import Job
 
-# A child whose channel closed but whose process lingers (it closed the socket itself?) is
-# killed after this long, so its slot cannot leak.
+# A child whose channel closed but whose process lingers is killed after this long.
 LINGER_AFTER_EOF: Final = 2.0
 # The smallest frame limit the master reads with, whatever max_message_bytes says: a READY
 # listing many handlers must pass (results are bounded by the child itself).
