@@ -8,6 +8,7 @@ difference in behaviour from the async pool is a bug here.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
@@ -16,16 +17,18 @@ from ._engine.pool import Pool as AsyncPool
 
 if TYPE_CHECKING:
     import concurrent.futures
-    from collections.abc import Callable, Coroutine, Mapping
+    from collections.abc import Callable, Coroutine, Iterator, Mapping
     from types import TracebackType
 
     from pydantic import BaseModel
 
-    from ._engine.stats import PoolStatistics
+    from ._engine.delivery import BroadcastResult, Notice
+    from ._engine.stats import ChildStatistics, PoolStatistics
+    from ._engine.stream import Stream
     from ._engine.worker import HandlerInfo
     from ._types import JSONValue
 
-__all__ = ["Pool"]
+__all__ = ["Pool", "SyncStream"]
 
 T = TypeVar("T")
 
@@ -122,6 +125,7 @@ class Pool:
         kill_on_cancel: bool = ...,
         wait_for_room: bool = ...,
         result_type: None = None,
+        on_progress: Callable[[Any], object] | None = ...,
     ) -> JSONValue: ...
     @overload
     def submit(
@@ -132,6 +136,7 @@ class Pool:
         kill_on_cancel: bool = ...,
         wait_for_room: bool = ...,
         result_type: type[T],
+        on_progress: Callable[[Any], object] | None = ...,
     ) -> T: ...
 
     def submit(
@@ -142,8 +147,10 @@ class Pool:
         kill_on_cancel: bool = False,
         wait_for_room: bool = True,
         result_type: type[T] | None = None,
+        on_progress: Callable[[Any], object] | None = None,
     ) -> T | JSONValue:
-        """As ``qoper8.Pool.submit``, blocking until the result."""
+        """As ``qoper8.Pool.submit``, blocking until the result (``on_progress`` is called
+        on the pool's own thread: keep it quick)."""
         return self._call(
             self._pool.submit(
                 action,
@@ -151,8 +158,55 @@ class Pool:
                 kill_on_cancel=kill_on_cancel,
                 wait_for_room=wait_for_room,
                 result_type=result_type,
+                on_progress=on_progress,
             )
         )
+
+    @contextlib.contextmanager
+    def stream(
+        self,
+        action: Mapping[str, Any] | BaseModel,
+        *,
+        timeout: float | None = _UNSET,
+        kill_on_cancel: bool = False,
+        on_progress: Callable[[Any], object] | None = None,
+    ) -> Iterator[SyncStream]:
+        """As ``qoper8.Pool.stream``: a plain iterator of the messages, then ``.result``."""
+        opener = self._pool.stream(
+            action, timeout=timeout, kill_on_cancel=kill_on_cancel, on_progress=on_progress
+        )
+        stream = self._call(opener.__aenter__())
+        try:
+            yield SyncStream(stream, self._call)
+        finally:
+            self._call(opener.__aexit__(None, None, None))
+
+    def broadcast(
+        self,
+        topic: str,
+        payload: Mapping[str, Any] | None = None,
+        *,
+        timeout: float | None = _UNSET,
+        sticky: bool = False,
+    ) -> BroadcastResult:
+        """As ``qoper8.Pool.broadcast``."""
+        return self._call(self._pool.broadcast(topic, payload, timeout=timeout, sticky=sticky))
+
+    def ask(
+        self,
+        child: int | ChildStatistics,
+        topic: str,
+        payload: Mapping[str, Any] | None = None,
+        *,
+        timeout: float | None = _UNSET,
+        pid: bool = False,
+    ) -> JSONValue:
+        """As ``qoper8.Pool.ask``."""
+        return self._call(self._pool.ask(child, topic, payload, timeout=timeout, pid=pid))
+
+    def on_message(self, topic: str, callback: Callable[[Notice], object]) -> Callable[[], None]:
+        """As ``qoper8.Pool.on_message`` (a plain callback runs on a thread of its own)."""
+        return self._pool.on_message(topic, callback)
 
     def run(
         self,
@@ -194,3 +248,31 @@ class Pool:
 
 async def _snapshot(pool: AsyncPool) -> PoolStatistics:
     return pool.statistics()  # taken on the loop thread, where the counters live
+
+
+class SyncStream:
+    """A ``qoper8.Stream`` read from a plain thread: iterate it, then read ``.result``."""
+
+    def __init__(self, stream: Stream, call: Callable[[Coroutine[Any, Any, Any]], Any]) -> None:
+        self._stream = stream
+        self._call = call
+
+    def __iter__(self) -> SyncStream:
+        return self
+
+    def __next__(self) -> JSONValue:
+        try:
+            value: JSONValue = self._call(self._stream.__anext__())
+        except StopAsyncIteration:
+            raise StopIteration from None
+        return value
+
+    @property
+    def progress(self) -> JSONValue:
+        """The newest progress value the handler reported."""
+        return self._stream.progress
+
+    @property
+    def result(self) -> JSONValue:
+        """As ``qoper8.Stream.result``."""
+        return self._stream.result

@@ -50,3 +50,34 @@ def test_sync_pool_start_failure_is_start_failed_and_stops_the_thread() -> None:
     with pytest.raises(qoper8.StartFailed):
         pool.start()
     assert pool._thread is None
+
+
+def test_sync_pool_streams_broadcasts_asks_and_hears_notices() -> None:
+    """Messages on the blocking face (issue 11 item 5): the same calls as the async pool."""
+    import threading
+
+    with qoper8.sync.Pool("tests.message_handlers:worker", children=2) as pool:
+        with pool.stream({"type": "count", "n": 100}) as stream:
+            assert list(stream) == [{"i": i} for i in range(100)]
+            assert stream.result == {"sent": 100}
+        seen: list[object] = []
+        assert pool.submit({"type": "progress", "n": 5}, on_progress=seen.append) == 5
+        assert seen[-1] == {"done": 5, "total": 5}
+        result = pool.broadcast("cache.invalidate", {"keys": ["k"]}, timeout=10)
+        assert result.complete
+        assert len(result.values) == 2
+        child = pool.statistics().children[0]
+        assert pool.ask(child, "debug.stats", timeout=10) == {"pid": child.pid, "seen": 1}
+        heard = threading.Event()
+        pool.on_message("audit", lambda notice: heard.set())
+        pool.submit({"type": "notify", "topic": "audit"})
+        assert heard.wait(10)
+        got: list[object] = []
+        with pytest.raises(qoper8.ChildDied), pool.stream({"type": "die_after", "n": 2}) as dying:
+            _read_into(dying, got)
+        assert got == [0, 1]
+
+
+def _read_into(stream: qoper8.sync.SyncStream, into: list[object]) -> None:
+    for message in stream:
+        into.append(message)  # noqa: PERF402  (the messages before a failure count)
