@@ -68,3 +68,20 @@ async def asleep_ms(ms: float) -> int:
 
 async def acrash() -> None:
     os._exit(1)
+
+
+# ---------------------------------------------------------------- messages (issue 11)
+
+
+@worker.handler("stream")
+def stream_handler(n: int, job: qoper8.Job) -> int:
+    """Send ``n`` small messages, then return ``n``: a stream's cost per message."""
+    send = job.send
+    for i in range(n):
+        send(i)
+    return n
+
+
+@worker.on_message("bench.ping")
+def ping_message() -> int:
+    return os.getpid()

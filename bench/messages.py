@@ -1,0 +1,131 @@
+"""Messages (issue 11), measured: how many messages a second one handler streams to one
+caller, and a broadcast's round trip to 8 idle children against one submit's, in one run.
+
+    .venv/bin/python -m bench.messages [--messages 200000] [--rounds 5]
+
+Targets (issue 11): a local stream >= 50,000 messages/s; a broadcast to 8 idle children p50
+below 3x one submit's p50. The bare asyncio master of bench/raw.py runs the same two round
+trips (one child pinged; all 8 pinged at once, no encoding) in the same run: the floor the
+machine sets. Prints medians and spread over rounds, with the CPU model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import time
+
+import qoper8
+
+from bench.callgrind import _cpu_model
+
+WORKER = "bench.workers:worker"
+
+
+async def _stream_rate(pool: qoper8.Pool, n: int) -> float:
+    started = time.perf_counter()
+    count = 0
+    async with pool.stream({"type": "stream", "n": n}) as stream:
+        async for _ in stream:
+            count += 1
+        assert stream.result == n
+    assert count == n
+    return n / (time.perf_counter() - started)
+
+
+async def _p50(samples: list[float]) -> float:
+    return statistics.median(samples) * 1e6
+
+
+async def _round_trips(pool: qoper8.Pool, count: int) -> tuple[float, float]:
+    """Median µs of one sequential submit, and of one broadcast to every child."""
+    submits, broadcasts = [], []
+    for _ in range(count):
+        t0 = time.perf_counter()
+        await pool.submit({"type": "echo"})
+        submits.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        result = await pool.broadcast("bench.ping", timeout=10)
+        broadcasts.append(time.perf_counter() - t0)
+        assert result.complete
+    return await _p50(submits), await _p50(broadcasts)
+
+
+async def _raw_round_trips(count: int) -> tuple[float, float]:
+    """The bare master's median µs: one child pinged, and all 8 pinged at once."""
+    from bench.raw import RawPingPong
+
+    raw = RawPingPong()
+    await raw.start(8)
+    try:
+        single, all8 = [], []
+        for _ in range(count):
+            t0 = time.perf_counter()
+            await raw.call("sleep", 0.0)
+            single.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            await asyncio.gather(*(raw.call("sleep", 0.0) for _ in range(8)))
+            all8.append(time.perf_counter() - t0)
+    finally:
+        await raw.close()
+    return await _p50(single), await _p50(all8)
+
+
+async def main_async(messages: int, rounds: int, round_trips: int) -> None:
+    raw_ratios: list[float] = []
+    rates: list[float] = []
+    ratios: list[float] = []
+    submit_p50s: list[float] = []
+    broadcast_p50s: list[float] = []
+    async with qoper8.Pool(WORKER, children=2) as small:
+        await _stream_rate(small, 1000)  # warm
+        rates.extend([await _stream_rate(small, messages) for _ in range(rounds)])
+    for _ in range(rounds):
+        async with qoper8.Pool(WORKER, children=8) as pool:
+            await _round_trips(pool, 20)  # warm
+            submit, broadcast = await _round_trips(pool, round_trips)
+        submit_p50s.append(submit)
+        broadcast_p50s.append(broadcast)
+        ratios.append(broadcast / submit)
+        one, eight = await _raw_round_trips(round_trips)
+        raw_ratios.append(eight / one)
+    print(f"CPU {_cpu_model()}, Python {sys.version.split()[0]}, {rounds} rounds")
+    print("| measure | median | min | max | target |")
+    print("|---|---:|---:|---:|---|")
+    print(
+        f"| local stream, messages/s (2 children, {messages:,} per round) | "
+        f"{statistics.median(rates):,.0f} | {min(rates):,.0f} | {max(rates):,.0f} | >= 50,000 |"
+    )
+    print(
+        f"| submit p50 µs (8 children) | {statistics.median(submit_p50s):.1f} | "
+        f"{min(submit_p50s):.1f} | {max(submit_p50s):.1f} | |"
+    )
+    print(
+        f"| broadcast to 8 idle children p50 µs | {statistics.median(broadcast_p50s):.1f} | "
+        f"{min(broadcast_p50s):.1f} | {max(broadcast_p50s):.1f} | |"
+    )
+    print(
+        f"| broadcast p50 / submit p50 | {statistics.median(ratios):.2f} | {min(ratios):.2f} | "
+        f"{max(ratios):.2f} | < 3 |"
+    )
+    print(
+        f"| bare master: 8 children pinged at once / one pinged, p50 | "
+        f"{statistics.median(raw_ratios):.2f} | {min(raw_ratios):.2f} | "
+        f"{max(raw_ratios):.2f} | (the floor) |"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.messages", description=__doc__)
+    parser.add_argument("--messages", type=int, default=200_000)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--round-trips", type=int, default=500)
+    args = parser.parse_args(argv)
+    asyncio.run(main_async(args.messages, args.rounds, args.round_trips))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
