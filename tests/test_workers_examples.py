@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 import qoper8
+from tests.conftest import wait_until
 
 
 async def test_users_worker_keeps_one_connection_per_child_and_answers_queries(
@@ -101,3 +102,22 @@ def test_the_readme_first_command_runs_the_demo(tmp_path: Path) -> None:
     assert "primes below 1e6 and 2e6: [78498, 148933]" in out
     assert "users pool: 1001 completed, 1 failed" in out
     assert "event loop lag while the pools served: p50 " in out
+
+
+async def test_reports_worker_streams_rows_reports_progress_and_clears_its_cache() -> None:
+    notices: list[qoper8.Notice] = []
+    async with qoper8.Pool("workers.reports:worker", children=2) as pool:
+        pool.on_message("report.done", notices.append)
+        async with pool.stream({"type": "report.build", "rows": 1000}) as stream:
+            rows = [row async for row in stream]
+            assert stream.result == {"rows": 1000}
+            assert stream.progress == {"done": 1000, "total": 1000}
+        assert [r["number"] for r in rows] == list(range(1000))  # type: ignore[index,call-overload]
+        async with pool.stream({"type": "words", "text": "to be or not"}) as stream:
+            assert [w async for w in stream] == ["to", "be", "or", "not"]
+        cleared = await pool.broadcast("cache.clear", sticky=True, timeout=10)
+        assert cleared.complete
+        assert sorted(cleared.values.values()) == [0, 1000]  # type: ignore[type-var]
+        await wait_until(lambda: len(notices) == 1, what="the notice")
+    assert len(notices) == 1
+    assert notices[0].payload == {"rows": 1000, "pid": notices[0].pid}
