@@ -10,6 +10,10 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from .errors import (
+    ActorDied,
+    ActorExists,
+    ActorNotFound,
+    ActorUnavailable,
     ChildDied,
     ConfigError,
     HandlerError,
@@ -27,7 +31,8 @@ from .errors import (
 
 if TYPE_CHECKING:
     from ._client import Client
-    from ._engine.child_api import Job, notify, publish
+    from ._engine.actor_ref import ActorEvent, ActorInfo, ActorRef, Actors
+    from ._engine.child_api import Job, actor_event, notify, publish
     from ._engine.delivery import BroadcastResult, ChildReply, Notice
     from ._engine.pool import Pool
     from ._engine.stats import ChildStatistics, PoolStatistics
@@ -39,6 +44,14 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 __all__ = [
+    "ActorDied",
+    "ActorExists",
+    "ActorNotFound",
+    "ActorEvent",
+    "ActorInfo",
+    "ActorRef",
+    "ActorUnavailable",
+    "Actors",
     "BroadcastResult",
     "ChildDied",
     "ChildReply",
@@ -66,6 +79,7 @@ __all__ = [
     "TransportError",
     "Worker",
     "__version__",
+    "actor_event",
     "notify",
     "publish",
 ]
@@ -83,6 +97,11 @@ _LAZY: dict[str, str] = {
     "Job": "._engine.child_api",
     "notify": "._engine.child_api",
     "publish": "._engine.child_api",
+    "actor_event": "._engine.child_api",
+    "ActorEvent": "._engine.actor_ref",
+    "ActorInfo": "._engine.actor_ref",
+    "ActorRef": "._engine.actor_ref",
+    "Actors": "._engine.actor_ref",
     "Stream": "._engine.stream",
     "BroadcastResult": "._engine.delivery",
     "ChildReply": "._engine.delivery",

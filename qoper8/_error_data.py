@@ -10,6 +10,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Final, cast
 
 from .errors import (
+    ActorDied,
+    ActorExists,
+    ActorNotFound,
+    ActorUnavailable,
     ChildDied,
     ConfigError,
     ErrorEntry,
@@ -47,12 +51,19 @@ ERROR_CLASSES: Final[dict[str, type[Qoper8Error]]] = {
         JobTimeout,
         ChildDied,
         InvalidResult,
+        ActorDied,
+        ActorExists,
+        ActorNotFound,
+        ActorUnavailable,
     )
 }
 
 # The daemon's HTTP status for each error; the first matching class wins, so subclasses
 # come before their bases. Changing one changes what every HTTP client of the daemon sees.
 _STATUS: Final[tuple[tuple[type[Qoper8Error], int], ...]] = (
+    (ActorNotFound, 404),
+    (ActorExists, 409),
+    (ActorUnavailable, 503),
     (InvalidAction, 422),
     (ConfigError, 422),
     (QueueFull, 503),
@@ -114,6 +125,8 @@ def error_to_dict(exc: Qoper8Error, *, include_traceback: bool = True) -> dict[s
         out["errors_omitted"] = exc.errors_omitted
     if isinstance(exc, ChildDied):
         out.update(pid=exc.pid, exitcode=exc.exitcode, signal=exc.signal)
+    if isinstance(exc, ActorDied):
+        out["will_restart"] = exc.will_restart
     return out
 
 
@@ -140,6 +153,15 @@ def error_from_dict(data: dict[str, Any]) -> Qoper8Error:
             status=status if type(status) is int else None,
             code=code if isinstance(code, str) else None,
             details=_json_value(data.get("details")),
+        )
+    if cls is ActorDied:
+        return ActorDied(
+            message,
+            job_id=job_id,
+            pid=data.get("pid"),
+            exitcode=data.get("exitcode"),
+            signal=data.get("signal"),
+            will_restart=data.get("will_restart") is True,
         )
     if cls is ChildDied:
         return ChildDied(

@@ -71,6 +71,11 @@ class PoolConfig(BaseModel):
     # pool gives up for good, failing queued and new jobs with StartFailed (the daemon exits 3).
     # The first start always fails fast.
     max_start_failures: int | None = Field(default=None, ge=1)
+    # Actors per actor child: 1 gives each actor a process of its own (as Ray does); more
+    # packs many light actors into one child, whose calls then take turns.
+    max_actors_per_child: int = Field(default=1, ge=1, le=10_000)
+    # Actors the pool holds at most (each takes a child when max_actors_per_child is 1).
+    max_actors: int = Field(default=256, ge=0, le=100_000)
 
     # "512M", "2GiB": sizes with a unit, from a flag, a variable, a TOML file or Python.
     _sizes = field_validator("max_memory_per_child", "max_message_bytes", mode="before")(

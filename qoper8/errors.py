@@ -12,11 +12,15 @@ A caller catches ``Qoper8Error`` for anything qoper8 decided, or one branch of i
     ├── TransportError     the daemon or Redis cannot be reached / answered garbage
     ├── HandlerError       raised *by a handler* to choose the caller's .status, .code and
     │                      .details; the caller gets JobFailed carrying them
+    ├── ActorNotFound      no actor of that name (within get's wait)
+    ├── ActorExists        create(if_exists="error") of a name that is taken
+    ├── ActorUnavailable   the actor's restarts are used up, or it is being destroyed
     └── JobError           the job ran (or was due to) and produced no result; .job_id
         ├── JobFailed      the handler raised: .remote_type, .remote_types, .remote_is(),
         │                  .remote_message, .remote_traceback, .status, .code, .details
         ├── JobTimeout     the deadline passed; a running child was killed and replaced
         ├── ChildDied      the child died mid-job: .pid, .exitcode or .signal
+        │   └── ActorDied  an actor's child died mid-call: .will_restart
         └── InvalidResult  the result does not fit submit's result_type: .errors, .result
 
 Errors cross process boundaries as data (type names, message, traceback text), never as
@@ -35,6 +39,10 @@ if TYPE_CHECKING:
     from ._types import JSONValue
 
 __all__ = [
+    "ActorDied",
+    "ActorExists",
+    "ActorNotFound",
+    "ActorUnavailable",
     "ChildDied",
     "ConfigError",
     "ErrorEntry",
@@ -277,6 +285,38 @@ class ChildDied(JobError):
         self.pid = pid
         self.exitcode = exitcode
         self.signal = signal
+
+
+class ActorDied(ChildDied):
+    """An actor's child died while it ran the call (the call may have run in part). The
+    actor is started again on a new child when it has restarts left (``will_restart``),
+    from its last snapshot when it keeps one; calls queued behind this one wait for it."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        job_id: str | int | None = None,
+        pid: int | None = None,
+        exitcode: int | None = None,
+        signal: int | None = None,
+        will_restart: bool = False,
+    ) -> None:
+        super().__init__(message, job_id=job_id, pid=pid, exitcode=exitcode, signal=signal)
+        self.will_restart = will_restart
+
+
+class ActorNotFound(Qoper8Error):
+    """No actor has that name (``get`` waited ``wait`` seconds for one, if asked to)."""
+
+
+class ActorExists(Qoper8Error):
+    """``create(..., if_exists="error")`` for a name an actor already has."""
+
+
+class ActorUnavailable(Qoper8Error):
+    """The actor cannot take calls: its restarts are used up (``max_restarts``), it failed
+    to start, or it is being destroyed."""
 
 
 class InvalidResult(JobError):

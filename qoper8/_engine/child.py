@@ -19,6 +19,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from . import protocol as proto
+from .channel import RECV_SIZE, ChildChannel
 from .child_process import ChildStartError, ExitWatcher, OutputLines, start_process
 from .protocol import Kind
 
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     import subprocess
     from concurrent.futures import Executor
 
+    from .actors import Actor
     from .delivery import Delivery
     from .job import Job
 
@@ -34,16 +36,11 @@ LINGER_AFTER_EOF: Final = 2.0
 # The smallest frame limit the master reads with, whatever max_message_bytes says: a READY
 # listing many handlers must pass (results are bounded by the child itself).
 CONTROL_FRAME_LIMIT: Final = 1 << 20
-# One recv per readiness event; a result larger than this arrives over several events.
-RECV_SIZE: Final = 64 * 1024
 
 
-# Frames 12-15 end a job (the hot path), 16 on are anything else; bound once as ints, since
-# reading a member off an Enum class is slow in Python 3.11.
+# Frames 12-15 end a job, 16 on are anything else (bound once: Enum reads are slow in 3.11).
 _FIRST_REPLY: Final = int(Kind.RESULT)
 _FIRST_MESSAGE: Final = proto.FIRST_MESSAGE
-_HEADER_SIZE: Final = proto.HEADER_SIZE
-_HEADER_UNPACK: Final = proto.HEADER.unpack_from
 
 
 class ChildState(enum.Enum):
@@ -63,10 +60,12 @@ class ChildEvents(Protocol):
     ) -> None: ...
     def child_message(self, child: Child, kind: int, ident: int, payload: bytes) -> None: ...
     def child_exited(self, child: Child) -> None: ...
+    def child_proved(self, child: Child) -> None: ...
+    def retire_if_due(self, child: Child) -> bool: ...
     def child_output(self, child: Child, line: str) -> None: ...
 
 
-class Child:
+class Child(ChildChannel):
     """One child process, as the master sees it."""
 
     def __init__(
@@ -102,9 +101,14 @@ class Child:
         self.start_error: dict[str, Any] | None = None
         self.handlers: list[dict[str, Any]] = []
         self.topics: frozenset[str] = frozenset()  # its on_message topics, from READY
+        self.actor_types: dict[str, list[str]] = {}  # its actor types and their methods
         # Messages for it between jobs (broadcasts, asks), and the one it handles now.
         self.inbox: deque[Delivery] = deque()
         self.delivery: Delivery | None = None
+        # An actor child's actors by name, and its own queue of their calls (None for a
+        # child that serves ordinary actions).
+        self.actors: dict[str, Actor] = {}
+        self.pinned: deque[Job] | None = None
         self.last_rss = 0
         self.kill_reason: str | None = None
         # Killed for its own fault (a start timeout, a protocol violation), not the pool's
@@ -228,99 +232,6 @@ class Child:
 
     # ----------------------------------------------------------------- jobs
 
-    def _send(self, kind: Kind, job_id: int, payload: bytes) -> None:
-        self.send_frame(proto.frame(kind, job_id, payload))
-
-    def send_frame(self, data: bytes) -> None:
-        """Write one frame without blocking: straight to the socket (the common case, one
-        syscall), or queued behind what is still unsent."""
-        sock = self._sock
-        if sock is None:
-            return  # the channel is gone; the exit watcher reports the death
-        if self._unsent:
-            self._unsent.append(memoryview(data))
-            return
-        try:
-            sent = sock.send(data)
-        except (BlockingIOError, InterruptedError):
-            sent = 0
-        except OSError:
-            self._close_channel()
-            return
-        if sent < len(data):
-            self._unsent.append(memoryview(data)[sent:])
-            assert self._loop is not None
-            self._loop.add_writer(sock.fileno(), self._on_writable)
-
-    def _on_writable(self) -> None:
-        sock = self._sock
-        unsent = self._unsent
-        assert sock is not None
-        assert self._loop is not None
-        while unsent:
-            chunk = unsent[0]
-            try:
-                sent = sock.send(chunk)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                self._close_channel()
-                return
-            if sent < len(chunk):
-                unsent[0] = chunk[sent:]
-                return
-            unsent.popleft()
-        self._loop.remove_writer(sock.fileno())
-
-    def _on_readable(self) -> None:
-        sock = self._sock
-        assert sock is not None
-        try:
-            received = sock.recv_into(self._recv_buffer)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            received = 0
-        if not received:
-            self._close_channel()
-            self.on_channel_closed()
-            return
-        reader = self._reader
-        if received >= _HEADER_SIZE and not reader.pending:
-            # Fast path: exactly one reply in this read, the common case for small results.
-            # Its header is read in place and its payload copied out once.
-            length, kind, job_id, extra = _HEADER_UNPACK(self._recv_buffer)
-            if (
-                received == _HEADER_SIZE + length
-                and _FIRST_REPLY <= kind < _FIRST_MESSAGE
-                and length <= reader.limit
-            ):
-                if extra:
-                    self.last_rss = extra
-                self.events.child_frame(
-                    self, kind, job_id, extra, bytes(self._recv_view[_HEADER_SIZE:received])
-                )
-                return
-        data = bytes(self._recv_view[:received])
-        try:
-            frames = self._reader.feed(data)
-        except proto.ProtocolError as exc:
-            self.protocol_violation(str(exc))
-            return
-        for kind, job_id, extra, payload in frames:
-            self.on_frame(kind, job_id, extra, payload)
-
-    def _close_channel(self) -> None:
-        sock = self._sock
-        if sock is None:
-            return
-        self._sock = None
-        self._unsent.clear()
-        if self._loop is not None and not self._loop.is_closed():
-            self._loop.remove_reader(sock.fileno())
-            self._loop.remove_writer(sock.fileno())
-        sock.close()
-
     def retire(self) -> None:
         """Ask the child to run its stop hooks and exit when it is idle."""
         if self.state is ChildState.DEAD:
@@ -356,6 +267,7 @@ class Child:
                 info = proto.loads(payload)
                 self.handlers = list(info["handlers"])
                 self.topics = frozenset(info.get("topics") or ())
+                self.actor_types = dict(info.get("actors") or {})
                 if info.get("protocol") != proto.PROTOCOL_VERSION:
                     raise ValueError(f"protocol {info.get('protocol')}")
             except (ValueError, KeyError, TypeError) as exc:
@@ -373,18 +285,6 @@ class Child:
                 self.start_error = proto.loads(payload)
         else:
             self.protocol_violation(f"unexpected frame kind {kind}")
-
-    def pause_reading(self) -> None:
-        """Stop reading the channel (a stream's reader is a window behind): the child blocks
-        in its next send once the socket's buffer is full."""
-        if self._sock is not None and not self._paused and self._loop is not None:
-            self._loop.remove_reader(self._sock.fileno())
-            self._paused = True
-
-    def resume_reading(self) -> None:
-        if self._sock is not None and self._paused and self._loop is not None:
-            self._loop.add_reader(self._sock.fileno(), self._on_readable)
-        self._paused = False
 
     def protocol_violation(self, why: str) -> None:
         self.kill(f"protocol violation: {why}", fault=True)

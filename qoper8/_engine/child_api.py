@@ -20,7 +20,7 @@ from .protocol import Kind
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["Job", "Outbox", "notify", "publish"]
+__all__ = ["Job", "Outbox", "actor_event", "notify", "publish"]
 
 # A job sends at most one PROGRESS frame per this many seconds; in between, a newer value
 # replaces the unsent one (latest wins). Shorter floods a slow caller with stale values;
@@ -37,6 +37,7 @@ class Outbox:
         self._send = send
         self.limit = limit
         self.job_id = 0  # the job running now (0 between jobs)
+        self.actor = ""  # the actor whose method runs now ("" outside one)
         self._progress: bytes | None = None  # the newest value not sent yet
         self._progress_sent = 0.0
 
@@ -77,6 +78,12 @@ class Outbox:
         proto.check_topic(topic)
         body = proto.encode_value({"topic": topic, "payload": payload}, "a notice", self.limit)
         self._send(kind, self.job_id, body)
+
+    def actor_event(self, event: str, payload: object) -> None:
+        if not self.actor:
+            raise RuntimeError("qoper8.actor_event runs only inside an actor's method")
+        body = {"actor": self.actor, "event": event, "payload": payload}
+        self._send(Kind.ACTOR_EVENT, 0, proto.encode_value(body, "an actor event", self.limit))
 
     def _check(self, job_id: int) -> None:
         if job_id != self.job_id:
@@ -163,3 +170,14 @@ def publish(topic: str, payload: Any = None) -> None:
         ValueError, TypeError, RuntimeError: as ``notify``.
     """
     _current().speak(Kind.PUBLISH, topic, payload)
+
+
+def actor_event(event: str, payload: Any = None) -> None:
+    """From inside an actor's method, send an event to every current subscriber of that
+    actor (``async for event in ref.events()``), in order.
+
+    Raises:
+        ValueError, TypeError: ``payload`` is not JSON, or too big.
+        RuntimeError: not inside an actor's method.
+    """
+    _current().actor_event(event, payload)

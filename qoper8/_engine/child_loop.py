@@ -25,6 +25,7 @@ from .worker import ActionRefused
 
 if TYPE_CHECKING:
     from ..errors import ErrorEntry
+    from .actor_type import ActorType
     from .child_main import Channel
     from .handler import Handler
     from .worker import Worker
@@ -78,6 +79,8 @@ class ChildLoop:
         self._loop: Any = None  # an asyncio loop, created only if a handler is async
         self.outbox = Outbox(channel.send, channel.limit)
         child_api.install(self.outbox)
+        # The actors living in this child, by name: their type and the object.
+        self._actors: dict[str, tuple[ActorType, object]] = {}
 
     def run(self) -> int:
         channel = self.channel
@@ -93,6 +96,12 @@ class ChildLoop:
                 self._run_call(job_id, payload)
             elif kind == Kind.DELIVER:
                 self._deliver(job_id, payload)
+            elif kind == Kind.ACTOR_CALL:
+                self._actor_call(job_id, payload)
+            elif kind == Kind.ACTOR_START:
+                self._actor_start(job_id, payload)
+            elif kind == Kind.ACTOR_STOP:
+                self._actors.pop(str(proto.loads(payload).get("actor")), None)
             elif kind == Kind.RETIRE:
                 self._stop()
                 return EXIT_OK
@@ -213,6 +222,71 @@ class ChildLoop:
             return
         if reply:
             self.channel.send(Kind.REPLY, delivery_id, body)
+
+    def _actor_start(self, job_id: int, payload: bytes) -> None:
+        """Make an actor (the job's id names it from now on) and answer with its first
+        snapshot, or null when its class keeps none."""
+        try:
+            info = proto.loads(payload)
+            kind = self.worker.actors.get(info["type"])
+            if kind is None:
+                raise _unknown("actor type", info["type"])
+            name = str(info["name"])
+        except Exception as exc:
+            self.channel.send(Kind.ERROR, job_id, self._report(_INVALID, exc))
+            return
+        self.outbox.actor = name
+        try:
+            instance = kind.create(info.get("args"), info.get("state"))
+            body = self._snapshot(kind, instance, name)
+        except BaseException as exc:
+            if isinstance(exc, SystemExit | KeyboardInterrupt):
+                raise
+            category = _INVALID if isinstance(exc, ActionRefused) else _FAILED
+            self.channel.send(Kind.ERROR, job_id, self._report(category, exc))
+            return
+        finally:
+            self.outbox.actor = ""
+        self._actors[name] = (kind, instance)
+        self.channel.send(_RESULT, job_id, body or b"null")
+
+    def _snapshot(self, kind: ActorType, instance: object, name: str) -> bytes | None:
+        if not kind.has_snapshot:
+            return None
+        state = instance.snapshot()  # type: ignore[attr-defined]
+        return proto.encode_value(state, f"actor {name!r}'s snapshot", self.channel.limit)
+
+    def _actor_call(self, job_id: int, payload: bytes) -> None:
+        """One method call: its events as it runs, then its snapshot (if the class keeps
+        one), then its reply."""
+        send = self.channel.send
+        try:
+            info = proto.loads(payload)
+            name = str(info["actor"])
+            found = self._actors.get(name)
+            if found is None:
+                raise _unknown("actor", name)
+            kind, instance = found
+            method, args = info["method"], info.get("args")
+        except Exception as exc:
+            send(Kind.ERROR, job_id, self._report(_INVALID, exc))
+            return
+        self.outbox.actor = name
+        try:
+            result = kind.call(instance, method, args)
+            body = proto.encode_value(result, f"the result of {name}.{method}", self.channel.limit)
+            snapshot = self._snapshot(kind, instance, name)
+        except BaseException as exc:
+            if isinstance(exc, SystemExit | KeyboardInterrupt):
+                raise
+            category = _INVALID if isinstance(exc, ActionRefused) else _FAILED
+            send(Kind.ERROR, job_id, self._report(category, exc), self._extra())
+            return
+        finally:
+            self.outbox.actor = ""
+        if snapshot is not None:
+            send(Kind.ACTOR_SNAPSHOT, job_id, snapshot)
+        send(_RESULT, job_id, body, self._extra())
 
     def _report(self, category: str, exc: BaseException) -> bytes:
         return error_report(category, exc, limit=self.channel.limit)

@@ -161,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
             for h in worker.handlers.values()
         ],
         "topics": worker.topics,
+        "actors": {name: t.methods for name, t in worker.actors.items()},
     }
     channel.send(Kind.READY, 0, proto.dumps(ready))
     try:

@@ -49,6 +49,8 @@ _NOTIFY: Final = int(proto.Kind.NOTIFY)
 _PUBLISH: Final = int(proto.Kind.PUBLISH)
 _REPLY: Final = int(proto.Kind.REPLY)
 _REPLY_ERROR: Final = int(proto.Kind.REPLY_ERROR)
+_ACTOR_SNAPSHOT: Final = int(proto.Kind.ACTOR_SNAPSHOT)
+_ACTOR_EVENT: Final = int(proto.Kind.ACTOR_EVENT)
 
 
 class Dispatcher(Jobs):
@@ -73,7 +75,7 @@ class Dispatcher(Jobs):
             child.state = _IDLE
         self.running -= 1
         if child.probation:
-            self.proved(child)  # started during an outage, and did real work: it is over
+            child.events.child_proved(child)  # started in an outage, and did real work
         samples = self._run_samples
         samples.append(_monotonic() - job.started_at)
         if len(samples) >= SAMPLE_FOLD:
@@ -104,7 +106,16 @@ class Dispatcher(Jobs):
             return
         if child.inbox and self._deliver_inbox(child):  # messages between jobs come first
             return
-        if child.watch_retire and self.retire_if_due(child):
+        pinned = child.pinned
+        if pinned is not None:  # an actor child: its actors' calls only, in their order
+            while pinned:
+                job = pinned.popleft()
+                if job.state is _QUEUED and self._start_job(child, job):
+                    return
+            if child.watch_retire:  # its last actor is gone
+                child.events.retire_if_due(child)
+            return
+        if child.watch_retire and child.events.retire_if_due(child):
             return
         queue = self._queue
         while queue:
@@ -118,6 +129,10 @@ class Dispatcher(Jobs):
         self._idle.append(child)
         if self._conditions:
             self.waiters.wake()
+
+    def take_idle(self) -> Child | None:
+        """The idle child freed last, off the idle stack (to become an actor child)."""
+        return self._idle.pop() if self._idle else None
 
     def forget(self, child: Child) -> None:
         """``child`` is leaving (retiring): it takes no more jobs."""
@@ -179,8 +194,25 @@ class Dispatcher(Jobs):
             self.child_free(child)
         elif kind in (_NOTIFY, _PUBLISH):
             self.notices(child, kind, payload)
+        elif kind == _ACTOR_EVENT:
+            self.actor_events(child, payload)
+        elif kind == _ACTOR_SNAPSHOT:
+            job = child.job
+            if job is not None and job.id == ident and job.actor is not None:
+                job.actor.snapshot = payload
         else:
             child.protocol_violation(f"unexpected frame kind {kind}")
+
+    def pin(self, child: Child, job: Job, *, first: bool = False) -> None:
+        """Queue an actor's job on its child (``first``: ahead of the rest, an actor's start
+        before its calls); an idle child takes it at once."""
+        assert child.pinned is not None
+        if first:
+            child.pinned.appendleft(job)
+        else:
+            child.pinned.append(job)
+        if child.state is _IDLE:
+            self.child_free(child)
 
     def deliver(self, child: Child, delivery: Delivery) -> None:
         """Give ``delivery`` to ``child``: now if it is idle, else right after its current

@@ -63,7 +63,6 @@ class ChildHealth:
         self.degraded_since: float | None = None
         self._dispatcher = dispatcher
         self._on_recovered = recovered
-        dispatcher.proved = self.proved
 
     @property
     def degraded(self) -> bool:

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     import asyncio
     import concurrent.futures
 
+    from .actors import Actor
     from .child import Child
 
 
@@ -26,6 +27,8 @@ class JobState(enum.Enum):
 class JobKind(enum.Enum):
     ACTION = "action"  # JSON action, answered by a handler
     CALL = "call"  # pickled function call (Pool.run / executor)
+    ACTOR_START = "actor_start"  # make an actor on its child (the job's id names it)
+    ACTOR_CALL = "actor_call"  # one method call of an actor, pinned to its child
 
 
 # Bound once: reading a member off an Enum class is slow in Python 3.11 (one per job here).
@@ -107,3 +110,27 @@ class Job:
         self.end()
         if not self.future.done():
             self.future.set_exception(exc)
+
+    # The actor an ActorJob belongs to; ordinary jobs have none (a class attribute, so that
+    # they pay no slot for it).
+    actor: Actor | None = None
+
+
+class ActorJob(Job):
+    """A job pinned to one actor's child: its start, or one of its calls. It waits in that
+    child's own queue (or the actor's, while the actor has no child), never in the pool's."""
+
+    __slots__ = ("actor",)
+
+    def __init__(
+        self,
+        job_id: int,
+        kind: JobKind,
+        frame: bytes,
+        future: asyncio.Future[Any],
+        submitted_at: float,
+        action_type: str,
+        actor: Actor,
+    ) -> None:
+        super().__init__(job_id, kind, frame, future, submitted_at, action_type)
+        self.actor = actor

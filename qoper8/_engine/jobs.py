@@ -18,7 +18,7 @@ from ..errors import JobTimeout, PoolClosed, QueueFull, StartFailed
 from . import protocol as proto
 from .child import ChildState
 from .encoding import check_timeout
-from .job import Job, JobKind, JobState
+from .job import ActorJob, Job, JobKind, JobState
 from .settle import (
     copy_start_failed,
     queued_too_long,
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from ..config import PoolConfig
+    from .actors import Actor
     from .child import Child
     from .worker import HandlerInfo
 
@@ -49,6 +50,8 @@ _RUNNING: Final = JobState.RUNNING
 _ACTION_FRAME: Final = int(proto.Kind.ACTION)
 _CALL_FRAME: Final = int(proto.Kind.CALL)
 _JOB_ACTION: Final = JobKind.ACTION
+_START_FRAME: Final = int(proto.Kind.ACTOR_START)
+_ACTOR_CALL_FRAME: Final = int(proto.Kind.ACTOR_CALL)
 
 
 class Phase:
@@ -74,16 +77,15 @@ class Jobs:
         self.loop: asyncio.AbstractEventLoop | None = None
         # The action types the worker module registered, as the children reported them.
         self.handlers: dict[str, HandlerInfo] = {}
+        # Its actor types and their methods (refused before anything is sent for others).
+        self.actor_types: dict[str, list[str]] = {}
         self.counters = Counters()
         # Set when the pool gave up on children that keep failing to start.
         self.broken: StartFailed | None = None
-        # The supervisor's retire policy, asked when a child marked ``watch_retire`` becomes
-        # free: it retires the child and returns True, or returns False.
-        self.retire_if_due: Callable[[Child], bool] = _never
-        # Called with a child on probation (started during an outage) once it did a job.
-        self.proved: Callable[[Child], None] = _nothing
         # The messenger's: what a child notifies or publishes (kind, payload).
         self.notices: Callable[[Child, int, bytes], None] = _ignore
+        # The actor host's: an event an actor emitted (payload).
+        self.actor_events: Callable[[Child, bytes], None] = _nothing_said
         self._idle: deque[Child] = deque()  # a stack: the last one freed is used first
         self._queue: deque[Job] = deque()
         self.queued = 0
@@ -213,6 +215,35 @@ class Jobs:
             self.queued += 1
         return job
 
+    def new_actor_job(
+        self, kind: JobKind, payload: bytes, name: str, timeout: float | None, actor: Actor
+    ) -> ActorJob:
+        """A job of ``actor`` (its start, or a call), not queued anywhere yet: the caller
+        pins it to the actor's child, or keeps it while the actor has none."""
+        loop = self.loop
+        assert loop is not None
+        if timeout is _UNSET:
+            timeout = self.default_timeout
+        if timeout is not None:
+            check_timeout(timeout)
+        job_id = self._next_job_id
+        self._next_job_id = job_id + 1
+        frame_kind = _START_FRAME if kind is JobKind.ACTOR_START else _ACTOR_CALL_FRAME
+        job = ActorJob(
+            job_id,
+            kind,
+            _HEADER_PACK(len(payload), frame_kind, job_id, 0) + payload,
+            loop.create_future(),
+            _monotonic(),
+            name,
+            actor,
+        )
+        self.counters.submitted += 1
+        if timeout is not None:
+            job.deadline = _monotonic() + timeout
+            job.timer = loop.call_later(timeout, self._on_deadline, job, timeout)
+        return job
+
     async def _wait_for_room(self, timeout: float | None) -> None:
         max_queue = self._max_queue
         assert max_queue is not None
@@ -256,8 +287,9 @@ class Jobs:
             return
         self.counters.timed_out += 1
         if job.state is JobState.QUEUED:
-            self.queued -= 1
-            self.waiters.notify_room()
+            if job.actor is None:  # an actor's call waits in its child's queue, not the pool's
+                self.queued -= 1
+                self.waiters.notify_room()
             job.fail(queued_too_long(job, timeout))
             self.waiters.wake()
             return
@@ -273,9 +305,10 @@ class Jobs:
             return
         self.counters.cancelled += 1
         if job.state is JobState.QUEUED:
-            self.queued -= 1
             job.end()
-            self.waiters.notify_room()
+            if job.actor is None:  # an actor's call is dropped from its queue when reached
+                self.queued -= 1
+                self.waiters.notify_room()
             self.waiters.wake()
             return
         child = job.child
@@ -318,14 +351,9 @@ class Jobs:
         return bool(self._idle) and not self.queued
 
 
-def _nothing(child: Child) -> None:
-    del child
-
-
-def _never(child: Child) -> bool:
-    del child
-    return False
-
-
 def _ignore(child: Child, kind: int, payload: bytes) -> None:
     del child, kind, payload
+
+
+def _nothing_said(child: Child, payload: bytes) -> None:
+    del child, payload

@@ -38,9 +38,12 @@ _DELIVER: Final = proto.Kind.DELIVER
 class Messenger:
     """Broadcasts, asks, sticky replays, publish relays and notices (see the module)."""
 
-    def __init__(self, dispatcher: Dispatcher, supervisor: Supervisor) -> None:
+    def __init__(
+        self, dispatcher: Dispatcher, supervisor: Supervisor, children: Callable[[], list[Child]]
+    ) -> None:
         self._dispatcher = dispatcher
         self._supervisor = supervisor
+        self._all_children = children
         self._next_id = 1
         self._sticky: dict[str, bytes] = {}  # topic -> its newest DELIVER payload
         self._callbacks: dict[str, list[Callable[[Notice], object]]] = {}
@@ -123,7 +126,7 @@ class Messenger:
     def _live(self) -> list[Child]:
         return [
             c
-            for c in self._supervisor.children.values()
+            for c in self._all_children()
             if c.is_alive and not c.retiring and not c.retire_requested
         ]
 

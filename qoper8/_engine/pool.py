@@ -7,6 +7,7 @@ The data flow between them is drawn in the engine's package docstring
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final, TypeVar, overload
@@ -17,6 +18,9 @@ from .._types import DEFAULT
 from ..config import MAX_CHILDREN, PoolConfig, make_pool_config
 from ..errors import ConfigError, PoolClosed, Qoper8Error, StartFailed
 from . import protocol as proto
+from .actor_children import ActorChildren
+from .actor_ref import Actors
+from .actors import ActorHost
 from .dispatcher import Dispatcher, Phase
 from .encoding import encode_action
 from .job import JobKind
@@ -38,6 +42,7 @@ if TYPE_CHECKING:
     from pydantic import BaseModel
 
     from .._types import JSONValue
+    from .child import Child
 
 __all__ = ["OutputCallback", "Pool"]
 
@@ -106,9 +111,21 @@ class Pool(PoolCalls, PoolMessages, PoolView):
             values.update({k: v for k, v in explicit.items() if v is not None})
             config = make_pool_config(**values)
         self.config = config
+        output = on_output or _default_output
+        ids = itertools.count(1)  # child ids, unique across the pool's groups
         self._dispatcher = Dispatcher(config)
-        self._supervisor = Supervisor(config, self._dispatcher, on_output or _default_output)
-        self._messenger = Messenger(self._dispatcher, self._supervisor)
+        self._supervisor = Supervisor(config, self._dispatcher, output, ids)
+        self._actor_children = ActorChildren(config, self._dispatcher, output, ids)
+        self._actor_children.target = 0  # it grows with the actors
+        self._actor_host = ActorHost(
+            self._dispatcher,
+            self._supervisor,
+            self._actor_children,
+            max_per_child=config.max_actors_per_child,
+        )
+        self.actors = Actors(self._actor_host, self._dispatcher, config.max_actors)
+        """The pool's named actors: ``create``, ``get``, ``destroy``, ``list``."""
+        self._messenger = Messenger(self._dispatcher, self._supervisor, self._groups)
         self._closed = asyncio.Event()
         self._drain_cut = asyncio.Event()
 
@@ -150,6 +167,7 @@ class Pool(PoolCalls, PoolMessages, PoolView):
                 "the pool under `if __name__ == '__main__':`"
             )
         dispatcher.begin(asyncio.get_running_loop())
+        self._actor_children.begin()
         try:
             await self._supervisor.start()
         except BaseException as exc:
@@ -195,6 +213,7 @@ class Pool(PoolCalls, PoolMessages, PoolView):
             await self._shutdown(grace=RETIRE_TIMEOUT)
         except BaseException:
             self._supervisor.kill_all("pool close was cancelled")
+            self._actor_children.kill_all("pool close was cancelled")
             self._finish_close()
             raise
 
@@ -203,11 +222,17 @@ class Pool(PoolCalls, PoolMessages, PoolView):
         self._dispatcher.fail_queued(
             lambda job: PoolClosed(f"the pool closed before job {job.id} reached a child")
         )
-        await self._supervisor.shutdown(grace)
+        self._actor_host.close()
+        await asyncio.gather(self._supervisor.shutdown(grace), self._actor_children.shutdown(grace))
         self._finish_close()
+
+    def _groups(self) -> list[Child]:
+        """Every child of the pool: its own and the actor children."""
+        return [*self._supervisor.children.values(), *self._actor_children.children.values()]
 
     def _finish_close(self) -> None:
         self._supervisor.finish()
+        self._actor_children.finish()
         self._messenger.close()
         self._dispatcher.close()
         self._closed.set()

@@ -15,6 +15,7 @@ from .stats import PoolStatistics, snapshot
 
 if TYPE_CHECKING:
     from ..errors import StartFailed
+    from .child import Child
     from .dispatcher import Dispatcher
     from .supervisor import Supervisor
     from .worker import HandlerInfo
@@ -27,6 +28,9 @@ class PoolView:
 
     _dispatcher: Dispatcher
     _supervisor: Supervisor
+
+    def _groups(self) -> list[Child]:
+        raise NotImplementedError
 
     @property
     def is_open(self) -> bool:
@@ -95,7 +99,7 @@ class PoolView:
         dispatcher, supervisor = self._dispatcher, self._supervisor
         dispatcher.fold_samples()
         return snapshot(
-            supervisor.children.values(),
+            self._groups(),
             dispatcher.counters,
             target_size=supervisor.target,
             generation=supervisor.generation,

@@ -28,6 +28,13 @@ Sequence::
                                         ◀──  RESULT job=9
       DELIVER id=4 {topic, payload, reply}  ──▶   (between two jobs, never during one)
                                         ◀──  REPLY id=4 <json> | REPLY_ERROR id=4 <json error>
+      ACTOR_START job=10 {type, name, args | state}  ──▶   (an actor child only)
+                                        ◀──  RESULT job=10 <first snapshot or null> | ERROR
+      ACTOR_CALL job=11 {actor, method, args}        ──▶
+                                        ◀──  ACTOR_EVENT {actor, event, payload}  (any number)
+                                        ◀──  ACTOR_SNAPSHOT job=11 <state>  (if it keeps one)
+                                        ◀──  RESULT job=11 | ERROR job=11
+      ACTOR_STOP id=10                ──▶
       RETIRE                          ──▶    (runs on_stop, exits 0)
 
 Frames about a job carry its id: the master drops a MESSAGE or PROGRESS whose job is no
@@ -65,6 +72,9 @@ class Kind(enum.IntEnum):
     CALL = 3
     RETIRE = 4
     DELIVER = 5  # a broadcast, an ask or a relayed publish, for an on_message handler
+    ACTOR_START = 6  # make an actor (a job: its reply is the first snapshot, or null)
+    ACTOR_CALL = 7  # one method call of an actor on this child (a job)
+    ACTOR_STOP = 8  # drop an actor (no reply: the child reads its frames in order)
     READY = 10
     START_FAILED = 11
     # The end of a job: 12 to 15.
@@ -79,6 +89,8 @@ class Kind(enum.IntEnum):
     PUBLISH = 19
     REPLY = 20
     REPLY_ERROR = 21
+    ACTOR_SNAPSHOT = 22  # an actor's state after the call whose reply follows
+    ACTOR_EVENT = 23  # qoper8.actor_event from inside a method
 
 
 # Child → master kinds from here on are not the end of a job (see ``Kind``).

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._error_data import error_entries
 from ..errors import (
+    ActorDied,
     ChildDied,
     InvalidAction,
     JobFailed,
@@ -93,6 +94,18 @@ def child_died(child: Child, job: Job) -> ChildDied:
     """The error of the job a child was running when it died."""
     how = describe_exit(child.exitcode, child.signal)
     reason = f" ({child.kill_reason})" if child.kill_reason else ""
+    actor = job.actor
+    if actor is not None:
+        again = "it will be started again" if actor.will_restart else "it will not restart"
+        return ActorDied(
+            f"{child.describe()} {how}{reason} while actor {actor.name!r} ran "
+            f"{job.action_type}; {again}",
+            job_id=job.id,
+            pid=child.pid,
+            exitcode=child.exitcode,
+            signal=child.signal,
+            will_restart=actor.will_restart,
+        )
     return ChildDied(
         f"{child.describe()} {how}{reason} while running job {job.id} "
         f"({job.action_type}); it is being replaced",

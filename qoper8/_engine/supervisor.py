@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 import random
@@ -23,13 +24,14 @@ from ..errors import PoolClosed
 from .child import Child, ChildState
 from .child_process import ChildStartError
 from .dispatcher import Phase
+from .generations import Generations
 from .health import ChildHealth
 from .main_module import alias_main, describe_main
-from .startup import RETIRE_TIMEOUT, start_error, start_together
+from .startup import RETIRE_TIMEOUT, start_together
 from .worker import HandlerInfo
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
     from ..config import PoolConfig
     from .dispatcher import Dispatcher
@@ -41,7 +43,7 @@ logger = logging.getLogger("qoper8")
 _LIVE: Final = (ChildState.STARTING, ChildState.IDLE, ChildState.BUSY)
 
 
-class Supervisor:
+class Supervisor(Generations):
     """The children of one pool (see the module docstring). It is the ``ChildEvents`` of
     every child it spawns; their frames go to ``dispatcher.child_frame`` directly.
 
@@ -56,12 +58,14 @@ class Supervisor:
         config: PoolConfig,
         dispatcher: Dispatcher,
         on_output: Callable[[int, int, str], None],
+        ids: Iterator[int] | None = None,
     ) -> None:
         self._dispatcher = dispatcher
         # ChildEvents: a child's frames go straight to the dispatcher (the hot path).
         self.child_frame = dispatcher.child_frame
         self.child_message = dispatcher.child_message
-        dispatcher.retire_if_due = self.retire_if_due
+        # Child ids, unique in the pool (shared by every group of its children).
+        self._ids = ids if ids is not None else itertools.count(1)
         # The messenger's: what a new child gets before its first job (sticky messages).
         self.greet: Callable[[Child], None] = _nobody
         self._on_output = on_output
@@ -71,7 +75,6 @@ class Supervisor:
         self.reloading = False
         self.loop: asyncio.AbstractEventLoop | None = None
         self._spawner: ThreadPoolExecutor | None = None
-        self._next_child_id = 1
         self._tasks: set[asyncio.Task[None]] = set()
         # Respawns sleeping out their back-off; a recovery wakes them at once.
         self._backoff_waiters: set[asyncio.Future[None]] = set()
@@ -106,13 +109,39 @@ class Supervisor:
                 h["type"]: HandlerInfo(h["type"], h["import_path"], tuple(h["params"]))
                 for h in child.handlers
             }
+            self._dispatcher.actor_types = child.actor_types
         if self.loop is not None:
             self.health.child_ready(child, self.loop)
+        self.placed(child)
         self._dispatcher.child_free(child)
+
+    def child_proved(self, child: Child) -> None:
+        self.health.proved(child)
+
+    def placed(self, child: Child) -> None:
+        """``child`` is ready, before it takes work (the actor children place actors)."""
+
+    def lost(self, child: Child) -> None:
+        """``child`` exited, its job failed (the actor children restart its actors)."""
+
+    def may_retire(self, child: Child) -> bool:
+        """Whether ``child`` may retire as surplus (a child holding actors may not)."""
+        return True
+
+    def give_idle_child(self) -> Child | None:
+        """Hand over an idle, ready child to another group (a warm one for an actor) and
+        start its replacement here; None if no child is idle."""
+        child = self._dispatcher.take_idle()
+        if child is None:
+            return None
+        del self.children[child.id]
+        self.reconcile()
+        return child
 
     def child_exited(self, child: Child) -> None:
         self.children.pop(child.id, None)
         job = self._dispatcher.child_lost(child)
+        self.lost(child)
         phase = self._dispatcher.phase
         failed_start = self.health.is_failed_start(child, job)
         if phase is not Phase.CLOSING and phase is not Phase.CLOSED:
@@ -137,9 +166,14 @@ class Supervisor:
         Raises:
             StartFailed: one failed; the rest were killed and reaped.
         """
+        self.begin()
+        await self.start_children([self.new_child() for _ in range(self.target)])
+
+    def begin(self) -> None:
+        """Get ready to spawn, on the running loop (a group that starts empty, as the actor
+        children, calls only this)."""
         self.loop = asyncio.get_running_loop()
         self._spawner = ThreadPoolExecutor(1, thread_name_prefix="qoper8-spawner")
-        await self.start_children([self.new_child() for _ in range(self.target)])
 
     async def start_children(self, children: list[Child]) -> None:
         """Spawn ``children`` together and wait until all are ready.
@@ -159,11 +193,10 @@ class Supervisor:
         limit = config.max_jobs_per_child
         if limit is not None:
             limit += random.randint(0, int(limit * config.max_jobs_jitter))
-        child = Child(self, self._next_child_id, self.generation, max_jobs=limit)
+        child = Child(self, next(self._ids), self.generation, max_jobs=limit)
         # The dispatcher asks retire_if_due() only of children marked so: recycling limits
         # now, surplus and old generations later.
         child.watch_retire = limit is not None or config.max_memory_per_child is not None
-        self._next_child_id += 1
         self.children[child.id] = child
         self.greet(child)
         return child
@@ -193,7 +226,8 @@ class Supervisor:
             for _ in range(missing):
                 self._launch_background(self.new_child())
         elif missing < 0:
-            surplus = sorted(active, key=lambda c: (c.state is not ChildState.IDLE, -c.id))
+            candidates = [c for c in active if self.may_retire(c)]
+            surplus = sorted(candidates, key=lambda c: (c.state is not ChildState.IDLE, -c.id))
             for child in surplus[:-missing]:
                 child.retire_requested = child.watch_retire = True
                 if child.state is ChildState.IDLE:
@@ -272,67 +306,6 @@ class Supervisor:
             self._dispatcher.counters.recycled += 1
         self._dispatcher.forget(child)
         child.retire()
-        self.reconcile()
-
-    # ================================================================ size and generations
-
-    async def resize(self, target: int) -> None:
-        """Move the target and wait until the new children are ready.
-
-        Raises:
-            StartFailed: the new children failed to start.
-        """
-        self.target = target
-        self.health.failures = 0  # an operator's resize tries again at once
-        self.reconcile()
-        starting = [c for c in self.active() if c.state is ChildState.STARTING]
-        results = await asyncio.gather(
-            *(c.wait_ready(self.config.start_timeout) for c in starting), return_exceptions=True
-        )
-        for res in results:
-            if isinstance(res, BaseException):
-                raise start_error(res, self.config)
-
-    async def roll(self, target: int, revert: Callable[[], None]) -> None:
-        """Start a new generation of ``target`` children beside the old one (with the
-        settings already applied), then retire the old children as each finishes its job.
-
-        Args:
-            revert: restores the old settings if the new generation fails to start (before
-                anything is respawned with them).
-
-        Raises:
-            StartFailed: the new generation could not start; the old one keeps serving.
-        """
-        self.reloading = True
-        old_generation, old_target = self.generation, self.target
-        self.generation += 1
-        self.target = target
-        new = [self.new_child() for _ in range(target)]
-        for child in new:
-            child.managed_start = True
-        try:
-            await self.start_children(new)
-        except BaseException:
-            # The new children are being killed; their deaths are this reload's failure,
-            # not failed background starts (they keep managed_start).
-            self.generation, self.target = old_generation, old_target
-            revert()
-            self.reloading = False
-            self.reconcile()
-            raise
-        for child in new:
-            child.managed_start = False
-        self.reloading = False
-        if self.health.degraded:
-            self.health.recovered(new[0])
-        for child in list(self.children.values()):
-            if child.generation != self.generation:
-                child.watch_retire = True
-                if child.state is ChildState.IDLE:
-                    self.retire(child, "old generation")
-                elif child.state is ChildState.STARTING:
-                    child.kill("old generation")
         self.reconcile()
 
     # ================================================================ stopping

@@ -11,12 +11,14 @@ import sys
 from collections.abc import Callable
 from typing import Any, Final, TypeVar, overload
 
+from .actor_type import ActorType
 from .handler import ActionRefused, Handler, HandlerInfo
 from .protocol import check_topic
 
 __all__ = ["ActionRefused", "HandlerInfo", "Worker", "load_worker"]
 
 F = TypeVar("F", bound=Callable[..., Any])
+C = TypeVar("C", bound=type)
 Hook = Callable[[], object]
 
 DEFAULT_ATTRIBUTE: Final = "worker"
@@ -40,6 +42,7 @@ class Worker:
     def __init__(self) -> None:
         self._handlers: dict[str, Handler] = {}
         self._message_handlers: dict[str, Handler] = {}
+        self._actors: dict[str, ActorType] = {}
         self._on_start: list[Hook] = []
         self._on_stop: list[Hook] = []
 
@@ -104,6 +107,39 @@ class Worker:
             return func
 
         return register
+
+    def actor(self, name: str, /) -> Callable[[C], C]:
+        """Register a class as an actor type: a stateful object the pool creates by name on
+        a child of its own (``pool.actors.create(name, ...)``) and calls one method at a
+        time. Its public methods are its calls (JSON arguments, validated from their
+        annotations like a handler's); ``snapshot()`` and a classmethod ``restore(state)``
+        keep its state across a restart.
+
+        Example:
+            ```python
+            @worker.actor("room")
+            class Room:
+                def __init__(self, title: str) -> None: ...
+                def join(self, user: str) -> list[str]: ...
+            ```
+
+        Raises:
+            ValueError: the name is not a dotted name, or already has a class.
+        """
+        check_topic(name)
+        if name in self._actors:
+            raise ValueError(f"actor type {name!r} already has a class")
+
+        def register(cls: C) -> C:
+            self._actors[name] = ActorType(name, cls)
+            return cls
+
+        return register
+
+    @property
+    def actors(self) -> dict[str, ActorType]:
+        """The registered actor types by name."""
+        return dict(self._actors)
 
     def on_start(self, func: F) -> F:
         """Run ``func()`` once in each child, before its first action (open connections here)."""
