@@ -21,6 +21,7 @@ from .errors import (
     PoolClosed,
     Qoper8Error,
     QueueFull,
+    ReplaceChild,
     StartFailed,
     TransportError,
 )
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from ._engine.child_api import Job, notify, publish
     from ._engine.delivery import BroadcastResult, ChildReply, Notice
     from ._engine.pool import Pool
+    from ._engine.replacing import replace_child_after
     from ._engine.stats import ChildStatistics, PoolStatistics
     from ._engine.stream import Stream
     from ._engine.worker import HandlerInfo, Worker
@@ -61,6 +63,7 @@ __all__ = [
     "Qoper8Error",
     "QueueFull",
     "RedisPool",
+    "ReplaceChild",
     "StartFailed",
     "Stream",
     "TransportError",
@@ -68,6 +71,7 @@ __all__ = [
     "__version__",
     "notify",
     "publish",
+    "replace_child_after",
 ]
 
 _LAZY: dict[str, str] = {
@@ -87,6 +91,7 @@ _LAZY: dict[str, str] = {
     "BroadcastResult": "._engine.delivery",
     "ChildReply": "._engine.delivery",
     "Notice": "._engine.delivery",
+    "replace_child_after": "._engine.replacing",
 }
 
 

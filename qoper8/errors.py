@@ -11,7 +11,10 @@ A caller catches ``Qoper8Error`` for anything qoper8 decided, or one branch of i
     │                      not JSON (NaN, Infinity) or oversized; .errors [{loc, msg, type}]
     ├── TransportError     the daemon or Redis cannot be reached / answered garbage
     ├── HandlerError       raised *by a handler* to choose the caller's .status, .code and
-    │                      .details; the caller gets JobFailed carrying them
+    │   │                  .details; the caller gets JobFailed carrying them
+    │   └── ReplaceChild   raised by a handler whose child is broken (its connection is
+    │                      gone): JobFailed (503, "child_replaced"), then the child retires
+    │                      and a fresh one replaces it; not a crash
     └── JobError           the job ran (or was due to) and produced no result; .job_id
         ├── JobFailed      the handler raised: .remote_type, .remote_types, .remote_is(),
         │                  .remote_message, .remote_traceback, .status, .code, .details
@@ -48,6 +51,7 @@ __all__ = [
     "Qoper8Error",
     "QueueFull",
     "RemoteTraceback",
+    "ReplaceChild",
     "StartFailed",
     "TransportError",
     "error_from_dict",
@@ -151,6 +155,46 @@ class HandlerError(Qoper8Error):
         self.status = status
         self.code = code
         self.details = details
+
+
+class ReplaceChild(HandlerError):
+    """Raise this in a handler that knows its child can no longer serve (its database
+    connection is gone and cannot be trusted, a C library's state is corrupt). The child
+    answers the job with this error, then retires (its on_stop hooks run) and a fresh child
+    takes its place: neither a crash nor a failed start, and the pool logs why (INFO).
+
+    The caller gets ``JobFailed``, by default with ``status`` 503 and ``code``
+    ``"child_replaced"`` (the daemon answers 503 with ``Retry-After``): the failure is
+    temporary and another child may well succeed. The pool itself never runs the job again,
+    since the handler may have done part of its work (a write may have committed before the
+    connection broke); retry on ``code == "child_replaced"`` when the action is idempotent.
+    To answer normally and still be replaced, call ``qoper8.replace_child_after(reason)``.
+
+    Example:
+        ```python
+        @worker.handler("item.put")
+        def put(key: str, value: str) -> None:
+            try:
+                conn.execute("INSERT ...", (key, value))
+            except psycopg.OperationalError as exc:
+                raise qoper8.ReplaceChild(f"connection lost: {exc}") from exc
+        ```
+
+    Args:
+        reason: why the child is broken; the message of the caller's ``JobFailed`` and of
+            the pool's log line.
+        status, code, details: as ``HandlerError``'s.
+    """
+
+    def __init__(
+        self,
+        reason: str = "",
+        *,
+        status: int | None = 503,
+        code: str | None = "child_replaced",
+        details: JSONValue = None,
+    ) -> None:
+        super().__init__(reason, status=status, code=code, details=details)
 
 
 class RemoteTraceback(Exception):

@@ -87,6 +87,7 @@ class Child:
         self.jobs_done = 0
         self.started_at = time.monotonic()
         self.retire_requested = False
+        self.replace_reason: str | None = None  # its handler asked (REPLACE_ME): why
         # Ask the supervisor's retire policy when it becomes free (recycling limits, surplus,
         # an old generation): one attribute read per job instead of four checks.
         self.watch_retire = False
@@ -102,9 +103,8 @@ class Child:
         self.start_error: dict[str, Any] | None = None
         self.handlers: list[dict[str, Any]] = []
         self.topics: frozenset[str] = frozenset()  # its on_message topics, from READY
-        # Messages for it between jobs (broadcasts, asks), and the one it handles now.
-        self.inbox: deque[Delivery] = deque()
-        self.delivery: Delivery | None = None
+        self.inbox: deque[Delivery] = deque()  # messages between jobs (broadcasts, asks)
+        self.delivery: Delivery | None = None  # the one it handles now
         self.last_rss = 0
         self.kill_reason: str | None = None
         # Killed for its own fault (a start timeout, a protocol violation), not the pool's

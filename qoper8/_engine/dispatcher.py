@@ -23,6 +23,7 @@ from . import protocol as proto
 from .child import ChildState
 from .job import JobState
 from .jobs import Jobs, Phase
+from .replacing import mark
 from .settle import child_died, settle, undecodable
 
 if TYPE_CHECKING:
@@ -49,6 +50,7 @@ _NOTIFY: Final = int(proto.Kind.NOTIFY)
 _PUBLISH: Final = int(proto.Kind.PUBLISH)
 _REPLY: Final = int(proto.Kind.REPLY)
 _REPLY_ERROR: Final = int(proto.Kind.REPLY_ERROR)
+_REPLACE_ME: Final = int(proto.Kind.REPLACE_ME)
 
 
 class Dispatcher(Jobs):
@@ -179,6 +181,10 @@ class Dispatcher(Jobs):
             self.child_free(child)
         elif kind in (_NOTIFY, _PUBLISH):
             self.notices(child, kind, payload)
+        elif kind == _REPLACE_ME:
+            # Its handler asked for a fresh child: its answer comes next, then child_free
+            # asks retire_if_due, which retires it (the replacement starts then).
+            mark(child, ident, payload)
         else:
             child.protocol_violation(f"unexpected frame kind {kind}")
 

@@ -26,6 +26,10 @@ Sequence::
                                         ◀──  PROGRESS job=9 <json>  (the newest only, paced)
                                         ◀──  NOTIFY / PUBLISH {topic, payload}  (any time)
                                         ◀──  RESULT job=9
+      ACTION job=10                   ──▶
+                                        ◀──  REPLACE_ME job=10 {reason}  (the handler asked for
+                                        ◀──  RESULT job=10 | ...          a fresh child: retire
+                                                                          this one after it)
       DELIVER id=4 {topic, payload, reply}  ──▶   (between two jobs, never during one)
                                         ◀──  REPLY id=4 <json> | REPLY_ERROR id=4 <json error>
       RETIRE                          ──▶    (runs on_stop, exits 0)
@@ -79,6 +83,9 @@ class Kind(enum.IntEnum):
     PUBLISH = 19
     REPLY = 20
     REPLY_ERROR = 21
+    # Sent just before a job's reply: retire this child after it (ReplaceChild). Clear of the
+    # messages' range so that new kinds there never renumber it.
+    REPLACE_ME = 30
 
 
 # Child → master kinds from here on are not the end of a job (see ``Kind``).
