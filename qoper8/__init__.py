@@ -96,7 +96,8 @@ _LAZY: dict[str, str] = {
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("sync", "config", "errors", "testing"):
+    # prometheus and fastapi import their optional dependency: only when asked for.
+    if name in ("sync", "config", "errors", "testing", "prometheus", "fastapi"):
         return importlib.import_module(f".{name}", __name__)
     module = _LAZY.get(name)
     if module is None:
