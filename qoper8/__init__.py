@@ -25,6 +25,7 @@ from .errors import (
     PoolClosed,
     Qoper8Error,
     QueueFull,
+    ReplaceChild,
     StartFailed,
     TransportError,
 )
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     from ._engine.child_api import Job, actor_event, notify, publish
     from ._engine.delivery import BroadcastResult, ChildReply, Notice
     from ._engine.pool import Pool
+    from ._engine.replacing import replace_child_after
     from ._engine.stats import ChildStatistics, PoolStatistics
     from ._engine.stream import Stream
     from ._engine.worker import HandlerInfo, Worker
@@ -74,6 +76,7 @@ __all__ = [
     "Qoper8Error",
     "QueueFull",
     "RedisPool",
+    "ReplaceChild",
     "StartFailed",
     "Stream",
     "TransportError",
@@ -82,6 +85,7 @@ __all__ = [
     "actor_event",
     "notify",
     "publish",
+    "replace_child_after",
 ]
 
 _LAZY: dict[str, str] = {
@@ -106,11 +110,13 @@ _LAZY: dict[str, str] = {
     "BroadcastResult": "._engine.delivery",
     "ChildReply": "._engine.delivery",
     "Notice": "._engine.delivery",
+    "replace_child_after": "._engine.replacing",
 }
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("sync", "config", "errors", "testing"):
+    # prometheus and fastapi import their optional dependency: only when asked for.
+    if name in ("sync", "config", "errors", "testing", "prometheus", "fastapi"):
         return importlib.import_module(f".{name}", __name__)
     module = _LAZY.get(name)
     if module is None:

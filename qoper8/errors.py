@@ -11,7 +11,10 @@ A caller catches ``Qoper8Error`` for anything qoper8 decided, or one branch of i
     │                      not JSON (NaN, Infinity) or oversized; .errors [{loc, msg, type}]
     ├── TransportError     the daemon or Redis cannot be reached / answered garbage
     ├── HandlerError       raised *by a handler* to choose the caller's .status, .code and
-    │                      .details; the caller gets JobFailed carrying them
+    │   │                  .details; the caller gets JobFailed carrying them
+    │   └── ReplaceChild   raised by a handler whose child is broken (its connection is
+    │                      gone): JobFailed (503, "child_replaced"), then the child retires
+    │                      and a fresh one replaces it; not a crash
     ├── ActorNotFound      no actor of that name (within get's wait)
     ├── ActorExists        create(if_exists="error") of a name that is taken
     ├── ActorUnavailable   the actor's restarts are used up, or it is being destroyed
@@ -32,8 +35,9 @@ status for each error, public so that other web integrations answer alike) live 
 
 from __future__ import annotations
 
-import signal as _signal
-from typing import TYPE_CHECKING, Any, TypedDict
+from typing import TYPE_CHECKING, Any
+
+from ._error_base import ErrorEntry, Qoper8Error, RemoteTraceback
 
 if TYPE_CHECKING:
     from ._types import JSONValue
@@ -56,26 +60,13 @@ __all__ = [
     "Qoper8Error",
     "QueueFull",
     "RemoteTraceback",
+    "ReplaceChild",
     "StartFailed",
     "TransportError",
     "error_from_dict",
     "error_to_dict",
     "http_status",
 ]
-
-
-class ErrorEntry(TypedDict):
-    """One reason an input was refused, in pydantic's shape: where (``loc``, the path of
-    field names and list indexes, ``[]`` for the whole input), what (``msg``) and a stable
-    machine-readable kind (``type``, e.g. ``"missing"``, ``"int_parsing"``)."""
-
-    loc: list[str | int]
-    msg: str
-    type: str
-
-
-class Qoper8Error(Exception):
-    """Base of every error qoper8 raises on purpose."""
 
 
 class ConfigError(Qoper8Error):
@@ -161,16 +152,44 @@ class HandlerError(Qoper8Error):
         self.details = details
 
 
-class RemoteTraceback(Exception):
-    """Carries a child's formatted traceback text; set as ``__cause__`` of ``JobFailed`` and
-    ``StartFailed`` so that the remote frames print under the local ones."""
+class ReplaceChild(HandlerError):
+    """Raise this in a handler that knows its child can no longer serve (its database
+    connection is gone and cannot be trusted, a C library's state is corrupt). The child
+    answers the job with this error, then retires (its on_stop hooks run) and a fresh child
+    takes its place: neither a crash nor a failed start, and the pool logs why (INFO).
 
-    def __init__(self, tb: str) -> None:
-        super().__init__(tb)
-        self.tb = tb
+    The caller gets ``JobFailed``, by default with ``status`` 503 and ``code``
+    ``"child_replaced"`` (the daemon answers 503 with ``Retry-After``): the failure is
+    temporary and another child may well succeed. The pool itself never runs the job again,
+    since the handler may have done part of its work (a write may have committed before the
+    connection broke); retry on ``code == "child_replaced"`` when the action is idempotent.
+    To answer normally and still be replaced, call ``qoper8.replace_child_after(reason)``.
 
-    def __str__(self) -> str:
-        return f'\n"""\n{self.tb.rstrip()}\n"""'
+    Example:
+        ```python
+        @worker.handler("item.put")
+        def put(key: str, value: str) -> None:
+            try:
+                conn.execute("INSERT ...", (key, value))
+            except psycopg.OperationalError as exc:
+                raise qoper8.ReplaceChild(f"connection lost: {exc}") from exc
+        ```
+
+    Args:
+        reason: why the child is broken; the message of the caller's ``JobFailed`` and of
+            the pool's log line.
+        status, code, details: as ``HandlerError``'s.
+    """
+
+    def __init__(
+        self,
+        reason: str = "",
+        *,
+        status: int | None = 503,
+        code: str | None = "child_replaced",
+        details: JSONValue = None,
+    ) -> None:
+        super().__init__(reason, status=status, code=code, details=details)
 
 
 class StartFailed(Qoper8Error):
@@ -341,20 +360,6 @@ class InvalidResult(JobError):
         self.result = result
         self.errors: list[ErrorEntry] = errors or []
         self.errors_omitted = errors_omitted
-
-
-def describe_exit(exitcode: int | None, signum: int | None) -> str:
-    """Say how a process ended in words an operator understands."""
-    if signum is not None:
-        try:
-            name = _signal.Signals(signum).name
-        except ValueError:
-            name = f"signal {signum}"
-        hint = " (out of memory?)" if signum == _signal.SIGKILL else ""
-        return f"was killed by {name}{hint}"
-    if exitcode is not None:
-        return f"exited with code {exitcode}"
-    return "closed its channel"
 
 
 # The data form and the statuses live in ``_error_data``, which needs the classes above: it is

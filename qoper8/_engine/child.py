@@ -86,6 +86,7 @@ class Child(ChildChannel):
         self.jobs_done = 0
         self.started_at = time.monotonic()
         self.retire_requested = False
+        self.replace_reason: str | None = None  # its handler asked (REPLACE_ME): why
         # Ask the supervisor's retire policy when it becomes free (recycling limits, surplus,
         # an old generation): one attribute read per job instead of four checks.
         self.watch_retire = False

@@ -15,7 +15,8 @@ import sys
 import traceback
 from typing import TYPE_CHECKING, Any, Final
 
-from . import child_api
+from ..errors import ReplaceChild
+from . import child_api, replacing
 from . import protocol as proto
 from .child_api import Job, Outbox
 from .main_module import import_main
@@ -39,6 +40,8 @@ _CALL: Final = Kind.CALL
 _RESULT: Final = Kind.RESULT
 _INVALID: Final = proto.ErrorCategory.INVALID.value
 _FAILED: Final = proto.ErrorCategory.FAILED.value
+# A handler's request to replace this child (ReplaceChild, replace_child_after), read per job.
+_PENDING: Final = replacing.pending
 
 
 def _rss_bytes() -> int:
@@ -113,8 +116,17 @@ class ChildLoop:
     def _extra(self) -> int:
         return _rss_bytes() if self.report_memory else 0
 
+    def _reply(self, kind: Kind, job_id: int, body: bytes, extra: int = 0) -> None:
+        """Send a job's answer, preceded by REPLACE_ME when its handler asked for this child
+        to be replaced: the master reads it first, so it retires the child after this
+        answer instead of giving it another job."""
+        if _PENDING.reason is not None:
+            notice = proto.dumps({"reason": replacing.take()})
+            self.channel.send(Kind.REPLACE_ME, job_id, notice)
+        self.channel.send(kind, job_id, body, extra)
+
     def _run_action(self, job_id: int, payload: bytes) -> None:
-        send = self.channel.send
+        send = self._reply
         try:
             action = proto.loads(payload)
             action_type = action.pop("type")
@@ -132,6 +144,8 @@ class ChildLoop:
         except BaseException as exc:
             if isinstance(exc, SystemExit | KeyboardInterrupt):
                 raise
+            if isinstance(exc, ReplaceChild):
+                replacing.replace_child_after(str(exc))
             outbox.end()
             send(Kind.ERROR, job_id, self._report(_FAILED, exc), self._extra())
             return
@@ -292,7 +306,7 @@ class ChildLoop:
         return error_report(category, exc, limit=self.channel.limit)
 
     def _fail(self, job_id: int, exc: BaseException) -> None:
-        self.channel.send(Kind.ERROR, job_id, self._report(_FAILED, exc), self._extra())
+        self._reply(Kind.ERROR, job_id, self._report(_FAILED, exc), self._extra())
 
     def _run_call(self, job_id: int, payload: bytes) -> None:
         try:
@@ -307,9 +321,11 @@ class ChildLoop:
         except BaseException as exc:
             if isinstance(exc, SystemExit | KeyboardInterrupt):
                 raise
-            self.channel.send(Kind.ERROR_PICKLE, job_id, self._pickled_report(exc), self._extra())
+            if isinstance(exc, ReplaceChild):
+                replacing.replace_child_after(str(exc))
+            self._reply(Kind.ERROR_PICKLE, job_id, self._pickled_report(exc), self._extra())
             return
-        self.channel.send(Kind.RESULT_PICKLE, job_id, body, self._extra())
+        self._reply(Kind.RESULT_PICKLE, job_id, body, self._extra())
 
     def _pickled_report(self, exc: BaseException) -> bytes:
         """The ERROR_PICKLE payload: the JSON report's fields plus the exception itself

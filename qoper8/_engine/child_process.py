@@ -107,7 +107,7 @@ class ChildStartError(Exception):
     def __init__(self, child: Child) -> None:
         self.child = child
         err = child.start_error or {}
-        from ..errors import describe_exit
+        from .._error_base import describe_exit
 
         self.remote_type: str | None = err.get("type")
         self.remote_message: str | None = err.get("message")

@@ -8,7 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ChildDied, InvalidAction, JobFailed, Qoper8Error, describe_exit
+from .._error_base import describe_exit
+from ..errors import ChildDied, InvalidAction, JobFailed, Qoper8Error
 from . import protocol as proto
 
 if TYPE_CHECKING:

@@ -23,6 +23,7 @@ from . import protocol as proto
 from .child import ChildState
 from .job import JobState
 from .jobs import Jobs, Phase
+from .replacing import mark
 from .settle import child_died, settle, undecodable
 
 if TYPE_CHECKING:
@@ -51,6 +52,7 @@ _REPLY: Final = int(proto.Kind.REPLY)
 _REPLY_ERROR: Final = int(proto.Kind.REPLY_ERROR)
 _ACTOR_SNAPSHOT: Final = int(proto.Kind.ACTOR_SNAPSHOT)
 _ACTOR_EVENT: Final = int(proto.Kind.ACTOR_EVENT)
+_REPLACE_ME: Final = int(proto.Kind.REPLACE_ME)
 
 
 class Dispatcher(Jobs):
@@ -200,6 +202,10 @@ class Dispatcher(Jobs):
             job = child.job
             if job is not None and job.id == ident and job.actor is not None:
                 job.actor.snapshot = payload
+        elif kind == _REPLACE_ME:
+            # Its handler asked for a fresh child: its answer comes next, then child_free
+            # asks retire_if_due, which retires it (the replacement starts then).
+            mark(child, ident, payload)
         else:
             child.protocol_violation(f"unexpected frame kind {kind}")
 

@@ -14,7 +14,8 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any, Final
 
-from ..errors import StartFailed, describe_exit
+from .._error_base import describe_exit
+from ..errors import StartFailed
 from .child_process import ChildStartError
 from .settle import copy_start_failed
 

@@ -26,6 +26,10 @@ Sequence::
                                         ◀──  PROGRESS job=9 <json>  (the newest only, paced)
                                         ◀──  NOTIFY / PUBLISH {topic, payload}  (any time)
                                         ◀──  RESULT job=9
+      ACTION job=12                   ──▶
+                                        ◀──  REPLACE_ME job=12 {reason}  (the handler asked for
+                                        ◀──  RESULT job=12 | ...          a fresh child: retire
+                                                                          this one after it)
       DELIVER id=4 {topic, payload, reply}  ──▶   (between two jobs, never during one)
                                         ◀──  REPLY id=4 <json> | REPLY_ERROR id=4 <json error>
       ACTOR_START job=10 {type, name, args | state}  ──▶   (an actor child only)
@@ -91,6 +95,9 @@ class Kind(enum.IntEnum):
     REPLY_ERROR = 21
     ACTOR_SNAPSHOT = 22  # an actor's state after the call whose reply follows
     ACTOR_EVENT = 23  # qoper8.actor_event from inside a method
+    # Sent just before a job's reply: retire this child after it (ReplaceChild). Clear of the
+    # messages' range so that new kinds there never renumber it.
+    REPLACE_ME = 30
 
 
 # Child → master kinds from here on are not the end of a job (see ``Kind``).

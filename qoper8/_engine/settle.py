@@ -13,6 +13,7 @@ import logging
 import pickle
 from typing import TYPE_CHECKING, Any
 
+from .._error_base import describe_exit
 from .._error_data import error_entries
 from ..errors import (
     ActorDied,
@@ -21,7 +22,6 @@ from ..errors import (
     JobFailed,
     JobTimeout,
     StartFailed,
-    describe_exit,
 )
 from . import protocol as proto
 from .protocol import ErrorCategory, Kind

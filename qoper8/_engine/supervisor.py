@@ -289,7 +289,7 @@ class Supervisor(Generations):
         if child.generation != self.generation and not self.reloading:
             return "old generation"
         if child.retire_requested:
-            return "surplus"
+            return child.replace_reason or "surplus"
         if self.health.degraded:
             # Degraded: its replacement could not start; a healthy child serves on.
             return None
