@@ -29,7 +29,7 @@ import qoper8
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterator, Sequence
 
-    from qoper8._transport._http import HttpApi
+    from qoper8._daemon.http_api import HttpApi
 
 REPO = Path(__file__).resolve().parent.parent
 HANDLERS = "tests.daemon_handlers:worker"

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 
 import qoper8
-from qoper8._transport._http import HttpApi
+from qoper8._daemon.http_api import HttpApi
 from tests.test_http_api import FakeControl
 
 if TYPE_CHECKING:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 import qoper8
-from qoper8._daemon import Daemon as DaemonMaster
+from qoper8._daemon.daemon import Daemon as DaemonMaster
 from qoper8.config import load_config
 from qoper8.errors import PoolClosed, TransportError
 from tests.daemon_support import (
@@ -605,13 +605,13 @@ async def test_serve_with_redis_consumes_the_queue_and_stops_on_term(tmp_path: P
 def test_metrics_text_is_well_formed_prometheus() -> None:
     import re
 
+    from qoper8._daemon.metrics import render_metrics
     from qoper8._engine.stats import (
         ChildStatistics,
         Histogram,
         Percentiles,
         PoolStatistics,
     )
-    from qoper8._transport._metrics import render_metrics
 
     hist = Histogram(((0.001, 2), (0.01, 5), (1.0, 7)), 8, 3.5)
     none = Percentiles(0, None, None, None, None)
@@ -643,7 +643,7 @@ def test_metrics_text_is_well_formed_prometheus() -> None:
 
 def test_each_error_has_its_status() -> None:
     from qoper8 import errors
-    from qoper8._transport._http import status_for
+    from qoper8._daemon.http_api import status_for
 
     expected = {
         errors.InvalidAction("x"): 422,

@@ -4,7 +4,7 @@ It owns the pool, the HTTP API (and the Redis consumer when asked), the pidfile,
 file, and the signal table. A signal handler only puts the signal number on a queue; one task
 reads that queue and looks the signal up in ``Daemon.actions``, so every operation (resize,
 reload, drain) runs in order, on the event loop, never inside a handler. The HTTP control
-endpoints go through the same queue. Parsing arguments is left to ``_cli``.
+endpoints go through the same queue. Parsing arguments is left to ``cli``.
 """
 
 from __future__ import annotations
@@ -17,20 +17,20 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any, Final
 
-from . import __version__
-from ._daemon_inbox import Inbox
-from ._daemon_redis import RedisIntake
-from ._engine.pool import Pool
-from ._logging import DaemonLog
-from ._pidfile import remove_pidfile, write_pidfile
-from ._text import plural
-from ._transport._http import HttpApi
-from .errors import ConfigError, PoolClosed, Qoper8Error, StartFailed
+from .. import __version__
+from .._engine.pool import Pool
+from .._text import plural
+from ..errors import ConfigError, PoolClosed, Qoper8Error, StartFailed
+from .http_api import HttpApi
+from .inbox import Inbox
+from .log import DaemonLog
+from .pidfile import remove_pidfile, write_pidfile
+from .redis_hook import RedisIntake
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-    from .config import ServeConfig
+    from ..config import ServeConfig
 
 __all__ = [
     "EXIT_ALREADY_RUNNING",

@@ -15,7 +15,7 @@ Endpoints::
 
 Errors come back as ``{"error": {"type": "<qoper8 error class>", "message": ...}}``; the
 HTTP-only types are Unauthorized, NotFound, MethodNotAllowed, Starting and InternalError.
-Reading requests defensively is ``_http_input``'s job, rendering metrics ``_metrics``'s.
+Reading requests defensively is ``http_input``'s job, rendering metrics ``metrics``'s.
 """
 
 from __future__ import annotations
@@ -30,24 +30,17 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 import orjson
 from aiohttp import web
 
-from ..errors import (
-    InvalidAction,
-    PoolClosed,
-    Qoper8Error,
-    StartFailed,
-    error_to_dict,
-    http_status,
-)
-from ._http_access import ACCESS_LOGGER, SERVER_LOGGER, AccessLog
-from ._http_input import (
-    TIMEOUT_HEADER,
+from ..errors import InvalidAction, PoolClosed, Qoper8Error, StartFailed, error_to_dict
+from .http_access import ACCESS_LOGGER, SERVER_LOGGER, AccessLog
+from .http_input import (
     Refused,
     parse_timeout,
     read_json,
     resize_target,
     token_matches,
 )
-from ._metrics import render_metrics
+from .http_wire import KILL_ON_CANCEL_HEADER, TIMEOUT_HEADER, status_for
+from .metrics import render_metrics
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -67,9 +60,6 @@ logger = logging.getLogger("qoper8.http")
 # What a 503 for QueueFull tells the caller to wait before trying again. One second is long
 # against a job's run time and short against a human's patience.
 RETRY_AFTER_SECONDS: Final = 1
-# "1" asks that the job's child be killed if the caller goes away while the job runs (the
-# pool's kill_on_cancel). A caller that goes away while its job is queued always drops it.
-KILL_ON_CANCEL_HEADER: Final = "Qoper8-Kill-On-Cancel"
 # How long stop() lets in-flight requests finish writing their answers.
 SHUTDOWN_TIMEOUT: Final = 5.0
 # The error type of a submit whose deadline passed while the daemon was still starting
@@ -85,12 +75,6 @@ _KEPT_HEADERS: Final = frozenset({"allow"})
 
 JSON_TYPE: Final = "application/json"
 METRICS_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
-
-
-def status_for(exc: Qoper8Error) -> int:
-    """The HTTP status that carries ``exc``: ``qoper8.errors.http_status``, which other web
-    integrations reuse so that they answer exactly as the daemon does."""
-    return http_status(exc)
 
 
 class Control(Protocol):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._text import plural
+from .._text import plural
 
 __all__ = ["format_status"]
 

@@ -11,11 +11,11 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 if TYPE_CHECKING:
-    from ._engine.pool import Pool
-    from .config import ServeConfig
+    from .._engine.pool import Pool
+    from ..config import ServeConfig
 
 __all__ = ["RedisIntake"]
 
@@ -40,7 +40,7 @@ class RedisIntake:
         if self._config.redis is None:
             return None
         try:
-            from ._transport._redis import RedisConsumer
+            from .._transport._redis import RedisConsumer
         except ImportError as exc:
             raise ConfigError(
                 f"--redis needs Redis mode (pip install 'qoper8[redis]'): {exc}"

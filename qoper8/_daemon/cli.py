@@ -1,8 +1,8 @@
 """``qoper8``'s command line: argument parsing, help and the console-script entry point.
 
 Kept thin on purpose: ``serve`` hands its settings to ``load_config`` and ``Daemon``; the
-other commands live in ``_cli_commands`` (one ``Client`` call each, or a signal for
-``stop``); the status table in ``_cli_status``.
+other commands live in ``cli_commands`` (one ``Client`` call each, or a signal for
+``stop``); the status table in ``cli_status``.
 """
 
 from __future__ import annotations
@@ -12,20 +12,9 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any, Final
 
-from . import __version__
-from ._cli_commands import (
-    CLIENT_COMMANDS,
-    EXIT_FAILED,
-    EXIT_OK,
-    EXIT_UNREACHABLE,
-    EXIT_USAGE,
-    STOP_MARGIN,
-    run_client_command,
-    stop,
-)
-from ._cli_status import format_status
-from ._text import did_you_mean
-from .config import (
+from .. import __version__
+from .._text import did_you_mean
+from ..config import (
     DEFAULT_GRACE,
     DEFAULT_HOST,
     DEFAULT_MAX_BODY_BYTES,
@@ -35,7 +24,18 @@ from .config import (
     PoolConfig,
     ServeConfig,
 )
-from .errors import ConfigError
+from ..errors import ConfigError
+from .cli_commands import (
+    CLIENT_COMMANDS,
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    STOP_MARGIN,
+    run_client_command,
+    stop,
+)
+from .cli_status import format_status
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -257,8 +257,8 @@ def console_main() -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from ._daemon import EXIT_CONFIG, run_daemon
-    from .config import load_config
+    from ..config import load_config
+    from .daemon import EXIT_CONFIG, run_daemon
 
     overrides: dict[str, Any] = {
         setting: getattr(args, setting) for _, setting, _, _ in _SETTING_FLAGS
