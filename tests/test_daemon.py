@@ -323,9 +323,11 @@ def test_signal_table_maps_each_signal_to_its_action(tmp_path: Path) -> None:
         signal.SIGINT: master.stop_fast,
         signal.SIGQUIT: master.stop_fast,
         signal.SIGHUP: master.reload_logged,
-        signal.SIGTTIN: master.grow,
-        signal.SIGTTOU: master.shrink,
+        signal.SIGTTIN: master.sizing.grow,
+        signal.SIGTTOU: master.sizing.shrink,
+        signal.SIGWINCH: master.sizing.pause,
         signal.SIGUSR1: master.reopen_logs,
+        signal.SIGUSR2: master.start_upgrade,
     }
 
 

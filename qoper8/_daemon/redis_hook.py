@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import ConfigError
 
 if TYPE_CHECKING:
-    from .._engine.pool import Pool
+    from .._engine.pool_like import PoolLike
     from ..config import ServeConfig
 
 __all__ = ["RedisIntake"]
@@ -25,7 +25,7 @@ logger = logging.getLogger("qoper8.daemon")
 class RedisIntake:
     """The Redis consumer of one daemon, or nothing when ``config.redis`` is not set."""
 
-    def __init__(self, pool: Pool, config: ServeConfig) -> None:
+    def __init__(self, pool: PoolLike, config: ServeConfig) -> None:
         self._pool = pool
         self._config = config
         self._consumer: Any = None
