@@ -5,7 +5,8 @@
 
 (function () {
   const TOKEN_KEY = "qoper8-token";
-  const WINDOW_SECONDS = 300; // the charts' span: the daemon keeps five minutes of points
+  const WINDOW_SECONDS = 300; // the daemon keeps five minutes of points
+  const MIN_WINDOW_SECONDS = 60; // a young daemon's charts span a minute, then grow to five
   const RETRY_MIN_MS = 1000;
   const RETRY_MAX_MS = 10000;
   const SVG = "http://www.w3.org/2000/svg";
@@ -142,7 +143,11 @@
     }
     state.points = state.points.slice(-WINDOW_SECONDS);
     state.errors = state.errors.slice(-50);
-    render(data.status, state.points, state.errors);
+    try {
+      render(data.status, state.points, state.errors);
+    } catch (error) {
+      console.error("qoper8 dashboard: cannot draw an event:", error); // a bug here, not the stream's
+    }
   }
 
   // ------------------------------------------------------------------ drawing
@@ -175,7 +180,9 @@
     $("running").textContent = number(s.running);
     for (const name of TOTALS) {
       const node = $("total-" + name);
-      if (node) node.textContent = number(s[name]);
+      if (!node) continue;
+      node.textContent = number(s[name]);
+      node.parentElement.classList.toggle("nonzero", s[name] > 0);
     }
     const last = points.length ? points[points.length - 1] : null;
     $("throughput").textContent = last ? last.throughput.toFixed(1) : "–";
@@ -199,7 +206,9 @@
       for (const h of ["child", "pid", "gen", "state", "jobs done", "current job", "memory", "age"]) {
         head.append(el("th", h));
       }
-      table.append(el("thead")).firstChild.append(head);
+      const thead = el("thead");
+      thead.append(head);
+      table.append(thead);
       const body = el("tbody");
       for (const id of role.children) {
         const c = byId.get(id);
@@ -283,7 +292,10 @@
   function chart(node, points, lines) {
     node.replaceChildren();
     const now = points.length ? points[points.length - 1].time : Date.now() / 1000;
-    const start = now - WINDOW_SECONDS;
+    const span = points.length
+      ? Math.min(WINDOW_SECONDS, Math.max(MIN_WINDOW_SECONDS, now - points[0].time))
+      : MIN_WINDOW_SECONDS;
+    const start = now - span;
     let max = 0;
     for (const line of lines) {
       for (const p of points) {
@@ -292,14 +304,15 @@
       }
     }
     max = niceMax(max);
-    const x = (t) => PAD.left + ((t - start) / WINDOW_SECONDS) * (W - PAD.left - PAD.right);
+    const x = (t) => PAD.left + ((t - start) / span) * (W - PAD.left - PAD.right);
     const y = (v) => H - PAD.bottom - (v / max) * (H - PAD.top - PAD.bottom);
     for (const f of [0, 0.5, 1]) {
       node.append(svg("line", { x1: PAD.left, x2: W - PAD.right, y1: y(max * f), y2: y(max * f), class: "grid" }));
       node.append(svg("text", { x: PAD.left - 4, y: y(max * f) + 4, class: "axis", "text-anchor": "end" },
         String(+(max * f).toPrecision(3))));
     }
-    node.append(svg("text", { x: PAD.left, y: H - 3, class: "axis" }, "−5 min"));
+    const ago = span >= 120 ? Math.round(span / 60) + " min" : Math.round(span) + " s";
+    node.append(svg("text", { x: PAD.left, y: H - 3, class: "axis" }, "−" + ago));
     node.append(svg("text", { x: W - PAD.right, y: H - 3, class: "axis", "text-anchor": "end" }, "now"));
     for (const line of lines) {
       const coords = [];
