@@ -21,7 +21,7 @@ from qoper8._daemon.daemon import EXIT_BIND_FAILED, EXIT_CONFIG, EXIT_OK
 from qoper8._daemon.daemon import Daemon as DaemonMaster
 from qoper8._daemon.upgrade import OLDBIN_SUFFIX
 from qoper8.config import load_config
-from qoper8.errors import ConfigError
+from qoper8.errors import ConfigError, TransportError
 from tests import conftest
 from tests.conftest import new_fifo, pid_alive, release
 from tests.daemon_support import (
@@ -176,6 +176,41 @@ async def test_a_failed_upgrade_keeps_the_old_master_and_its_pidfile(tmp_path: P
     d.wait_group_gone()
 
 
+async def test_usr2_on_a_unix_socket_keeps_the_socket_file_for_the_new_master(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "q.sock"
+    d = Daemon(tmp_path, "--unix", str(path), children=1, tcp=False).start()
+    d.url = f"unix:{path}"
+    try:
+        async with asyncio.timeout(30), d.client() as client:
+
+            async def ready() -> bool:
+                try:
+                    return bool((await client.health())["status"] == "ready")
+                except TransportError:
+                    return False
+
+            await wait_until(ready, daemon=d, what="ready on the socket")
+        # (No idle connection is left open: the old master would wait for it to go.)
+        d.signal(signal.SIGUSR2)
+        assert await asyncio.to_thread(d.wait_exit, 30) == EXIT_OK
+        new_pid = read_pid(d.pidfile)
+        assert new_pid is not None
+        assert new_pid != d.pid
+        async with asyncio.timeout(30), d.client() as client:
+            # The old master left the socket file to the new one, which serves on it...
+            assert (await client.status())["pid"] == new_pid
+            assert await client.submit({"type": "add", "a": 1, "b": 1}) == 2
+        # ... and removes it when it stops, as the old one would have.
+        os.kill(new_pid, signal.SIGTERM)
+        await conftest.wait_until(lambda: not pid_alive(new_pid), timeout=30, what="new master")
+        assert not path.exists()
+    finally:
+        d.stop()
+    d.wait_group_gone()
+
+
 async def test_usr2_needs_the_command_line_to_start_the_new_master(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -322,3 +357,10 @@ async def test_winch_retires_every_child_keeps_the_master_and_ttin_brings_them_b
             await wait_status(client, lambda s: settled(s, 2), daemon=d, what="2 children back")
             assert d.json("GET", "/v1/health")[0] == 200
         assert "paused" in d.log_text()
+
+
+def test_serve_help_names_the_new_flags_and_signals() -> None:
+    done = run_cli("serve", "--help")
+    assert done.returncode == 0, done.stderr
+    for word in ("--fd N", "--no-dashboard", "WINCH", "USR2"):
+        assert word in done.stdout, word

@@ -24,7 +24,7 @@ from .._text import plural
 from ..errors import ConfigError, PoolClosed, Qoper8Error, StartFailed
 from .http_api import HttpApi
 from .inbox import Inbox
-from .listeners import is_public, open_sockets
+from .listeners import is_public, open_sockets, url_of
 from .log import DaemonLog
 from .pidfile import remove_pidfile, write_pidfile
 from .redis_hook import RedisIntake
@@ -167,6 +167,8 @@ class Daemon(SignalActions):
         except OSError as exc:
             logger.error("cannot listen on %s: %s", where, exc.strerror or exc)
             return EXIT_BIND_FAILED
+        if ready_fd is not None and unix is not None and f"unix:{unix}" in map(url_of, sockets):
+            owned_unix = unix  # the old master made it; this one removes it when it stops
         try:
             if cfg.token is None and any(is_public(sock) for sock in sockets):
                 logger.error(
