@@ -325,7 +325,7 @@ def test_signal_table_maps_each_signal_to_its_action(tmp_path: Path) -> None:
         signal.SIGHUP: master.reload_logged,
         signal.SIGTTIN: master.sizing.grow,
         signal.SIGTTOU: master.sizing.shrink,
-        signal.SIGWINCH: master.sizing.pause,
+        signal.SIGWINCH: master.pause,
         signal.SIGUSR1: master.reopen_logs,
         signal.SIGUSR2: master.start_upgrade,
     }

@@ -364,3 +364,25 @@ def test_serve_help_names_the_new_flags_and_signals() -> None:
     assert done.returncode == 0, done.stderr
     for word in ("--fd N", "--no-dashboard", "WINCH", "USR2"):
         assert word in done.stdout, word
+
+
+async def test_winch_in_a_terminal_is_ignored(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A terminal sends WINCH when its window is resized: a daemon run in one keeps its
+    children (unicorn's rule)."""
+    from qoper8._daemon import signal_actions
+
+    master = DaemonMaster(load_config(environ={}, overrides={"worker": HANDLERS, "children": 1}))
+    monkeypatch.setattr(signal_actions, "_in_a_terminal", lambda: True)
+    caplog.set_level(logging.WARNING, logger="qoper8.daemon")
+    await master.pool.start()
+    try:
+        await master.actions[signal.SIGWINCH]()
+        assert master.pool.size == 1
+        assert "WINCH ignored" in caplog.text
+        monkeypatch.setattr(signal_actions, "_in_a_terminal", lambda: False)
+        await master.actions[signal.SIGWINCH]()
+        assert master.pool.size == 0
+    finally:
+        await master.pool.aclose(grace=0)

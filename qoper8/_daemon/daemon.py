@@ -119,7 +119,7 @@ class Daemon(SignalActions):
             signal.SIGHUP: self.reload_logged,
             signal.SIGTTIN: self.sizing.grow,
             signal.SIGTTOU: self.sizing.shrink,
-            signal.SIGWINCH: self.sizing.pause,
+            signal.SIGWINCH: self.pause,
             signal.SIGUSR1: self.reopen_logs,
             signal.SIGUSR2: self.start_upgrade,
         }
@@ -128,7 +128,8 @@ class Daemon(SignalActions):
     # ================================================================ running
 
     async def run(self) -> int:
-        """Serve until TERM, INT or QUIT; return the exit code."""
+        """Serve until TERM, INT or QUIT (or a USR2's new master takes over); return the
+        exit code."""
         self.log.setup(self.config)
         if not self._write_pidfile():
             self.log.close()

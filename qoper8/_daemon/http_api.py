@@ -51,7 +51,7 @@ from .status import health_body, status_body
 
 if TYPE_CHECKING:
     import socket
-    from collections.abc import Awaitable, Callable
+    from collections.abc import AsyncIterator, Awaitable, Callable
 
     from .._engine.pool_like import PoolLike
 
@@ -132,7 +132,6 @@ class HttpApi:
         # What the daemon's intakes submit through: errors their callers get are kept for
         # the dashboard (the Redis intake gets this one too).
         self.pool = RecordingPool(pool, self.history)
-        self._pool = self.pool
         self._control = control
         self._token = token.encode() if token else None
         self._max_body = max_body_bytes
@@ -140,7 +139,12 @@ class HttpApi:
         self.public_health = public_health
         self._access_log = access_log
         self.dashboard = dashboard
-        self._submits = Submits(self._pool, control, max_body_bytes, self._error_response)
+        ops = served(dashboard=dashboard)
+        self._public_paths = {
+            health: frozenset(op.path for op in ops if op.public or (health and op.health))
+            for health in (False, True)
+        }
+        self._submits = Submits(self.pool, control, max_body_bytes, self._error_response)
         self.events = EventStreams(self.status_data, self.history, max_streams=max_streams)
         self._page = Dashboard() if dashboard else None
         self.server = HttpServer(self.make_app, self.runner_options())
@@ -187,8 +191,8 @@ class HttpApi:
             "openapi": self._openapi,
         }
         if self._page is not None:
-            table.update(page=self._page.serve, page_script=self._page.serve)
-            table["page_style"] = self._page.serve
+            serve = self._page.serve
+            table.update(page=serve, page_script=serve, page_style=serve)
         return table
 
     def make_app(self) -> web.Application:
@@ -203,9 +207,9 @@ class HttpApi:
         app.on_shutdown.append(self._close_streams)
         return app
 
-    async def _sampling(self, app: web.Application) -> Any:
+    async def _sampling(self, app: web.Application) -> AsyncIterator[None]:
         """The history's sampler runs while the app is served."""
-        task = asyncio.create_task(self.history.run(self._pool.statistics))
+        task = asyncio.create_task(self.history.run(self.pool.statistics))
         yield
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
@@ -227,10 +231,8 @@ class HttpApi:
         await self.server.stop()
 
     def _public(self, path: str) -> bool:
-        return any(
-            op.path == path and (op.public or (self.public_health and op.health))
-            for op in served(dashboard=self.dashboard)
-        )
+        """Whether ``path`` is served without the token (``public_health`` may change)."""
+        return path in self._public_paths[self.public_health]
 
     # ------------------------------------------------------------ middleware
 
@@ -283,33 +285,33 @@ class HttpApi:
 
     def status_data(self) -> dict[str, Any]:
         """The body of ``/v1/status`` (and of each ``/v1/events`` event)."""
-        return status_body(self._control.info(), self._pool.statistics(), held=self.held)
+        return status_body(self._control.info(), self.pool.statistics(), held=self.held)
 
     async def _status(self, request: web.Request) -> web.Response:
         return json_reply(self.status_data())
 
     async def _health(self, request: web.Request) -> web.Response:
         body = health_body(
-            self._pool.statistics(),
-            is_open=self._pool.is_open,
-            degraded=self._pool.is_degraded,
+            self.pool.statistics(),
+            is_open=self.pool.is_open,
+            degraded=self.pool.is_degraded,
             draining=self._control.draining,
             redis=self._control.redis_state(),
         )
         return json_reply(body, 200 if body["status"] == "ready" else 503)
 
     async def _metrics(self, request: web.Request) -> web.Response:
-        text = render_metrics(self._pool.statistics())
+        text = render_metrics(self.pool.statistics())
         return web.Response(body=text.encode(), headers={"Content-Type": METRICS_TYPE})
 
     async def _resize(self, request: web.Request) -> web.Response:
         body = await read_json(request, self._max_body)
-        children = resize_target(body, self._pool.size)
+        children = resize_target(body, self.pool.size)
         try:
             size = await self._control.resize(children)
         except Qoper8Error as exc:
             return self._error_response(exc)
-        return json_reply({"children": size, "generation": self._pool.generation})
+        return json_reply({"children": size, "generation": self.pool.generation})
 
     async def _reload(self, request: web.Request) -> web.Response:
         try:
@@ -319,7 +321,7 @@ class HttpApi:
             return self._error_response(exc, 500)
         except Qoper8Error as exc:
             return self._error_response(exc)
-        return json_reply({"generation": generation, "children": self._pool.size})
+        return json_reply({"generation": generation, "children": self.pool.size})
 
     async def _events(self, request: web.Request) -> web.StreamResponse:
         try:

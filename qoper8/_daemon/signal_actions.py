@@ -1,6 +1,6 @@
 """What each signal does: the methods the daemon's signal table (``Daemon.actions``) points
 at. TERM drains, INT and QUIT stop fast, HUP reloads, USR1 reopens the log, USR2 upgrades;
-TTIN, TTOU and WINCH are ``sizing``'s.
+WINCH pauses the pool; TTIN, TTOU and the size rules are ``sizing``'s.
 
 Each runs on the daemon's one signal task (``inbox``), one at a time. Kept apart from the
 daemon's start-up and its answers to the API, which are ``daemon``'s.
@@ -169,7 +169,26 @@ class SignalActions:
         await self.drain()
         return 0  # (inbox requests answer a number)
 
+    async def pause(self) -> None:
+        """WINCH: retire every child, keep the master (``sizing``). Ignored when the daemon
+        runs in a terminal, as unicorn does: a terminal sends WINCH to its foreground
+        processes each time its window is resized."""
+        if _in_a_terminal():
+            logger.warning(
+                "WINCH ignored: this daemon runs in a terminal, which sends WINCH when its "
+                "window is resized; run it detached (stdin not a terminal) to use WINCH"
+            )
+            return
+        await self.sizing.pause()
+
     async def reopen_logs(self) -> None:
         """USR1: reopen the log file (after logrotate moved it)."""
         if self.log.reopen():
             logger.info("log file reopened")
+
+
+def _in_a_terminal() -> bool:
+    try:
+        return os.isatty(0)
+    except OSError:
+        return False
