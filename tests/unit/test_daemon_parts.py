@@ -145,3 +145,10 @@ def test_a_new_master_reads_its_ready_pipe_once_and_writes_its_pid() -> None:
     with os.fdopen(r, "rb") as pipe:
         assert pipe.read() == f"{os.getpid()}\n".encode()
     assert take_ready_fd({UPGRADE_VARIABLE: "junk"}) is None
+
+
+def test_qoper8_status_says_when_the_pool_is_paused() -> None:
+    from qoper8._daemon.cli_status import format_status
+
+    assert "PAUSED" in format_status({"paused": True, "children": []}).splitlines()[0]
+    assert "PAUSED" not in format_status({"paused": False, "children": []})
