@@ -44,6 +44,8 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.timeout(60)
 
 TOKEN = "upgrade-token"
+# After a refused connection a client pauses this long, so a test that fails does not spin.
+FAILURE_PAUSE = 0.05
 
 
 @contextlib.contextmanager
@@ -88,6 +90,7 @@ class FreshConnections:
                 reader, writer = await asyncio.open_connection(self.host, self.port)
             except OSError as exc:
                 self.failures.append(f"connect: {exc!r}")
+                await asyncio.sleep(FAILURE_PAUSE)
                 continue
             try:
                 writer.write(request)
