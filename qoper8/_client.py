@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar, final, overload
 import aiohttp
 import orjson
 
+from ._daemon.http_wire import KILL_ON_CANCEL_HEADER, TIMEOUT_HEADER
 from ._engine.protocol import encode_action
 from ._engine.results import validate_result
-from ._transport._http import KILL_ON_CANCEL_HEADER, TIMEOUT_HEADER
 from ._types import DEFAULT
 from .errors import (
     JobTimeout,

@@ -168,8 +168,31 @@ class ServeConfig(BaseModel):
     # How long a host may go silent before its Redis jobs run elsewhere (at least once).
     redis_lease: float = Field(default=30.0, gt=0, description="Redis job lease (seconds)")
     redis_max_retries: int = Field(default=3, ge=0, description="re-runs of an abandoned job")
+    # Serve on these inherited listening sockets (descriptor numbers) instead of binding
+    # host/port/unix: a supervisor's, or the old master's during a USR2 upgrade. (systemd's
+    # socket activation, LISTEN_FDS, is found without it.)
+    fd: tuple[int, ...] | None = Field(default=None, description="inherited listening sockets")
+    # The dashboard's page at / (its data, /v1/events, needs the token as the API does).
+    dashboard: bool = True
 
     _sizes = field_validator("max_body_bytes", mode="before")(parse_bytes)
+
+    @field_validator("fd", mode="before")
+    @classmethod
+    def _descriptors(cls, value: object) -> object:
+        """``3``, ``"3,4"`` (a variable) or ``[3, 4]``."""
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        if isinstance(value, int):
+            return [value]
+        return value
+
+    @field_validator("fd")
+    @classmethod
+    def _open_descriptors(cls, value: tuple[int, ...] | None) -> tuple[int, ...] | None:
+        if value is not None and (not value or min(value) < 0):
+            raise ValueError("give descriptor numbers: 3, or 3,4")
+        return value
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -198,7 +221,7 @@ BIND: Final = "bind"
 SETTINGS: Final = frozenset(_POOL_FIELDS | _SERVE_FIELDS | {BIND})
 # QOPER8_* variables read by something other than the daemon's settings (the client
 # commands), so not worth a warning.
-_OTHER_VARIABLES: Final = frozenset({"URL"})
+_OTHER_VARIABLES: Final = frozenset({"URL", "UPGRADE"})  # UPGRADE: a USR2's new master
 
 
 def read_toml(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -61,6 +61,12 @@ def fail(message: str = "boom") -> None:
     raise ValueError(message)
 
 
+@worker.handler("refuse")
+def refuse(status: int = 409) -> None:
+    """Fail with the HTTP status the handler chooses (the daemon answers with it)."""
+    raise qoper8.HandlerError("refused on purpose", status=status, code="refused")
+
+
 @worker.handler("die")
 def die(code: int = 3) -> None:
     os._exit(code)

@@ -29,7 +29,7 @@ import qoper8
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterator, Sequence
 
-    from qoper8._transport._http import HttpApi
+    from qoper8._daemon.http_api import HttpApi
 
 REPO = Path(__file__).resolve().parent.parent
 HANDLERS = "tests.daemon_handlers:worker"
@@ -78,6 +78,7 @@ class Daemon:
         env: dict[str, str] | None = None,
         tcp: bool = True,
         token: str | None = None,
+        pass_fds: Sequence[int] = (),
     ) -> None:
         self.tmp = tmp
         self.port = free_port() if tcp else 0
@@ -102,6 +103,7 @@ class Daemon:
             *args,
         ]
         self.env = {**os.environ, **(env or {})}
+        self.pass_fds = tuple(pass_fds)  # listening sockets for --fd
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -119,6 +121,7 @@ class Daemon:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                pass_fds=self.pass_fds,
             )
         return self
 

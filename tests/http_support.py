@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 
 import qoper8
-from qoper8._transport._http import HttpApi
+from qoper8._daemon.http_api import HttpApi
+from qoper8._daemon.listeners import bind_tcp
 from tests.test_http_api import FakeControl
 
 if TYPE_CHECKING:
@@ -36,9 +37,9 @@ class Api:
 async def serving(worker: str, *, debug: bool = False, **settings: Any) -> AsyncIterator[Api]:
     async with qoper8.Pool(worker, children=1, **settings) as pool:
         api = HttpApi(pool, FakeControl(), token=None, max_body_bytes=10 << 20, debug=debug)
-        urls = await api.start(host="127.0.0.1", port=0)
+        await api.start(bind_tcp("127.0.0.1", 0))
         try:
             async with aiohttp.ClientSession() as session:
-                yield Api(pool, urls[0], session)
+                yield Api(pool, api.urls[0], session)
         finally:
             await api.stop()

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import orjson
 import pytest
 
-from qoper8._cli import (
+from qoper8._daemon.cli import (
     EXIT_FAILED,
     EXIT_OK,
     EXIT_UNREACHABLE,
@@ -19,7 +19,7 @@ from qoper8._cli import (
     format_status,
     main,
 )
-from qoper8._daemon import (
+from qoper8._daemon.daemon import (
     EXIT_ALREADY_RUNNING,
     EXIT_BIND_FAILED,
     EXIT_CONFIG,

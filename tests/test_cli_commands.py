@@ -13,15 +13,15 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from qoper8._cli import console_main
-from qoper8._cli_commands import (
+from qoper8._daemon.cli import console_main
+from qoper8._daemon.cli_commands import (
     EXIT_FAILED,
     EXIT_OK,
     EXIT_UNREACHABLE,
     EXIT_USAGE,
     daemon_url,
 )
-from qoper8._daemon import EXIT_CONFIG
+from qoper8._daemon.daemon import EXIT_CONFIG
 from tests.conftest import new_fifo, release
 from tests.daemon_support import (
     HANDLERS,

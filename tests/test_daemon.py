@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 import qoper8
-from qoper8._daemon import Daemon as DaemonMaster
+from qoper8._daemon.daemon import Daemon as DaemonMaster
 from qoper8.config import load_config
 from qoper8.errors import PoolClosed, TransportError
 from tests.daemon_support import (
@@ -323,9 +323,11 @@ def test_signal_table_maps_each_signal_to_its_action(tmp_path: Path) -> None:
         signal.SIGINT: master.stop_fast,
         signal.SIGQUIT: master.stop_fast,
         signal.SIGHUP: master.reload_logged,
-        signal.SIGTTIN: master.grow,
-        signal.SIGTTOU: master.shrink,
+        signal.SIGTTIN: master.sizing.grow,
+        signal.SIGTTOU: master.sizing.shrink,
+        signal.SIGWINCH: master.pause,
         signal.SIGUSR1: master.reopen_logs,
+        signal.SIGUSR2: master.start_upgrade,
     }
 
 
@@ -605,13 +607,13 @@ async def test_serve_with_redis_consumes_the_queue_and_stops_on_term(tmp_path: P
 def test_metrics_text_is_well_formed_prometheus() -> None:
     import re
 
+    from qoper8._daemon.metrics import render_metrics
     from qoper8._engine.stats import (
         ChildStatistics,
         Histogram,
         Percentiles,
         PoolStatistics,
     )
-    from qoper8._transport._metrics import render_metrics
 
     hist = Histogram(((0.001, 2), (0.01, 5), (1.0, 7)), 8, 3.5)
     none = Percentiles(0, None, None, None, None)
@@ -643,7 +645,7 @@ def test_metrics_text_is_well_formed_prometheus() -> None:
 
 def test_each_error_has_its_status() -> None:
     from qoper8 import errors
-    from qoper8._transport._http import status_for
+    from qoper8._daemon.http_api import status_for
 
     expected = {
         errors.InvalidAction("x"): 422,

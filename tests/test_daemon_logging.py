@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from qoper8._daemon.log import DaemonLog
 from qoper8._engine.output import NonBlockingLog
-from qoper8._logging import DaemonLog
 from qoper8.config import load_config
 from tests.daemon_support import HANDLERS, running, wait_until
 

@@ -16,7 +16,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 import qoper8
-from qoper8._transport._http import HttpApi
+from qoper8._daemon.http_api import HttpApi
 from qoper8.errors import PoolClosed, StartFailed, TransportError
 from tests.conftest import new_fifo, release
 from tests.conftest import wait_until as wait_until_true

@@ -17,8 +17,8 @@ from fastapi import FastAPI
 
 import qoper8
 import qoper8.fastapi
-from qoper8._transport import _http
-from qoper8._transport._http import HttpApi
+from qoper8._daemon import http_replies as _http
+from qoper8._daemon.http_api import HttpApi
 from qoper8.errors import (
     ChildDied,
     ConfigError,

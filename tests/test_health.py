@@ -13,7 +13,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 import qoper8
-from qoper8._transport._http import HttpApi
+from qoper8._daemon.http_api import HttpApi
 from tests.conftest import wait_until
 from tests.daemon_support import Daemon, serve_like_the_daemon
 from tests.test_http_api import FakeControl

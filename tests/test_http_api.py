@@ -16,8 +16,8 @@ import pytest_asyncio
 from aiohttp.test_utils import TestClient
 
 import qoper8
-from qoper8._transport._http import HttpApi
-from qoper8._transport._http_input import FORCE_FACTOR, resize_target
+from qoper8._daemon.http_api import HttpApi
+from qoper8._daemon.http_input import FORCE_FACTOR, resize_target
 from qoper8.config import MAX_CHILDREN
 from qoper8.errors import ConfigError
 from tests.daemon_support import HANDLERS, serve_like_the_daemon

@@ -26,7 +26,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import qoper8
-from qoper8._transport._http import HttpApi
+from qoper8._daemon.http_api import HttpApi
 from tests.daemon_support import HANDLERS, running, serve_like_the_daemon
 from tests.test_http_api import FakeControl
 

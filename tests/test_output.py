@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import sys
 import threading
 from typing import TYPE_CHECKING
@@ -101,6 +102,9 @@ async def test_a_stalled_stderr_never_blocks_the_pool(monkeypatch: pytest.Monkey
     assert await asyncio.to_thread(writer.flush, 5.0)
     assert not stderr.gave_up
     notes = [line for line in "".join(stderr.text).splitlines() if "dropped" in line]
-    assert notes == [
-        f"[qoper8] {writer.dropped} lines of child output dropped: stderr did not keep up"
-    ]
+    # Every drop is reported, in one note or several (lines may still be dropping while the
+    # first note is written, when the machine is slow).
+    pattern = re.compile(r"\[qoper8\] (\d+) lines of child output dropped: stderr did not keep up")
+    counts = [int(m.group(1)) for m in map(pattern.fullmatch, notes) if m]
+    assert len(counts) == len(notes) >= 1
+    assert sum(counts) == writer.dropped

@@ -94,6 +94,8 @@ def test_the_wheel_ships_qoper8_only_and_its_script_serves_the_users_workers(
     wheel = build_wheel(tmp_path)
     names = zipfile.ZipFile(wheel).namelist()
     assert "qoper8/py.typed" in names
+    for asset in ("index.html", "app.js", "app.css"):  # the dashboard ships in the package
+        assert f"qoper8/_daemon/dashboard/{asset}" in names
     assert not [n for n in names if n.startswith("workers/")], "the examples were shipped"
     venv = fresh_venv(tmp_path, wheel)
     where = "import qoper8; print(qoper8.__file__)"
@@ -131,6 +133,8 @@ def test_the_wheel_ships_qoper8_only_and_its_script_serves_the_users_workers(
         with urllib.request.urlopen(request, timeout=30) as resp:
             answer = json.loads(resp.read())
         assert answer == {"result": {"id": 7, "from": "the user's own workers/users.py"}}
+        with urllib.request.urlopen(url + "/dashboard/app.js", timeout=30) as resp:
+            assert b"/v1/events" in resp.read()  # the installed page, not the source tree's
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:

@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 import qoper8
 import qoper8.prometheus
 import qoper8.sync
-from qoper8._transport._metrics import render_metrics
+from qoper8._daemon.metrics import render_metrics
 from tests.conftest import HANDLERS
 
 if TYPE_CHECKING:

@@ -357,6 +357,19 @@ class Pool(PoolCalls, PoolMessages, PoolView):
             raise PoolClosed("the pool is closed")
         await self._supervisor.resize(children)
 
+    async def pause(self) -> None:
+        """Retire every child gracefully and keep the pool open with a target of none (the
+        daemon's WINCH): idle children retire now, busy ones when their job ends. Queued
+        and new jobs wait (their deadlines still run) until ``resize(n)`` ends the pause.
+
+        Raises:
+            PoolClosed: the pool is closed.
+        """
+        if self._dispatcher.phase is not Phase.OPEN:
+            raise PoolClosed("the pool is closed")
+        self._supervisor.target = 0
+        self._supervisor.reconcile()
+
     async def reload(self, config: PoolConfig | None = None) -> None:
         """Replace every child with a fresh one (new code; new settings when ``config`` is
         given) with no downtime: a new generation starts beside the old one, then old

@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Final
 
 import orjson
 
-from ._engine.output import NonBlockingLog
+from .._engine.output import NonBlockingLog
 
 if TYPE_CHECKING:
-    from .config import ServeConfig
+    from ..config import ServeConfig
 
 __all__ = ["LOG_FORMAT", "DaemonLog", "JsonFormatter", "ReopenableFileHandler"]
 

@@ -3,7 +3,7 @@ resize request, each read defensively and refused with a typed error and its sta
 
 Anything from the network may be hostile: a header that is not UTF-8, a body that does not
 match its ``Content-Encoding``, a length that lies. None of these may cost a 500 or a
-traceback in the log; each becomes a ``Refused`` that ``_http`` answers as JSON.
+traceback in the log; each becomes a ``Refused`` that ``http_api`` answers as JSON.
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from aiohttp import web
 
 from ..config import MAX_CHILDREN
 from ..errors import ConfigError, InvalidAction, Qoper8Error
+from .http_wire import TIMEOUT_HEADER
 
 __all__ = [
     "FORCE_FACTOR",
-    "TIMEOUT_HEADER",
     "Refused",
     "parse_timeout",
     "read_json",
@@ -32,9 +32,6 @@ __all__ = [
 
 logger = logging.getLogger("qoper8.http")
 
-# Per-request job deadline in seconds ("none" for no deadline); absent means the daemon's
-# default timeout. A header rather than a body field, so the body stays exactly the action.
-TIMEOUT_HEADER: Final = "Qoper8-Timeout"
 # A resize to more than this many children per CPU needs "force": past it the children
 # mostly wait for a CPU (and memory), so it is more likely a typo ("40" for "4") than a plan.
 FORCE_FACTOR: Final = 4

@@ -11,11 +11,11 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 if TYPE_CHECKING:
-    from ._engine.pool import Pool
-    from .config import ServeConfig
+    from .._engine.pool_like import PoolLike
+    from ..config import ServeConfig
 
 __all__ = ["RedisIntake"]
 
@@ -25,7 +25,7 @@ logger = logging.getLogger("qoper8.daemon")
 class RedisIntake:
     """The Redis consumer of one daemon, or nothing when ``config.redis`` is not set."""
 
-    def __init__(self, pool: Pool, config: ServeConfig) -> None:
+    def __init__(self, pool: PoolLike, config: ServeConfig) -> None:
         self._pool = pool
         self._config = config
         self._consumer: Any = None
@@ -40,7 +40,7 @@ class RedisIntake:
         if self._config.redis is None:
             return None
         try:
-            from ._transport._redis import RedisConsumer
+            from .._transport._redis import RedisConsumer
         except ImportError as exc:
             raise ConfigError(
                 f"--redis needs Redis mode (pip install 'qoper8[redis]'): {exc}"

@@ -15,7 +15,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
-from .errors import PoolClosed
+from ..errors import PoolClosed
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping

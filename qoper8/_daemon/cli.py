@@ -1,8 +1,8 @@
 """``qoper8``'s command line: argument parsing, help and the console-script entry point.
 
 Kept thin on purpose: ``serve`` hands its settings to ``load_config`` and ``Daemon``; the
-other commands live in ``_cli_commands`` (one ``Client`` call each, or a signal for
-``stop``); the status table in ``_cli_status``.
+other commands live in ``cli_commands`` (one ``Client`` call each, or a signal for
+``stop``); the status table in ``cli_status``.
 """
 
 from __future__ import annotations
@@ -12,20 +12,9 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any, Final
 
-from . import __version__
-from ._cli_commands import (
-    CLIENT_COMMANDS,
-    EXIT_FAILED,
-    EXIT_OK,
-    EXIT_UNREACHABLE,
-    EXIT_USAGE,
-    STOP_MARGIN,
-    run_client_command,
-    stop,
-)
-from ._cli_status import format_status
-from ._text import did_you_mean
-from .config import (
+from .. import __version__
+from .._text import did_you_mean
+from ..config import (
     DEFAULT_GRACE,
     DEFAULT_HOST,
     DEFAULT_MAX_BODY_BYTES,
@@ -35,7 +24,18 @@ from .config import (
     PoolConfig,
     ServeConfig,
 )
-from .errors import ConfigError
+from ..errors import ConfigError
+from .cli_commands import (
+    CLIENT_COMMANDS,
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    STOP_MARGIN,
+    run_client_command,
+    stop,
+)
+from .cli_status import format_status
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -116,9 +116,12 @@ _SWITCHES: Final = (
     ("--public-health", "public_health", "serve /v1/health and /metrics without the token"),
 )  # fmt: skip
 
+# `serve` flags of their own shape: (flags, setting); their options are in _parser().
+_OTHER_FLAGS: Final = ((("--fd",), "fd"), (("--no-dashboard",), "dashboard"))
+
 # Settings that only the TOML file and the environment set, named in `serve --help`.
 _NO_FLAG: Final = ", ".join(
-    sorted(set(_FIELDS) - {"pool"} - {f[1] for f in _SETTING_FLAGS} - {f[1] for f in _SWITCHES})
+    sorted(set(_FIELDS) - {"pool"} - {f[1] for f in (*_SETTING_FLAGS, *_SWITCHES, *_OTHER_FLAGS)})
 )
 
 _SERVE_EPILOG: Final = f"""\
@@ -134,8 +137,10 @@ signals:
   TERM        stop taking jobs, let queued and running ones finish (up to --grace), exit
   INT, QUIT   stop at once: running jobs fail with PoolClosed
   HUP         reload the settings and start a new generation of children (no job lost)
-  TTIN, TTOU  one child more, one child fewer
+  TTIN, TTOU  one child more, one child fewer (after WINCH, TTIN restores the size)
+  WINCH       retire every child gracefully, keep the master (jobs wait; health: paused)
   USR1        reopen the log file
+  USR2        upgrade: start the installed qoper8 on the same sockets, hand over, exit
 
 exit codes:
   0  stopped by a signal        3  the worker module failed to start
@@ -166,6 +171,24 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
         serve.add_argument(*flags, dest=setting, metavar=metavar, help=help_text, default=None)
     for flag, setting, help_text in _SWITCHES:
         serve.add_argument(flag, dest=setting, action="store_true", default=None, help=help_text)
+    serve.add_argument(
+        "--fd",
+        dest="fd",
+        metavar="N",
+        type=int,
+        action="append",
+        default=None,
+        help="serve on this inherited listening socket instead of binding (repeatable; "
+        "systemd's LISTEN_FDS is found without it)",
+    )
+    serve.add_argument(
+        "--no-dashboard",
+        dest="dashboard",
+        action="store_const",
+        const=False,
+        default=None,
+        help="no dashboard page at / (its data, /v1/events, stays in the API)",
+    )
 
     def client_options(p: argparse.ArgumentParser) -> None:
         p.add_argument(
@@ -237,7 +260,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         hints = "".join(did_you_mean(a.split("=")[0], options) for a in extra if a[:2] == "--")
         command.error(f"unrecognized arguments: {' '.join(extra)}{hints}")
     if args.command == "serve":
-        return _serve(args)
+        return _serve(args, argv)
     if args.command == "stop":
         return stop(args)
     assert args.command in CLIENT_COMMANDS
@@ -256,14 +279,15 @@ def console_main() -> None:
     sys.exit(main())
 
 
-def _serve(args: argparse.Namespace) -> int:
-    from ._daemon import EXIT_CONFIG, run_daemon
-    from .config import load_config
+def _serve(args: argparse.Namespace, argv: list[str]) -> int:
+    from ..config import load_config
+    from .daemon import EXIT_CONFIG, run_daemon
 
     overrides: dict[str, Any] = {
         setting: getattr(args, setting) for _, setting, _, _ in _SETTING_FLAGS
     }
     overrides.update({setting: getattr(args, setting) for _, setting, _ in _SWITCHES})
+    overrides.update({setting: getattr(args, setting) for _, setting in _OTHER_FLAGS})
 
     def load() -> Any:
         return load_config(args.config, overrides=overrides)
@@ -273,4 +297,5 @@ def _serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"qoper8 serve: {exc}", file=sys.stderr)  # noqa: T201
         return EXIT_CONFIG
-    return run_daemon(config, reload_config=load)
+    # USR2 starts the new master with the same arguments.
+    return run_daemon(config, reload_config=load, argv=argv)

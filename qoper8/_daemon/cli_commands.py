@@ -2,7 +2,7 @@
 
 Each is one ``Client`` call (or, for ``stop``, one signal to the pid in the pidfile) plus
 its exit code. Where the daemon is, and its token, come from flags, then the daemon's own
-config file (``--config``), then ``QOPER8_URL`` / ``QOPER8_TOKEN``. Parsing is ``_cli``'s.
+config file (``--config``), then ``QOPER8_URL`` / ``QOPER8_TOKEN``. Parsing is ``cli``'s.
 """
 
 from __future__ import annotations
@@ -19,16 +19,16 @@ from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 
-from ._cli_status import format_status
-from ._text import plural
-from .config import DEFAULT_GRACE, DEFAULT_HOST, DEFAULT_PORT, ENV_PREFIX, merge_sources
-from .errors import ConfigError, Qoper8Error, TransportError
+from .._text import plural
+from ..config import DEFAULT_GRACE, DEFAULT_HOST, DEFAULT_PORT, ENV_PREFIX, merge_sources
+from ..errors import ConfigError, Qoper8Error, TransportError
+from .cli_status import format_status
 
 if TYPE_CHECKING:
     import argparse
     from collections.abc import Awaitable, Callable, Mapping
 
-    from ._client import Client
+    from .._client import Client
 
 __all__ = [
     "CLIENT_COMMANDS",
@@ -42,7 +42,7 @@ __all__ = [
 ]
 
 # Exit codes of the client commands (status, submit, resize, reload, health, stop). `serve`
-# has its own, in _daemon (EXIT_CONFIG, EXIT_START_FAILED, ...). Scripts rely on them.
+# has its own, in daemon.py (EXIT_CONFIG, EXIT_START_FAILED, ...). Scripts rely on them.
 EXIT_OK: Final = 0
 EXIT_FAILED: Final = 1  # the daemon answered an error (JobFailed, 401, ...); health: not ready
 EXIT_USAGE: Final = 2  # a bad argument (argparse uses 2 as well)
@@ -91,7 +91,7 @@ def _daemon_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 def _target(args: argparse.Namespace) -> tuple[str, str | None]:
     """Where the daemon is and its token: flags, then --config, then the environment."""
-    from ._client import DEFAULT_URL
+    from .._client import DEFAULT_URL
 
     settings = _daemon_settings(args)
     url = args.url or (daemon_url(settings) if settings else None)
@@ -118,7 +118,7 @@ async def _with_client(
     url: str,
     token: str | None,
 ) -> int:
-    from ._client import Client, Unauthorized
+    from .._client import Client, Unauthorized
 
     unreachable = EXIT_FAILED if args.command == "health" else EXIT_UNREACHABLE
     try:

@@ -3,8 +3,9 @@
 It owns the pool, the HTTP API (and the Redis consumer when asked), the pidfile, the log
 file, and the signal table. A signal handler only puts the signal number on a queue; one task
 reads that queue and looks the signal up in ``Daemon.actions``, so every operation (resize,
-reload, drain) runs in order, on the event loop, never inside a handler. The HTTP control
-endpoints go through the same queue. Parsing arguments is left to ``_cli``.
+reload, drain, upgrade) runs in order, on the event loop, never inside a handler. The HTTP
+control endpoints go through the same queue. Parsing arguments is left to ``cli``; the size
+rules (TTIN, TTOU, WINCH) to ``sizing``, USR2's re-execution to ``upgrade``.
 """
 
 from __future__ import annotations
@@ -17,20 +18,25 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any, Final
 
-from . import __version__
-from ._daemon_inbox import Inbox
-from ._daemon_redis import RedisIntake
-from ._engine.pool import Pool
-from ._logging import DaemonLog
-from ._pidfile import remove_pidfile, write_pidfile
-from ._text import plural
-from ._transport._http import HttpApi
-from .errors import ConfigError, PoolClosed, Qoper8Error, StartFailed
+from .. import __version__
+from .._engine.pool import Pool
+from .._text import plural
+from ..errors import ConfigError, PoolClosed, Qoper8Error, StartFailed
+from .http_api import HttpApi
+from .inbox import Inbox
+from .listeners import is_public, open_sockets, url_of
+from .log import DaemonLog
+from .pidfile import remove_pidfile, write_pidfile
+from .redis_hook import RedisIntake
+from .signal_actions import SignalActions
+from .sizing import Sizing
+from .upgrade import Upgrade, notify_ready, take_ready_fd
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    import socket
+    from collections.abc import Awaitable, Callable, Sequence
 
-    from .config import ServeConfig
+    from ..config import ServeConfig
 
 __all__ = [
     "EXIT_ALREADY_RUNNING",
@@ -50,24 +56,20 @@ EXIT_START_FAILED: Final = 3  # the worker module failed to import or its childr
 EXIT_BIND_FAILED: Final = 4  # the address or socket could not be bound
 EXIT_ALREADY_RUNNING: Final = 5  # the pidfile names a live process
 
-# Settings a HUP cannot change in a running daemon (the listening socket, the Redis
-# consumer, the access logger are made once); a changed one is logged as needing a restart.
-RESTART_ONLY: Final = ("host", "port", "unix", "max_body_bytes", "pidfile", "redis", "queue",
-                       "access_log")  # fmt: skip
-# Consumers (Redis) get this long to hand back their in-flight jobs on a fast stop (INT).
-FAST_STOP_TIMEOUT: Final = 2.0
 
 logger = logging.getLogger("qoper8.daemon")
 child_logger = logging.getLogger("qoper8.child")
 
 
-class Daemon:
+class Daemon(SignalActions):
     """The master process of ``qoper8 serve``.
 
     Args:
         config: the validated settings.
         reload_config: reads the settings again for HUP (file and environment, then the
             same flags); without it HUP reloads the worker code only.
+        argv: the ``qoper8`` command's arguments, for USR2 to start the new master with;
+            without them USR2 is refused.
 
     Example:
         ```python
@@ -80,10 +82,13 @@ class Daemon:
         config: ServeConfig,
         *,
         reload_config: Callable[[], ServeConfig] | None = None,
+        argv: Sequence[str] | None = None,
     ) -> None:
         self.config = config
         self._reload_config = reload_config
         self.pool = Pool(config=config.pool, on_output=self._child_output)
+        self.sizing = Sizing(self.pool)
+        self.upgrade = Upgrade(argv, config.pidfile)
         self.api = HttpApi(
             self.pool,
             self,
@@ -92,8 +97,11 @@ class Daemon:
             debug=config.debug,
             access_log=config.access_log,
             public_health=config.public_health,
+            dashboard=config.dashboard,
         )
         self._stopping = False
+        self._tasks: set[asyncio.Task[None]] = set()  # the upgrade watcher, while one runs
+        self._tg: asyncio.TaskGroup | None = None  # while serving
         self._exit_code = EXIT_OK
         self._started = time.time()
         self.log = DaemonLog()
@@ -101,23 +109,27 @@ class Daemon:
         # that arrive before (even before pool.start() is called) wait on it.
         self._start_done = asyncio.Event()
         self._start_error: Qoper8Error | None = None
-        self._redis = RedisIntake(self.pool, config)
+        # Redis jobs go through the API's recording pool: their errors show on the dashboard.
+        self._redis = RedisIntake(self.api.pool, config)
         # The signal table: the one place that says what each signal does.
         self.actions: dict[signal.Signals, Callable[[], Awaitable[None]]] = {
             signal.SIGTERM: self.drain,
             signal.SIGINT: self.stop_fast,
             signal.SIGQUIT: self.stop_fast,
             signal.SIGHUP: self.reload_logged,
-            signal.SIGTTIN: self.grow,
-            signal.SIGTTOU: self.shrink,
+            signal.SIGTTIN: self.sizing.grow,
+            signal.SIGTTOU: self.sizing.shrink,
+            signal.SIGWINCH: self.pause,
             signal.SIGUSR1: self.reopen_logs,
+            signal.SIGUSR2: self.start_upgrade,
         }
         self.inbox = Inbox(self.actions, lambda: self._stopping)
 
     # ================================================================ running
 
     async def run(self) -> int:
-        """Serve until TERM, INT or QUIT; return the exit code."""
+        """Serve until TERM, INT or QUIT (or a USR2's new master takes over); return the
+        exit code."""
         self.log.setup(self.config)
         if not self._write_pidfile():
             self.log.close()
@@ -144,19 +156,57 @@ class Daemon:
         except ConfigError as exc:
             logger.error("%s", exc)
             return EXIT_CONFIG
-        # Listen first: a taken port fails at once, not after the children started, and
-        # /v1/health answers "starting" meanwhile (submits wait until the pool is open).
+        # Set when a USR2 started this master: the old one serves until this one is ready,
+        # so this one starts its children first and only then accepts.
+        ready_fd = take_ready_fd(os.environ)
+        unix = None if cfg.unix is None else os.fspath(cfg.unix)
+        where = f"descriptors {cfg.fd}" if cfg.fd else unix or f"{cfg.host}:{cfg.port}"
         try:
-            unix = None if cfg.unix is None else os.fspath(cfg.unix)
-            urls = await self.api.start(host=cfg.host, port=cfg.port, unix=unix)
+            sockets, owned_unix, where = open_sockets(
+                fds=cfg.fd, unix=unix, host=cfg.host, port=cfg.port, environ=os.environ
+            )
         except OSError as exc:
-            where = cfg.unix or f"{cfg.host}:{cfg.port}"
+            logger.error("cannot listen on %s: %s", where, exc.strerror or exc)
+            return EXIT_BIND_FAILED
+        if ready_fd is not None and unix is not None and f"unix:{unix}" in map(url_of, sockets):
+            owned_unix = unix  # the old master made it; this one removes it when it stops
+        try:
+            if cfg.token is None and any(is_public(sock) for sock in sockets):
+                logger.error(
+                    "%s is reachable off this machine: set a token (--token or QOPER8_TOKEN)",
+                    where,
+                )
+                return EXIT_CONFIG
+            return await self._serve_on(sockets, owned_unix, where, ready_fd)
+        finally:
+            for sock in sockets:
+                sock.close()
+
+    async def _listen(self, sockets: list[socket.socket], owned_unix: str | None) -> None:
+        await self.api.start(sockets, owned_unix=owned_unix)
+
+    async def _serve_on(
+        self,
+        sockets: list[socket.socket],
+        owned_unix: str | None,
+        where: str,
+        ready_fd: int | None,
+    ) -> int:
+        cfg = self.config
+        # Listen first: /v1/health answers "starting" meanwhile, and submits wait until the
+        # pool is open. (A new master of an upgrade waits instead: the old one serves.)
+        try:
+            if ready_fd is None:
+                await self._listen(sockets, owned_unix)
+        except OSError as exc:
             logger.error("cannot listen on %s: %s", where, exc.strerror or exc)
             return EXIT_BIND_FAILED
         try:
             logger.info(
-                "listening on %s; starting %s",
-                " ".join(urls),
+                "%s; starting %s",
+                f"listening on {' '.join(self.api.urls)}"
+                if ready_fd is None
+                else f"upgrading: will listen on {where} once ready",
                 plural(self.pool.size, "child", "children"),
             )
             try:
@@ -171,20 +221,25 @@ class Daemon:
                 if exc.remote_traceback:
                     logger.error("the child's traceback:\n%s", exc.remote_traceback.rstrip())
                 return EXIT_START_FAILED
+            if ready_fd is not None:
+                await self._listen(sockets, owned_unix)
+                notify_ready(ready_fd)
             self._start_ended(None)
             logger.info(
                 "ready: %s, %s of %r (pid %d)",
-                " ".join(urls),
+                " ".join(self.api.urls),
                 plural(self.pool.size, "child", "children"),
                 cfg.pool.worker,
                 os.getpid(),
             )
             async with asyncio.TaskGroup() as tg:
+                self._tg = tg
                 self._redis.start(tg)
                 tg.create_task(self.inbox.run())
                 tg.create_task(self._stop_when_broken())
             return self._exit_code
         finally:
+            self._tg = None
             self._stopping = True
             await self.pool.aclose(grace=0)
             await self.api.stop()
@@ -207,92 +262,6 @@ class Daemon:
         )
         self._exit_code = EXIT_START_FAILED
         self.inbox.put_signal(signal.SIGQUIT)
-
-    # ================================================================ the signal actions
-
-    async def drain(self) -> None:
-        """TERM: stop intake, let queued and running jobs finish for up to ``grace`` seconds,
-        kill what is left, and stop."""
-        self._stopping = True
-        stats = self.pool.statistics()
-        logger.info(
-            "draining: up to %gs for %s and %s",
-            self.config.grace,
-            plural(stats.queue_length, "queued job"),
-            plural(stats.running, "running job"),
-        )
-        await self._redis.stop(limit=None)
-        await self.pool.aclose(grace=self.config.grace)
-
-    async def stop_fast(self) -> None:
-        """INT, QUIT: stop now; running jobs fail with PoolClosed."""
-        self._stopping = True
-        await self._redis.stop(limit=FAST_STOP_TIMEOUT, grace=0.0)
-        await self.pool.aclose(grace=0)
-
-    async def _reload_now(self) -> int:
-        """HUP: read the settings again and start a new generation of children with them
-        (old ones retire as each finishes its job). Return the new generation.
-
-        The pool's settings (worker module, timeouts, limits) take effect with the new
-        generation. Its size follows the file only when the file's ``children`` changed, so
-        a size set by TTIN/TTOU or resize survives a plain HUP.
-
-        Raises:
-            ConfigError: the new settings are invalid; nothing changed.
-            StartFailed: the new children failed to start; the old ones, and all the old
-                settings, keep serving.
-        """
-        old = self.config
-        new = self._reload_config() if self._reload_config is not None else old
-        pool_config = new.pool
-        if new.pool.children == old.pool.children:
-            pool_config = new.pool.model_copy(update={"children": self.pool.size})
-        await self.pool.reload(pool_config)
-        self._apply_daemon_settings(new)
-        logger.info(
-            "reloaded: generation %d, %s",
-            self.pool.generation,
-            plural(self.pool.size, "child", "children"),
-        )
-        return self.pool.generation
-
-    async def reload_logged(self) -> None:
-        try:
-            await self._reload_now()
-        except ConfigError as exc:
-            logger.error("reload refused, the running settings stay: %s", exc)
-        except StartFailed as exc:
-            logger.error("reload failed, the old children and settings keep serving: %s", exc)
-
-    def _apply_daemon_settings(self, new: ServeConfig) -> None:
-        old = self.config
-        fixed = [name for name in RESTART_ONLY if getattr(new, name) != getattr(old, name)]
-        if fixed:
-            logger.warning("settings that take effect at restart only: %s", ", ".join(fixed))
-        self.api.set_token(new.token)
-        self.api.debug = new.debug
-        self.api.public_health = new.public_health
-        self.log.apply(new)
-        if new.log_file is not None and new.log_file != old.log_file:
-            self.log.move(os.fspath(new.log_file))
-        self.config = new
-
-    async def grow(self) -> None:
-        """TTIN: one child more."""
-        await self.pool.resize(self.pool.size + 1)
-        logger.info("resized to %s", plural(self.pool.size, "child", "children"))
-
-    async def shrink(self) -> None:
-        """TTOU: one child fewer (never below one)."""
-        if self.pool.size > 1:
-            await self.pool.resize(self.pool.size - 1)
-        logger.info("resized to %s", plural(self.pool.size, "child", "children"))
-
-    async def reopen_logs(self) -> None:
-        """USR1: reopen the log file (after logrotate moved it)."""
-        if self.log.reopen():
-            logger.info("log file reopened")
 
     # ================================================================ Control (for the API)
 
@@ -334,7 +303,7 @@ class Daemon:
         """Change the number of children, in turn with signals; returns the new size."""
 
         async def run() -> int:
-            await self.pool.resize(children)
+            await self.sizing.resize(children)
             return self.pool.size
 
         return await self.inbox.submit(run)
@@ -366,14 +335,18 @@ class Daemon:
         return True
 
     def _remove_pidfile(self) -> None:
-        if self.config.pidfile is not None:
-            remove_pidfile(self.config.pidfile)
+        if self.upgrade.pidfile is not None:  # PIDFILE.oldbin after an upgrade
+            remove_pidfile(self.upgrade.pidfile)
 
 
-def run_daemon(config: ServeConfig, reload_config: Callable[[], ServeConfig] | None = None) -> int:
+def run_daemon(
+    config: ServeConfig,
+    reload_config: Callable[[], ServeConfig] | None = None,
+    argv: Sequence[str] | None = None,
+) -> int:
     """Run ``qoper8 serve`` to the end and return its exit code."""
     try:
-        return asyncio.run(Daemon(config, reload_config=reload_config).run())
+        return asyncio.run(Daemon(config, reload_config=reload_config, argv=argv).run())
     except Qoper8Error as exc:
         print(f"qoper8 serve: {exc}", file=sys.stderr)  # noqa: T201
         return EXIT_CRASHED

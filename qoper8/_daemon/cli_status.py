@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._text import plural
+from .._text import plural
 
 __all__ = ["format_status"]
 
@@ -26,7 +26,8 @@ def format_status(status: dict[str, Any]) -> str:
     lines = [
         f"qoper8 {status.get('version', '?')}, master pid {status.get('pid')}, "
         f"worker {status.get('worker')}, up {_seconds(status.get('uptime'))}"
-        + (", DRAINING" if status.get("draining") else ""),
+        + (", DRAINING" if status.get("draining") else "")
+        + (", PAUSED (WINCH; TTIN brings the children back)" if status.get("paused") else ""),
         f"{plural(len(children), 'child', 'children')} (target {status.get('target_size')}), "
         f"generation {status.get('generation')}",
         "",
