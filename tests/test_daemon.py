@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 import qoper8
+from qoper8._config_sources import load_config
 from qoper8._daemon.daemon import Daemon as DaemonMaster
-from qoper8.config import load_config
 from qoper8.errors import PoolClosed, TransportError
 from tests.daemon_support import (
     HANDLERS,

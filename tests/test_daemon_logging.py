@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from qoper8._config_sources import load_config
 from qoper8._daemon.log import DaemonLog
 from qoper8._engine.output import NonBlockingLog
-from qoper8.config import load_config
 from tests.daemon_support import HANDLERS, running, wait_until
 
 if TYPE_CHECKING:

@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import pytest
 
+from qoper8._config_sources import load_config
 from qoper8._daemon.daemon import EXIT_BIND_FAILED, EXIT_CONFIG, EXIT_OK
 from qoper8._daemon.daemon import Daemon as DaemonMaster
 from qoper8._daemon.upgrade import OLDBIN_SUFFIX
-from qoper8.config import load_config
 from qoper8.errors import ConfigError, TransportError
 from tests import conftest
 from tests.conftest import new_fifo, pid_alive, release

@@ -280,7 +280,7 @@ def console_main() -> None:
 
 
 def _serve(args: argparse.Namespace, argv: list[str]) -> int:
-    from ..config import load_config
+    from .._config_sources import load_config
     from .daemon import EXIT_CONFIG, run_daemon
 
     overrides: dict[str, Any] = {

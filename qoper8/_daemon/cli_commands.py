@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 
+from .._config_sources import merge_sources
 from .._text import plural
-from ..config import DEFAULT_GRACE, DEFAULT_HOST, DEFAULT_PORT, ENV_PREFIX, merge_sources
+from ..config import DEFAULT_GRACE, DEFAULT_HOST, DEFAULT_PORT, ENV_PREFIX
 from ..errors import ConfigError, Qoper8Error, TransportError
 from .cli_status import format_status
 

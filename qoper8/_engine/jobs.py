@@ -84,6 +84,8 @@ class Jobs:
         self.broken: StartFailed | None = None
         # The messenger's: what a child notifies or publishes (kind, payload).
         self.notices: Callable[[Child, int, bytes], None] = _ignore
+        # The autoscaler's: a job had to wait in the queue (it may start a child).
+        self.on_waiting: Callable[[], None] | None = None
         # The actor host's: an event an actor emitted (payload).
         self.actor_events: Callable[[Child, bytes], None] = _nothing_said
         self._idle: deque[Child] = deque()  # a stack: the last one freed is used first
@@ -213,6 +215,8 @@ class Jobs:
         else:
             self._queue.append(job)
             self.queued += 1
+            if self.on_waiting is not None:
+                self.on_waiting()
         return job
 
     def new_actor_job(
@@ -345,6 +349,10 @@ class Jobs:
     def busy(self) -> bool:
         """Whether a job is queued or running."""
         return bool(self.queued or self.running)
+
+    def idle_children(self) -> list[Child]:
+        """The idle children, the one idle longest first."""
+        return list(self._idle)
 
     def has_capacity(self) -> bool:
         """Whether a job submitted now would start at once (an idle child, nothing queued)."""

@@ -15,12 +15,13 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar, overload
 import orjson
 
 from .._types import DEFAULT
-from ..config import MAX_CHILDREN, PoolConfig, make_pool_config
-from ..errors import ConfigError, PoolClosed, Qoper8Error, StartFailed
+from ..config import PoolConfig, make_pool_config
+from ..errors import PoolClosed, StartFailed
 from . import protocol as proto
 from .actor_children import ActorChildren
 from .actor_ref import Actors
 from .actors import ActorHost
+from .autoscale import Autoscaler
 from .dispatcher import Dispatcher, Phase
 from .encoding import encode_action
 from .job import JobKind
@@ -29,6 +30,7 @@ from .messages import Messenger
 from .output import StderrWriter
 from .pool_calls import PoolCalls
 from .pool_messages import PoolMessages
+from .pool_size import PoolSize
 from .pool_view import PoolView
 from .results import validate_result
 from .settle import copy_start_failed
@@ -61,7 +63,7 @@ _JOB_ACTION: Final = JobKind.ACTION
 _default_output: Final = StderrWriter()
 
 
-class Pool(PoolCalls, PoolMessages, PoolView):
+class Pool(PoolCalls, PoolMessages, PoolSize, PoolView):
     """A pool of pre-started child processes that run a worker module's handlers.
 
     Example:
@@ -72,7 +74,10 @@ class Pool(PoolCalls, PoolMessages, PoolView):
 
     Args:
         worker: the worker module, ``"pkg.mod:attr"`` (``attr`` defaults to ``worker``).
-        children: how many children to keep (default: the number of CPUs).
+        children: how many children to keep (default: the number of CPUs), or a range
+            ``(min, max)`` to autoscale: children start while jobs wait, up to ``max``,
+            and the one idle longest retires after ``idle_timeout`` seconds, down to ``min``
+            (which may be 0).
         timeout: default deadline of each job in seconds, counted from submit.
         max_queue: jobs that may wait for a child; more raise ``QueueFull`` or wait.
         max_jobs_per_child: retire a child after this many jobs (plus a little jitter).
@@ -90,7 +95,7 @@ class Pool(PoolCalls, PoolMessages, PoolView):
         self,
         worker: str | None = None,
         *,
-        children: int | None = None,
+        children: int | tuple[int, int] | None = None,
         timeout: float | None = None,
         max_queue: int | None = None,
         max_jobs_per_child: int | None = None,
@@ -125,14 +130,14 @@ class Pool(PoolCalls, PoolMessages, PoolView):
         )
         self.actors = Actors(self._actor_host, self._dispatcher, config.max_actors)
         """The pool's named actors: ``create``, ``get``, ``destroy``, ``list``."""
+        self._autoscaler = (
+            Autoscaler(self._supervisor, self._dispatcher, config)
+            if config.max_children is not None
+            else None
+        )
         self._messenger = Messenger(self._dispatcher, self._supervisor, self._groups)
         self._closed = asyncio.Event()
         self._drain_cut = asyncio.Event()
-
-    def _apply(self, config: PoolConfig) -> None:
-        self.config = config
-        self._dispatcher.apply(config)
-        self._supervisor.apply(config)
 
     # ================================================================ lifecycle
 
@@ -177,6 +182,9 @@ class Pool(PoolCalls, PoolMessages, PoolView):
             await self._shutdown(grace=0.0)
             raise
         dispatcher.phase = Phase.OPEN
+        if self._autoscaler is not None:
+            self._autoscaler.start()
+            self._autoscaler.grow_if_needed()  # jobs that came while it started
 
     async def aclose(self, *, grace: float | None = None) -> None:
         """Stop taking jobs, let queued and running ones finish for up to ``grace`` seconds
@@ -231,6 +239,8 @@ class Pool(PoolCalls, PoolMessages, PoolView):
         return [*self._supervisor.children.values(), *self._actor_children.children.values()]
 
     def _finish_close(self) -> None:
+        if self._autoscaler is not None:
+            self._autoscaler.close()
         self._supervisor.finish()
         self._actor_children.finish()
         self._messenger.close()
@@ -334,62 +344,3 @@ class Pool(PoolCalls, PoolMessages, PoolView):
         if result_type is None:
             return result
         return validate_result(result_type, result, job_id=job.id)
-
-    # ================================================================ size and generations
-
-    async def resize(self, children: int) -> None:
-        """Change the number of children and wait until new ones are ready. Surplus
-        children retire: idle ones now, busy ones when their job ends.
-
-        Raises:
-            ConfigError: ``children`` is not a whole number from 1 to 1024.
-            StartFailed: the new children failed to start.
-        """
-        if (
-            not isinstance(children, int)
-            or isinstance(children, bool)
-            or not 1 <= children <= MAX_CHILDREN
-        ):
-            raise ConfigError(
-                f"children must be a whole number from 1 to {MAX_CHILDREN}, not {children!r}"
-            )
-        if self._dispatcher.phase is not Phase.OPEN:
-            raise PoolClosed("the pool is closed")
-        await self._supervisor.resize(children)
-
-    async def pause(self) -> None:
-        """Retire every child gracefully and keep the pool open with a target of none (the
-        daemon's WINCH): idle children retire now, busy ones when their job ends. Queued
-        and new jobs wait (their deadlines still run) until ``resize(n)`` ends the pause.
-
-        Raises:
-            PoolClosed: the pool is closed.
-        """
-        if self._dispatcher.phase is not Phase.OPEN:
-            raise PoolClosed("the pool is closed")
-        self._supervisor.target = 0
-        self._supervisor.reconcile()
-
-    async def reload(self, config: PoolConfig | None = None) -> None:
-        """Replace every child with a fresh one (new code; new settings when ``config`` is
-        given) with no downtime: a new generation starts beside the old one, then old
-        children retire as each finishes its job. Jobs keep flowing throughout; none is
-        dropped.
-
-        Args:
-            config: settings for the new generation and the pool from now on (worker
-                module, size, timeouts, limits); the current ones when omitted.
-
-        Raises:
-            StartFailed: the new generation could not start; the old one, and the old
-                settings, keep serving.
-        """
-        if self._dispatcher.phase is not Phase.OPEN:
-            raise PoolClosed("the pool is closed")
-        supervisor = self._supervisor
-        if supervisor.reloading:
-            raise Qoper8Error("a reload is already in progress")
-        old = self.config
-        target = supervisor.target if config is None else config.children
-        self._apply(config or old)
-        await supervisor.roll(target, lambda: self._apply(old))

@@ -68,15 +68,20 @@ class PoolView:
         return copy_start_failed(dispatcher.broken)
 
     def has_capacity(self) -> bool:
-        """Whether a job submitted now would start at once (an idle child, nothing queued)."""
-        return self._dispatcher.has_capacity()
+        """Whether a job submitted now would start at once (an idle child, nothing queued),
+        or soon (an autoscaled pool below its most, nothing queued: a child would start)."""
+        dispatcher = self._dispatcher
+        if dispatcher.has_capacity():
+            return True
+        autoscaler = self._supervisor.autoscaler
+        return autoscaler is not None and not dispatcher.queued and autoscaler.can_grow()
 
     async def wait_capacity(self) -> None:
         """Wait until ``has_capacity()`` (or the pool closes). Transports that pull work
         (Redis) call this before taking a job, so a host never takes more than it can run."""
         dispatcher = self._dispatcher
         await dispatcher.waiters.wait_for(
-            lambda: dispatcher.has_capacity() or dispatcher.phase is not Phase.OPEN
+            lambda: self.has_capacity() or dispatcher.phase is not Phase.OPEN
         )
 
     @property

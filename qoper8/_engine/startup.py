@@ -32,6 +32,8 @@ async def start_together(
 ) -> None:
     """Spawn ``children`` together and wait until all are ready; on the first failure
     cancel the rest and raise ``StartFailed`` (the caller cleans up)."""
+    if not children:
+        return  # an autoscaled pool may start with none
     tasks = [asyncio.create_task(spawn_and_wait(c)) for c in children]
     try:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)

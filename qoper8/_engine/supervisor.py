@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
     from ..config import PoolConfig
+    from .autoscale import Autoscaler
     from .dispatcher import Dispatcher
 
 __all__ = ["Supervisor"]
@@ -79,6 +80,7 @@ class Supervisor(Generations):
         # Respawns sleeping out their back-off; a recovery wakes them at once.
         self._backoff_waiters: set[asyncio.Future[None]] = set()
         self.health = ChildHealth(config, dispatcher, self._recovered)
+        self.autoscaler: Autoscaler | None = None
         self.apply(config)
 
     def apply(self, config: PoolConfig) -> None:
@@ -114,6 +116,8 @@ class Supervisor(Generations):
             self.health.child_ready(child, self.loop)
         self.placed(child)
         self._dispatcher.child_free(child)
+        if self.autoscaler is not None:
+            self.autoscaler.grow_if_needed()  # still jobs waiting: more children
 
     def child_proved(self, child: Child) -> None:
         self.health.proved(child)

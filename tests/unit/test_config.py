@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from qoper8._config_sources import load_config, read_env, unknown_variables
 from qoper8._text import did_you_mean, plural, suggest
 from qoper8._values import parse_bind, parse_bytes
 from qoper8.config import (
@@ -17,9 +18,6 @@ from qoper8.config import (
     MAX_CHILDREN,
     ServeConfig,
     is_loopback,
-    load_config,
-    read_env,
-    unknown_variables,
 )
 from qoper8.errors import ConfigError
 
