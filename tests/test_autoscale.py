@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from pathlib import Path
 
 import pytest
 
 import qoper8
+from qoper8._config_sources import load_config
 from tests.conftest import HANDLERS, wait_until
+
+ACTORS = "tests.actor_handlers:worker"
 
 
 def _live(pool: qoper8.Pool) -> list[qoper8.ChildStatistics]:
@@ -89,3 +93,23 @@ async def test_resize_takes_a_range_or_fixes_the_size_and_a_pause_does_not_grow(
         assert await job == 7
         with pytest.raises(qoper8.ConfigError, match="range of children"):
             await pool.resize((3, 1))
+
+
+def test_the_daemon_takes_a_range_from_a_flag_a_variable_or_the_file(tmp_path: Path) -> None:
+    config = load_config(overrides={"worker": HANDLERS, "children": "1:8", "idle_timeout": "5"})
+    assert (config.pool.children, config.pool.max_children, config.pool.idle_timeout) == (1, 8, 5)
+    config = load_config(environ={"QOPER8_WORKER": HANDLERS, "QOPER8_CHILDREN": "0:3"})
+    assert (config.pool.children, config.pool.max_children) == (0, 3)
+    path = tmp_path / "qoper8.toml"
+    path.write_text(f'worker = "{HANDLERS}"\nchildren = [2, 4]\n')
+    assert load_config(path, environ={}).pool.max_children == 4
+
+
+async def test_an_idle_child_that_holds_an_actor_never_retires() -> None:
+    async with qoper8.Pool(ACTORS, children=(0, 2), idle_timeout=0.2) as pool:
+        counter = await pool.actors.create("counter", "c", args={"start": 1})
+        where = await counter.call("where")
+        assert await pool.submit({"type": "pid"}, timeout=30) != where
+        await wait_until(lambda: not _live(pool), timeout=20, what="the pool's idle child retired")
+        assert await counter.call("add", n=2) == 3  # the actor's child kept serving it
+        assert await counter.call("where") == where

@@ -67,7 +67,10 @@ _SETTING_FLAGS: Final[tuple[tuple[tuple[str, ...], str, str, str], ...]] = (
     (("--worker",), "worker", "REF", 'worker module, "pkg.mod:attr" (required: here, '
      f"{ENV_PREFIX}WORKER or the config file)"),
     (("-w", "--children", "--workers"), "children", "N",
-     f"number of children (default: the number of CPUs, {_default('children')} here)"),
+     f"number of children (default: the number of CPUs, {_default('children')} here), or "
+     "MIN:MAX to autoscale between the two"),
+    (("--idle-timeout",), "idle_timeout", "SECONDS",
+     f"autoscaling: an idle child retires after this (default: {_default('idle_timeout')})"),
     (("-b", "--bind"), "bind", "ADDR",
      "HOST:PORT, [IPV6]:PORT, :PORT or unix:PATH (instead of --host/--port/--unix)"),
     (("--host",), "host", "ADDR",
