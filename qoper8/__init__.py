@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from ._engine.delivery import BroadcastResult, ChildReply, Notice
     from ._engine.pool import Pool
     from ._engine.replacing import replace_child_after
+    from ._engine.role import Role
     from ._engine.stats import ChildStatistics, PoolStatistics
     from ._engine.stream import Stream
     from ._engine.worker import HandlerInfo, Worker
@@ -77,6 +78,7 @@ __all__ = [
     "QueueFull",
     "RedisPool",
     "ReplaceChild",
+    "Role",
     "StartFailed",
     "Stream",
     "TransportError",
@@ -90,6 +92,7 @@ __all__ = [
 
 _LAZY: dict[str, str] = {
     "Pool": "._engine.pool",
+    "Role": "._engine.role",
     "Client": "._client",
     "RedisPool": "._redis_pool",
     "ChildStatistics": "._engine.stats",

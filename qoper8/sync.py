@@ -121,6 +121,7 @@ class Pool:
         self,
         action: Mapping[str, Any] | BaseModel,
         *,
+        role: str | None = ...,
         timeout: float | None = ...,
         kill_on_cancel: bool = ...,
         wait_for_room: bool = ...,
@@ -132,6 +133,7 @@ class Pool:
         self,
         action: Mapping[str, Any] | BaseModel,
         *,
+        role: str | None = ...,
         timeout: float | None = ...,
         kill_on_cancel: bool = ...,
         wait_for_room: bool = ...,
@@ -143,6 +145,7 @@ class Pool:
         self,
         action: Mapping[str, Any] | BaseModel,
         *,
+        role: str | None = None,
         timeout: float | None = _UNSET,
         kill_on_cancel: bool = False,
         wait_for_room: bool = True,
@@ -154,6 +157,7 @@ class Pool:
         return self._call(
             self._pool.submit(
                 action,
+                role=role,
                 timeout=timeout,
                 kill_on_cancel=kill_on_cancel,
                 wait_for_room=wait_for_room,
@@ -167,13 +171,18 @@ class Pool:
         self,
         action: Mapping[str, Any] | BaseModel,
         *,
+        role: str | None = None,
         timeout: float | None = _UNSET,
         kill_on_cancel: bool = False,
         on_progress: Callable[[Any], object] | None = None,
     ) -> Iterator[SyncStream]:
         """As ``qoper8.Pool.stream``: a plain iterator of the messages, then ``.result``."""
         opener = self._pool.stream(
-            action, timeout=timeout, kill_on_cancel=kill_on_cancel, on_progress=on_progress
+            action,
+            role=role,
+            timeout=timeout,
+            kill_on_cancel=kill_on_cancel,
+            on_progress=on_progress,
         )
         stream = self._call(opener.__aenter__())
         try:
@@ -224,21 +233,26 @@ class Pool:
         """As ``qoper8.Pool.executor``: a thread-safe ``Executor`` on this pool."""
         return self._pool.executor()
 
-    def resize(self, children: int) -> None:
+    def resize(self, children: int | tuple[int, int], *, role: str | None = None) -> None:
         """As ``qoper8.Pool.resize``."""
-        self._call(self._pool.resize(children))
+        self._call(self._pool.resize(children, role=role))
 
-    def reload(self) -> None:
+    def reload(self, *, role: str | None = None) -> None:
         """As ``qoper8.Pool.reload``."""
-        self._call(self._pool.reload())
+        self._call(self._pool.reload(role=role))
 
     def wait_idle(self) -> None:
         """As ``qoper8.Pool.wait_idle``."""
         self._call(self._pool.wait_idle())
 
-    def statistics(self) -> PoolStatistics:
+    def statistics(self, *, role: str | None = None) -> PoolStatistics:
         """As ``qoper8.Pool.statistics``."""
-        return self._call(_snapshot(self._pool))
+        return self._call(_snapshot(self._pool, role))
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        """As ``qoper8.Pool.roles``."""
+        return self._pool.roles
 
     @property
     def handlers(self) -> dict[str, HandlerInfo]:
@@ -246,8 +260,8 @@ class Pool:
         return self._pool.handlers
 
 
-async def _snapshot(pool: AsyncPool) -> PoolStatistics:
-    return pool.statistics()  # taken on the loop thread, where the counters live
+async def _snapshot(pool: AsyncPool, role: str | None) -> PoolStatistics:
+    return pool.statistics(role=role)  # taken on the loop thread, where the counters live
 
 
 class SyncStream:

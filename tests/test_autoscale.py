@@ -6,19 +6,24 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 import qoper8
 from qoper8._config_sources import load_config
+from qoper8._daemon.status import health_body
 from tests.conftest import HANDLERS, wait_until
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 ACTORS = "tests.actor_handlers:worker"
 
 
 def _live(pool: qoper8.Pool) -> list[qoper8.ChildStatistics]:
-    return [c for c in pool.statistics().children if c.state in ("starting", "idle", "busy")]
+    live = ("starting", "idle", "busy")
+    return [c for c in pool.statistics().children if c.state in live and not c.actors]
 
 
 async def test_a_pool_of_zero_starts_a_child_for_its_first_job() -> None:
@@ -109,7 +114,32 @@ async def test_an_idle_child_that_holds_an_actor_never_retires() -> None:
     async with qoper8.Pool(ACTORS, children=(0, 2), idle_timeout=0.2) as pool:
         counter = await pool.actors.create("counter", "c", args={"start": 1})
         where = await counter.call("where")
+        holder = next(c for c in pool.statistics().children if c.pid == where)
+        assert holder.actors == ("c",)
         assert await pool.submit({"type": "pid"}, timeout=30) != where
         await wait_until(lambda: not _live(pool), timeout=20, what="the pool's idle child retired")
         assert await counter.call("add", n=2) == 3  # the actor's child kept serving it
         assert await counter.call("where") == where
+
+
+async def test_an_autoscaled_pool_at_none_is_ready_and_a_paused_one_says_so() -> None:
+    async with qoper8.Pool(HANDLERS, children=(0, 2), idle_timeout=30) as pool:
+        stats = pool.statistics()
+        assert (stats.target_size, stats.min_size, stats.max_size, stats.paused) == (0, 0, 2, False)
+        health = health_body(stats, is_open=True, degraded=False, draining=False, redis=None)
+        assert health["status"] == "ready"  # no child needed until a job comes
+        await pool.pause()
+        assert pool.is_paused
+        assert pool.statistics().paused
+        health = health_body(
+            pool.statistics(), is_open=True, degraded=False, draining=False, redis=None
+        )
+        assert health["status"] == "paused"
+        await pool.resize((0, 2))
+        assert not pool.is_paused
+
+
+def test_a_synchronous_pool_autoscales_too() -> None:
+    with qoper8.sync.Pool(HANDLERS, children=(0, 2), idle_timeout=30) as pool:
+        assert pool.submit({"type": "echo", "value": 3}, timeout=30) == 3
+        pool.resize(1)

@@ -32,32 +32,53 @@ class Sizing:
 
     @property
     def paused(self) -> bool:
-        return self._pool.size == 0
+        return self._pool.is_paused
 
     @property
     def size(self) -> int:
         """The size the pool has, or comes back to after a pause (what HUP keeps)."""
         return self._before_pause if self.paused and self._before_pause else self._pool.size
 
-    async def resize(self, children: int) -> None:
-        """Set the size (ending a pause)."""
+    async def resize(self, children: int | tuple[int, int]) -> None:
+        """Set the size or the autoscaling range (ending a pause)."""
         await self._pool.resize(children)
         self._before_pause = None
 
+    def _range(self) -> tuple[int, int] | None:
+        config = self._pool.config
+        return None if config.max_children is None else (config.children, config.max_children)
+
     async def grow(self) -> None:
-        """TTIN: one child more; after a WINCH, the size the pool had before it."""
-        target = self.size if self.paused else self._pool.size + 1
-        await self.resize(target)
-        logger.info("resized to %s", plural(self._pool.size, "child", "children"))
+        """TTIN: one child more (an autoscaled pool: one more at least, and at most if
+        needed); after a WINCH, the size or range the pool had before it."""
+        scaled = self._range()
+        if self.paused:
+            await self.resize(scaled or self.size)
+        elif scaled:
+            await self.resize((scaled[0] + 1, max(scaled[1], scaled[0] + 1)))
+        else:
+            await self.resize(self._pool.size + 1)
+        self._log()
 
     async def shrink(self) -> None:
-        """TTOU: one child fewer (never below one: WINCH retires them all)."""
+        """TTOU: one child fewer (never below one: WINCH retires them all); an autoscaled
+        pool: one fewer at least (down to 0)."""
         if self.paused:
             logger.info("paused: no child to retire (TTIN brings them back)")
             return
-        if self._pool.size > 1:
+        scaled = self._range()
+        if scaled:
+            await self.resize((max(0, scaled[0] - 1), scaled[1]))
+        elif self._pool.size > 1:
             await self.resize(self._pool.size - 1)
-        logger.info("resized to %s", plural(self._pool.size, "child", "children"))
+        self._log()
+
+    def _log(self) -> None:
+        scaled = self._range()
+        if scaled:
+            logger.info("autoscaling between %s and %s children", *scaled)
+        else:
+            logger.info("resized to %s", plural(self._pool.size, "child", "children"))
 
     async def pause(self) -> None:
         """WINCH: retire every child gracefully and keep the master."""

@@ -9,21 +9,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Final
 
+from .._engine.role import DEFAULT_ROLE, role_name
+
 if TYPE_CHECKING:
     from .._engine.stats import PoolStatistics
 
 __all__ = ["DEFAULT_ROLE", "health_body", "role_name", "roles_of", "status_body"]
 
-# The one role of a pool whose worker module has no usable name.
-DEFAULT_ROLE: Final = "default"
 # Child states that serve jobs.
 _READY: Final = frozenset({"idle", "busy"})
-
-
-def role_name(worker: object) -> str:
-    """A role's name from its worker module: ``"workers.users:worker"`` is ``"users"``."""
-    module = str(worker or "").partition(":")[0].rpartition(".")[2]
-    return module if module.isidentifier() else DEFAULT_ROLE
 
 
 def roles_of(worker: object, stats: PoolStatistics) -> list[dict[str, Any]]:
@@ -48,7 +42,7 @@ def status_body(info: dict[str, Any], stats: PoolStatistics, *, held: int) -> di
     return {
         **info,
         **stats.to_dict(),
-        "paused": stats.target_size == 0,
+        "paused": stats.paused,
         "held": held,
         "roles": roles_of(info.get("worker"), stats),
     }
@@ -69,7 +63,7 @@ def health_body(
     redis_down = redis is not None and not redis["connected"]
     if draining:
         status = "draining"
-    elif is_open and stats.target_size == 0:
+    elif is_open and stats.paused:
         status = "paused"  # WINCH: no child until TTIN or a resize
     elif not is_open:
         status = "starting"

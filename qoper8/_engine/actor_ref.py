@@ -191,6 +191,9 @@ class Actors:
         self._dispatcher = dispatcher
         self._max_actors = max_actors
 
+    def _holds(self, name: str) -> bool:
+        return name in self._host.actors
+
     def _actor(self, name: str) -> Actor:
         actor = self._host.actors.get(name)
         if actor is None:

@@ -328,6 +328,14 @@ class ActorHost:
         )
         return -(-live // self._max_per_child)
 
+    def placement(self) -> dict[int, tuple[str, ...]]:
+        """Child id -> the names of the actors it holds (for statistics)."""
+        held: dict[int, list[str]] = {}
+        for actor in self.actors.values():
+            if actor.child is not None:
+                held.setdefault(actor.child.id, []).append(actor.name)
+        return {child_id: tuple(names) for child_id, names in held.items()}
+
     def close(self) -> None:
         for handle in self._timers:
             handle.cancel()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Final, TypeVar, overload
 
 import orjson
@@ -33,6 +33,7 @@ from .pool_messages import PoolMessages
 from .pool_size import PoolSize
 from .pool_view import PoolView
 from .results import validate_result
+from .role import role_name, unknown_role
 from .settle import copy_start_failed
 from .startup import RETIRE_TIMEOUT
 from .stream import ProgressListener
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
 
     from .._types import JSONValue
     from .child import Child
+    from .role import Role
 
 __all__ = ["OutputCallback", "Pool"]
 
@@ -74,6 +76,10 @@ class Pool(PoolCalls, PoolMessages, PoolSize, PoolView):
 
     Args:
         worker: the worker module, ``"pkg.mod:attr"`` (``attr`` defaults to ``worker``).
+        roles: instead of ``worker``, several worker modules by role name, each a
+            ``qoper8.Role`` (or a worker reference) with its own children, queue and
+            settings; the keyword settings given here are every role's defaults. Actions go
+            to the role that handles their type (``role=`` chooses when several do).
         children: how many children to keep (default: the number of CPUs), or a range
             ``(min, max)`` to autoscale: children start while jobs wait, up to ``max``,
             and the one idle longest retires after ``idle_timeout`` seconds, down to ``min``
@@ -91,10 +97,19 @@ class Pool(PoolCalls, PoolMessages, PoolSize, PoolView):
         ConfigError: a setting is invalid.
     """
 
+    def __new__(cls, *args: Any, **kwargs: Any) -> Pool:
+        """``Pool(roles=...)`` makes a pool of pools, one per role (``roles_pool.py``)."""
+        if cls is Pool and kwargs.get("roles") is not None:
+            from .roles_pool import RolesPool
+
+            return super().__new__(RolesPool)
+        return super().__new__(cls)
+
     def __init__(
         self,
         worker: str | None = None,
         *,
+        roles: Mapping[str, Role | str] | None = None,
         children: int | tuple[int, int] | None = None,
         timeout: float | None = None,
         max_queue: int | None = None,
@@ -116,6 +131,7 @@ class Pool(PoolCalls, PoolMessages, PoolSize, PoolView):
             values.update({k: v for k, v in explicit.items() if v is not None})
             config = make_pool_config(**values)
         self.config = config
+        self._name = role_name(config.worker)
         output = on_output or _default_output
         ids = itertools.count(1)  # child ids, unique across the pool's groups
         self._dispatcher = Dispatcher(config)
@@ -138,6 +154,26 @@ class Pool(PoolCalls, PoolMessages, PoolSize, PoolView):
         self._messenger = Messenger(self._dispatcher, self._supervisor, self._groups)
         self._closed = asyncio.Event()
         self._drain_cut = asyncio.Event()
+
+    def _share_ids(self, ids: Iterator[int]) -> None:
+        """Number children from ``ids`` (one counter for every role of a pool of roles)."""
+        self._supervisor._ids = self._actor_children._ids = ids
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        """The pool's role names (a pool of one worker module has one: its module's name)."""
+        return (self._name,)
+
+    def role(self, name: str) -> Pool:
+        """The pool of one role, with all of ``Pool``'s methods (its own statistics, resize,
+        broadcast, ``run``...). Closing it closes that role only.
+
+        Raises:
+            InvalidAction: no role of that name.
+        """
+        if name != self._name:
+            raise unknown_role(name, self.roles)
+        return self
 
     # ================================================================ lifecycle
 
@@ -254,6 +290,7 @@ class Pool(PoolCalls, PoolMessages, PoolSize, PoolView):
         self,
         action: Mapping[str, Any] | BaseModel,
         *,
+        role: str | None = ...,
         timeout: float | None = ...,
         kill_on_cancel: bool = ...,
         wait_for_room: bool = ...,
@@ -265,6 +302,7 @@ class Pool(PoolCalls, PoolMessages, PoolSize, PoolView):
         self,
         action: Mapping[str, Any] | BaseModel,
         *,
+        role: str | None = ...,
         timeout: float | None = ...,
         kill_on_cancel: bool = ...,
         wait_for_room: bool = ...,
@@ -276,6 +314,7 @@ class Pool(PoolCalls, PoolMessages, PoolSize, PoolView):
         self,
         action: Mapping[str, Any] | BaseModel,
         *,
+        role: str | None = None,
         timeout: float | None = _UNSET,
         kill_on_cancel: bool = False,
         wait_for_room: bool = True,
@@ -287,6 +326,8 @@ class Pool(PoolCalls, PoolMessages, PoolSize, PoolView):
         Args:
             action: a mapping with a string ``type`` and JSON-able fields, or a pydantic
                 model with a ``type`` field (NaN and Infinity are refused: JSON has none).
+            role: the role to run it (a pool of roles finds it from the type; a type that
+                several roles handle needs it).
             timeout: seconds from now until ``JobTimeout`` (queued or running); ``None``
                 for no deadline; the pool's ``timeout`` when omitted.
             kill_on_cancel: if the awaiting task is cancelled while the job runs, kill and
@@ -315,6 +356,8 @@ class Pool(PoolCalls, PoolMessages, PoolSize, PoolView):
             ```
         """
         dispatcher = self._dispatcher
+        if role is not None and role != self._name:
+            raise unknown_role(role, (self._name,))
         # Hot path: a plain dict of a known type, encoded in one call; anything unusual
         # (and every error message) goes through encode_action.
         action_type = action.get("type") if type(action) is dict else None

@@ -12,6 +12,7 @@ from .._types import DEFAULT
 from ..errors import InvalidAction
 from .encoding import encode_action
 from .job import JobKind
+from .role import unknown_role
 from .stream import Stream
 
 if TYPE_CHECKING:
@@ -36,6 +37,7 @@ _UNSET: Final[Any] = DEFAULT
 class PoolMessages:
     """``stream``, ``broadcast``, ``ask`` and ``on_message`` (``qoper8.Pool`` inherits them)."""
 
+    _name: str
     _dispatcher: Dispatcher
     _supervisor: Supervisor
     _messenger: Messenger
@@ -45,6 +47,7 @@ class PoolMessages:
         self,
         action: Mapping[str, Any] | BaseModel,
         *,
+        role: str | None = None,
         timeout: float | None = _UNSET,
         kill_on_cancel: bool = False,
         on_progress: Callable[[Any], object] | None = None,
@@ -61,7 +64,7 @@ class PoolMessages:
             ```
 
         Args:
-            action, timeout, kill_on_cancel: as ``submit``.
+            action, role, timeout, kill_on_cancel: as ``submit``.
             on_progress: called with each progress value (``stream.progress`` keeps the
                 newest); an async function runs as a task.
 
@@ -75,6 +78,8 @@ class PoolMessages:
             before the failure.
         """
         dispatcher = self._dispatcher
+        if role is not None and role != self._name:
+            raise unknown_role(role, (self._name,))
         action_type, payload = encode_action(action, dispatcher.handlers, dispatcher.max_bytes)
         job = dispatcher.enqueue(JobKind.ACTION, payload, action_type, timeout, True)
         if job is None:

@@ -28,6 +28,7 @@ class PoolSize:
     """``resize()``, ``pause()`` and ``reload()`` (``qoper8.Pool`` inherits them)."""
 
     config: PoolConfig
+    _name: str
     _dispatcher: Dispatcher
     _supervisor: Supervisor
     _autoscaler: Autoscaler | None
@@ -39,21 +40,35 @@ class PoolSize:
         if self._autoscaler is not None and config.max_children is not None:
             self._autoscaler.apply(config)
 
+    @property
+    def is_paused(self) -> bool:
+        """Whether ``pause()`` holds the pool at no children (until ``resize()``)."""
+        return self._supervisor.paused
+
     def _open(self) -> None:
         if self._dispatcher.phase is not Phase.OPEN:
             raise PoolClosed("the pool is closed")
 
-    async def resize(self, children: int | tuple[int, int]) -> None:
+    def _own(self, role: str | None) -> None:
+        if role is not None and role != self._name:
+            raise ConfigError(f"unknown role {role!r} (roles: {self._name})")
+
+    async def resize(self, children: int | tuple[int, int], *, role: str | None = None) -> None:
         """Change the number of children and wait until new ones are ready. Surplus
         children retire: idle ones now, busy ones when their job ends. A range ``(min,
         max)`` autoscales between the two from now on (the pool keeps its current size
         within it); a number on an autoscaled pool fixes its size.
 
+        Args:
+            children: a number, or a range ``(min, max)``.
+            role: the role to resize (a pool of several roles needs it).
+
         Raises:
             ConfigError: ``children`` is not a whole number from 1 to 1024, or a range of
-                two (``min`` may be 0) with ``min <= max``.
+                two (``min`` may be 0) with ``min <= max``; an unknown role.
             StartFailed: the new children failed to start.
         """
+        self._own(role)
         if isinstance(children, tuple) and len(children) == 2:
             least, most = children
             if not (_whole(least, 0) and _whole(most, 1) and least <= most):
@@ -83,6 +98,7 @@ class PoolSize:
             self._autoscaler.start()
         if self._autoscaler is not None:
             self._autoscaler.apply_range(least, most)
+        self._supervisor.paused = False
         await self._supervisor.resize(target)
 
     async def pause(self) -> None:
@@ -97,10 +113,11 @@ class PoolSize:
         self._open()
         if self._autoscaler is not None:
             self._autoscaler.paused = True
+        self._supervisor.paused = True
         self._supervisor.target = 0
         self._supervisor.reconcile()
 
-    async def reload(self, config: PoolConfig | None = None) -> None:
+    async def reload(self, config: PoolConfig | None = None, *, role: str | None = None) -> None:
         """Replace every child with a fresh one (new code; new settings when ``config`` is
         given) with no downtime: a new generation starts beside the old one, then old
         children retire as each finishes its job. Jobs keep flowing throughout; none is
@@ -110,11 +127,13 @@ class PoolSize:
             config: settings for the new generation and the pool from now on (worker
                 module, size, timeouts, limits); the current ones when omitted. Whether the
                 pool autoscales stays as it was: ``resize()`` changes that.
+            role: reload only this role (a pool of roles reloads each in turn without it).
 
         Raises:
             StartFailed: the new generation could not start; the old one, and the old
                 settings, keep serving.
         """
+        self._own(role)
         self._open()
         supervisor = self._supervisor
         if supervisor.reloading:

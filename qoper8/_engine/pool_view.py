@@ -10,11 +10,13 @@ from typing import TYPE_CHECKING
 
 from ..errors import PoolClosed
 from .jobs import Phase
+from .role import unknown_role
 from .settle import copy_start_failed
 from .stats import PoolStatistics, snapshot
 
 if TYPE_CHECKING:
     from ..errors import StartFailed
+    from .actors import ActorHost
     from .child import Child
     from .dispatcher import Dispatcher
     from .supervisor import Supervisor
@@ -26,8 +28,10 @@ __all__ = ["PoolView"]
 class PoolView:
     """The read side of a pool (``qoper8.Pool`` inherits it)."""
 
+    _name: str
     _dispatcher: Dispatcher
     _supervisor: Supervisor
+    _actor_host: ActorHost
 
     def _groups(self) -> list[Child]:
         raise NotImplementedError
@@ -99,9 +103,13 @@ class PoolView:
         """The target number of children."""
         return self._supervisor.target
 
-    def statistics(self) -> PoolStatistics:
-        """A snapshot built from the master's counters; no child is asked anything."""
+    def statistics(self, *, role: str | None = None) -> PoolStatistics:
+        """A snapshot built from the master's counters; no child is asked anything. In a
+        pool of roles each child names its role, and ``role`` gives one role's snapshot."""
+        if role is not None and role != self._name:
+            raise unknown_role(role, (self._name,))
         dispatcher, supervisor = self._dispatcher, self._supervisor
+        scaler = supervisor.autoscaler
         dispatcher.fold_samples()
         return snapshot(
             self._groups(),
@@ -112,4 +120,7 @@ class PoolView:
             running=dispatcher.running,
             degraded=supervisor.health.degraded,
             failed_starts=supervisor.health.failures,
+            actors=self._actor_host.placement(),
+            paused=supervisor.paused,
+            size_range=(scaler.least, scaler.most) if scaler is not None else None,
         )

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Mapping
 
     from .child import Child
 
@@ -79,6 +79,10 @@ class ChildStatistics:
     age: float
     current_job_age: float | None
     memory_rss: int | None
+    # The named actors this child holds (an actor child's), in the order they were placed.
+    actors: tuple[str, ...] = ()
+    # Its role, in a pool of several worker modules (None: a pool of one).
+    role: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +111,12 @@ class PoolStatistics:
     # back-off (``failed_starts`` in a row so far) and recovers by itself once one starts.
     degraded: bool = False
     failed_starts: int = 0
+    # Pool.pause() (the daemon's WINCH): no child until a resize. An autoscaled pool with
+    # a least of 0 has a target of 0 and is not paused.
+    paused: bool = False
+    # Autoscaling: the range the target moves in (None: a fixed size).
+    min_size: int | None = None
+    max_size: int | None = None
 
     def to_dict(self) -> dict[str, object]:
         """The snapshot as JSON-able data (what the daemon's status endpoint serves)."""
@@ -188,6 +198,24 @@ class Counters:
     run_time: _Series = field(default_factory=_Series)
 
 
+def merge_counters(parts: Iterable[Counters]) -> Counters:
+    """One pool's totals from its roles' (each role counts its own jobs)."""
+    merged = Counters()
+    for part in parts:
+        for name in _TOTALS:
+            setattr(merged, name, getattr(merged, name) + getattr(part, name))
+        pairs = ((merged.queue_wait, part.queue_wait), (merged.run_time, part.run_time))
+        for mine, theirs in pairs:
+            mine.samples.extend(theirs.samples)
+            mine.counts = [a + b for a, b in zip(mine.counts, theirs.counts, strict=True)]
+            mine.total += theirs.total
+    return merged
+
+
+_TOTALS: Final = ("submitted", "completed", "failed", "invalid", "timed_out", "died", "cancelled",
+                  "recycled", "rejected")  # fmt: skip
+
+
 def snapshot(
     children: Iterable[Child],
     counters: Counters,
@@ -198,6 +226,9 @@ def snapshot(
     running: int,
     degraded: bool,
     failed_starts: int,
+    actors: Mapping[int, tuple[str, ...]] | None = None,
+    paused: bool = False,
+    size_range: tuple[int, int] | None = None,
 ) -> PoolStatistics:
     """A frozen ``PoolStatistics`` from the master's own records (no child is asked)."""
     now = time.monotonic()
@@ -212,6 +243,7 @@ def snapshot(
             age=now - child.started_at,
             current_job_age=(now - child.job.started_at) if child.job is not None else None,
             memory_rss=_rss_of(child.pid) or child.last_rss or None,
+            actors=actors.get(child.id, ()) if actors else (),
         )
         for child in sorted(children, key=lambda ch: ch.id)
     )
@@ -236,6 +268,9 @@ def snapshot(
         run_time_histogram=c.run_time.histogram(),
         degraded=degraded,
         failed_starts=failed_starts,
+        paused=paused,
+        min_size=size_range[0] if size_range else None,
+        max_size=size_range[1] if size_range else None,
     )
 
 

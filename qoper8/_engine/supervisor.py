@@ -81,6 +81,7 @@ class Supervisor(Generations):
         self._backoff_waiters: set[asyncio.Future[None]] = set()
         self.health = ChildHealth(config, dispatcher, self._recovered)
         self.autoscaler: Autoscaler | None = None
+        self.paused = False  # Pool.pause(): a target of none until a resize
         self.apply(config)
 
     def apply(self, config: PoolConfig) -> None:

@@ -95,8 +95,8 @@ def test_role_names_come_from_the_worker_module() -> None:
 
 
 def test_a_paused_pool_is_not_healthy() -> None:
-    body = health_body(stats(target_size=0), is_open=True, degraded=False, draining=False,
-                       redis=None)  # fmt: skip
+    paused = stats(target_size=0, paused=True)
+    body = health_body(paused, is_open=True, degraded=False, draining=False, redis=None)
     assert body == {"status": "paused", "ready": 0, "target": 0}
 
 

@@ -1,0 +1,1 @@
+"""Worker modules of the role tests: two roles with a type in common."""
