@@ -132,7 +132,7 @@ async def wait_ready(r: Any, system: str, queue: str, n: int) -> None:
 
 # ---------------------------------------------------------------- the measurements
 async def throughput(r: Any, queue: str, func: str, m: int) -> float:
-    from qoper8._transport._redis import JOB_PREFIX, QUEUE_PREFIX, QUEUES_KEY, encode_job
+    from qoper8._redis import JOB_PREFIX, QUEUE_PREFIX, QUEUES_KEY, encode_job
 
     ids = [uuid.uuid4().hex for _ in range(m)]
     start = time.perf_counter()
@@ -154,7 +154,7 @@ async def throughput(r: Any, queue: str, func: str, m: int) -> float:
 
 
 async def latency(r: Any, queue: str, func: str, m: int, clients: int) -> list[float]:
-    from qoper8._transport._redis import encode_job
+    from qoper8._redis import encode_job
 
     script = r.register_script(
         "local f = {} for i = 2, #ARGV do f[#f + 1] = ARGV[i] end "
@@ -312,7 +312,7 @@ def table(rows: list[Row], processes: int) -> str:
 
 
 async def host(url: str, queue: str, children: int) -> None:
-    from qoper8._transport._redis import RedisConsumer
+    from qoper8._redis import RedisConsumer
 
     async with qoper8.Pool("bench.redis_vs_rq:worker", children=children) as pool:
         consumer = RedisConsumer(pool, url=url, queue=queue)

@@ -26,7 +26,7 @@ from .errors import (
 if TYPE_CHECKING:
     from ._client import Client
     from ._pool import Pool
-    from ._redis_pool import RedisPool
+    from ._redis import RedisPool
     from ._stats import ChildStatistics, PoolStatistics
     from ._worker import HandlerInfo, Worker
     from .config import PoolConfig
@@ -59,7 +59,7 @@ __all__ = [
 _LAZY: dict[str, str] = {
     "Pool": "._pool",
     "Client": "._client",
-    "RedisPool": "._redis_pool",
+    "RedisPool": "._redis.pool",
     "ChildStatistics": "._stats",
     "PoolStatistics": "._stats",
     "HandlerInfo": "._worker",

@@ -14,8 +14,7 @@ from rq.job import Job, JobStatus
 from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 
-from qoper8._transport import _redis_taking
-from qoper8._transport._redis import RedisConsumer
+from qoper8._redis import RedisConsumer, taking
 from tests.conftest import wait_until
 
 from .conftest import serving
@@ -37,7 +36,7 @@ async def test_a_job_taken_after_the_last_idle_child_went_busy_runs_on_a_free_ho
 ) -> None:
     # Host A's BLMOVE must still be outstanding when the job is pushed, however slow the
     # machine: block longer than the test takes (a stop cancels the wait anyway).
-    monkeypatch.setattr(_redis_taking, "BLOCK_SECONDS", 5)
+    monkeypatch.setattr(taking, "BLOCK_SECONDS", 5)
     started, release = tmp_path / "started", tmp_path / "release"
     q = Queue(queue_name, connection=sync_redis, serializer=JSONSerializer)
     async with asyncio.timeout(30), serving(redis_url, queue_name, children=1) as (pool_a, a):

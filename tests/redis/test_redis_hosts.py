@@ -17,9 +17,9 @@ from rq.serializers import JSONSerializer
 from rq.worker import Worker
 
 import qoper8
-from qoper8._transport._redis import RedisConsumer
-from qoper8._transport._redis_client import whereabouts
-from qoper8._transport._redis_connection import _Backoff
+from qoper8._redis import RedisConsumer
+from qoper8._redis.client import whereabouts
+from qoper8._redis.connection import _Backoff
 from tests.conftest import wait_until
 
 from .conftest import serving

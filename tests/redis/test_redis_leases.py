@@ -15,8 +15,8 @@ from rq.job import JobStatus
 from rq.serializers import JSONSerializer
 
 import qoper8
-from qoper8._transport._redis import RedisConsumer
-from qoper8._transport._redis_connection import _Backoff
+from qoper8._redis import RedisConsumer
+from qoper8._redis.connection import _Backoff
 from tests.conftest import wait_until
 
 from .conftest import serving

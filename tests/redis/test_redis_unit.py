@@ -5,6 +5,8 @@ the other files; these never replace them."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
 import zlib
 from typing import Any
@@ -17,8 +19,7 @@ from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 from rq.serializers import JSONSerializer
 
-from qoper8._transport import _redis
-from qoper8._transport._redis import RedisConsumer, decode_job, describe_url, encode_job
+from qoper8._redis import RedisConsumer, connection, decode_job, describe_url, encode_job, jobs
 from qoper8.errors import InvalidAction
 from tests.conftest import wait_until
 
@@ -50,7 +51,7 @@ def test_func_name_is_an_action_type_or_a_handler_import_path() -> None:
         (zlib.compress(b"[1, 2]"), "not rq's"),
         (b"", "has no data"),
         (zlib.compress(b'"add"'), "not rq's"),
-        (zlib.compress(b"\x00" * (_redis.MAX_JOB_BYTES + 10)), "inflates to more than"),
+        (zlib.compress(b"\x00" * (jobs.MAX_JOB_BYTES + 10)), "inflates to more than"),
     ],
 )
 def test_jobs_outside_the_allowlist_or_malformed_are_refused(raw: bytes, message: str) -> None:
@@ -59,15 +60,15 @@ def test_jobs_outside_the_allowlist_or_malformed_are_refused(raw: bytes, message
 
 
 def test_rq_timeout_forms() -> None:
-    assert _redis._job_timeout(b"90", None) == 90
-    assert _redis._job_timeout(b"3m", None) == 180
-    assert _redis._job_timeout(b"-1", None) is None
-    assert _redis._job_timeout(None, None) == _redis.DEFAULT_JOB_TIMEOUT
-    left = _redis._job_timeout(b"90", str(time.time() + 5).encode())
+    assert jobs._job_timeout(b"90", None) == 90
+    assert jobs._job_timeout(b"3m", None) == 180
+    assert jobs._job_timeout(b"-1", None) is None
+    assert jobs._job_timeout(None, None) == jobs.DEFAULT_JOB_TIMEOUT
+    left = jobs._job_timeout(b"90", str(time.time() + 5).encode())
     assert left is not None
     assert 4 < left <= 5
     with pytest.raises(InvalidAction):
-        _redis._job_timeout(b"soon", None)
+        jobs._job_timeout(b"soon", None)
 
 
 def test_urls_in_messages_hide_the_password() -> None:
@@ -111,7 +112,7 @@ async def test_consumer_runs_rq_jobs_and_records_rq_outcomes(server: fakeredis.F
     await consumer.stop()
     await task
     assert ok.return_value(refresh=True) == 3
-    assert 0 < r.ttl(ok.key) <= _redis.DEFAULT_RESULT_TTL
+    assert 0 < r.ttl(ok.key) <= jobs.DEFAULT_RESULT_TTL
     assert bad.id in FailedJobRegistry("q", connection=r).get_job_ids()
     assert r.ttl(keep.key) == -1
     assert keep.return_value(refresh=True) == 6
@@ -172,8 +173,24 @@ async def test_batched_calls_survive_a_script_cache_flush() -> None:
     cache (a restart) each call is retried through the script, which loads it again."""
     r = fakeredis.FakeAsyncRedis()
     script = r.register_script("return ARGV[1]")
-    batcher = _redis._Batcher(script, r)
+    batcher = connection._Batcher(script, r)
     assert await batcher.call([], ["warm"]) == b"warm"
     await r.script_flush()
     results = await asyncio.gather(*(batcher.call([], [str(i)]) for i in range(3)))
     assert results == [b"0", b"1", b"2"]
+
+
+def test_redis_pool_imports_without_redis_and_says_so_when_started() -> None:
+    """``qoper8._redis`` re-exports lazily: ``qoper8.RedisPool`` constructs without redis
+    installed, and only ``start()`` says the extra is missing."""
+    code = (
+        "import asyncio, sys; sys.modules['redis'] = None; sys.modules['rq'] = None\n"
+        "import qoper8\n"
+        "pool = qoper8.RedisPool('redis://127.0.0.1:1/0')\n"
+        "try:\n"
+        "    asyncio.run(pool.start())\n"
+        "except qoper8.ConfigError as exc:\n"
+        "    print('ConfigError', 'qoper8[redis]' in str(exc))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "ConfigError True", out.stderr

@@ -13,11 +13,9 @@ from typing import Any
 import orjson
 
 from ..errors import JobError, JobTimeout, PoolClosed, Qoper8Error, QueueFull, StartFailed
-from ._redis_connection import BLOCK_SECONDS, _retrying
-from ._redis_consumer_base import _Running
-from ._redis_leases import _Leases
-from ._redis_outcome import _Outcome, _Outcomes
-from ._rq_jobs import (
+from .connection import BLOCK_SECONDS, _retrying
+from .consumer_base import _Running
+from .jobs import (
     DEFAULT_FAILURE_TTL,
     DEFAULT_RESULT_TTL,
     _int_or_none,
@@ -26,7 +24,9 @@ from ._rq_jobs import (
     decode_job,
     rq_now,
 )
-from ._rq_scripts import REPLY_PREFIX
+from .leases import _Leases
+from .outcome import _Outcome, _Outcomes
+from .scripts import REPLY_PREFIX
 
 __all__ = ["_HandBack"]
 

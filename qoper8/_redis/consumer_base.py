@@ -1,6 +1,6 @@
 """The state a ``RedisConsumer`` shares between its parts: settings, Redis key names, and
 the jobs it holds. The parts (taking, leases, reaper) are mixins over ``_ConsumerBase``;
-``_redis_consumer`` combines them and owns the lifecycle.
+``consumer`` combines them and owns the lifecycle.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import orjson
 
-from ._redis_connection import _Backoff, _Health
-from ._rq_jobs import rq_now
-from ._rq_scripts import (
+from .connection import _Backoff, _Health
+from .jobs import rq_now
+from .scripts import (
     CLAIM_PREFIX,
     CONSUMERS_PREFIX,
     FAILED_PREFIX,
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
     from .._types import JSONValue
     from .._worker import HandlerInfo
-    from ._redis_connection import (
+    from .connection import (
         _Batcher,
     )
 

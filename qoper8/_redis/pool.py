@@ -2,16 +2,16 @@
 ``submit`` as the local ``Pool``.
 
 It validates and encodes the action here, and leaves Redis (keys, scripts, reconnecting) to
-``_transport._redis``, which it imports only when opened, so that ``import qoper8`` never
-needs redis installed.
+``client``, which it imports only when opened, so that ``import qoper8`` never needs redis
+installed.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Final, final
 
-from ._protocol import action_fields
-from .errors import ConfigError, InvalidAction, PoolClosed
+from .._protocol import action_fields
+from ..errors import ConfigError, InvalidAction, PoolClosed
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -19,8 +19,8 @@ if TYPE_CHECKING:
 
     from pydantic import BaseModel
 
-    from ._transport._redis import RedisClient
-    from ._types import JSONValue
+    from .._types import JSONValue
+    from .client import RedisClient
 
 __all__ = ["RedisPool"]
 
@@ -92,7 +92,7 @@ class RedisPool:
         if self._client is not None or self._closed:
             raise RuntimeError("a RedisPool can be started only once")
         try:
-            from ._transport._redis import RedisClient
+            from .client import RedisClient
         except ImportError as exc:
             raise ConfigError(
                 f"Redis mode needs the redis extra: pip install 'qoper8[redis]' ({exc})"

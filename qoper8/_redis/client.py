@@ -26,9 +26,9 @@ from ..errors import (
     TransportError,
     error_from_dict,
 )
-from ._redis_connection import BLOCK_SECONDS, _Backoff, connect, describe_url, is_redis_failure
-from ._rq_jobs import TIMESTAMP_FORMAT, _stored_error, _text, encode_job
-from ._rq_scripts import (
+from .connection import BLOCK_SECONDS, _Backoff, connect, describe_url, is_redis_failure
+from .jobs import TIMESTAMP_FORMAT, _stored_error, _text, encode_job
+from .scripts import (
     CONSUMERS_PREFIX,
     ENQUEUE_LUA,
     JOB_PREFIX,

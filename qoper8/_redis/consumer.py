@@ -3,7 +3,7 @@
 It takes a job only when the pool has an idle child, leases it in rq's StartedJobRegistry,
 renews the lease by heartbeat, and writes the outcome where rq's tools look (job hash,
 registries, results stream). It never imports the pool (it is handed one) and never
-unpickles. The keys it touches are listed in ``_redis``.
+unpickles. The keys it touches are listed in the package docstring (``qoper8._redis``).
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING
 
 from redis.exceptions import RedisError
 
-from ._redis_connection import _Batcher, connect, describe_url
-from ._redis_consumer_base import ABANDON_TIMEOUT, PoolLike
-from ._redis_reaper import _Reaping
-from ._redis_taking import _Taking
-from ._rq_scripts import FINISH_LUA, HANDBACK_LUA, HEARTBEAT_LUA, REAP_LUA, TAKE_LUA
+from .connection import _Batcher, connect, describe_url
+from .consumer_base import ABANDON_TIMEOUT, PoolLike
+from .reaper import _Reaping
+from .scripts import FINISH_LUA, HANDBACK_LUA, HEARTBEAT_LUA, REAP_LUA, TAKE_LUA
+from .taking import _Taking
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
