@@ -45,6 +45,27 @@ def sleep5() -> None:
     time.sleep(0.005)
 
 
+@worker.handler("sleep_ms")
+def sleep_ms(ms: float) -> None:
+    time.sleep(ms / 1000)
+
+
+@worker.handler("stamped_sleep_ms")
+def stamped_sleep_ms(ms: float) -> list[float]:
+    """Sleeps like sleep_ms and says when, by whom: the gaps between jobs, per child."""
+    start = time.time()
+    time.sleep(ms / 1000)
+    return [os.getpid(), start, time.time()]
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
+    except (OSError, StopIteration):
+        return "?"
+
+
 JOBS = {"noop": "bench.redis_vs_rq.noop", "5ms": "bench.redis_vs_rq.sleep5"}
 DB = 12  # a database of our own on the shared Redis
 SYSTEMS = ["qoper8", "rq SimpleWorker", "rq worker-pool", "rq Worker"]

@@ -11,9 +11,12 @@ installed, and say so only when started); the code lives in:
 
     pool             RedisPool: the public face, validates actions; imports redis when started
     client           RedisClient: enqueues jobs and waits for their outcomes
+    whereabouts        the words of a timed-out submit's JobTimeout (where its job stood)
     scripts          rq's key names and the Lua scripts (atomic take, finish, reap...)
     jobs             rq's job data: encode and decode jobs, timeouts (no I/O)
-    connection       connecting, outage detection, backoff, retries, pipelined scripts
+    wire             Wire: one pipelined connection (every command of the consumer and client)
+    resp               RESP, the wire format: packing commands, reading replies
+    connection       timing, outage detection, backoff, retries
     consumer         RedisConsumer: feeds a pool from an rq queue (its lifecycle), made of
     consumer_base      its settings, key names and the jobs it holds
     taking             taking a job when a child is idle, running it, taking the next

@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
+import functools
 import logging
+import secrets
 import time
-import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
 import orjson
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from ..errors import (
     JobTimeout,
@@ -26,8 +25,8 @@ from ..errors import (
     TransportError,
     error_from_dict,
 )
-from .connection import BLOCK_SECONDS, _Backoff, connect, describe_url, is_redis_failure
-from .jobs import TIMESTAMP_FORMAT, _stored_error, _text, encode_job
+from .connection import BLOCK_SECONDS, _Backoff, describe_url, is_redis_failure
+from .jobs import _stored_error, _text, encode_job
 from .scripts import (
     CONSUMERS_PREFIX,
     ENQUEUE_LUA,
@@ -38,11 +37,13 @@ from .scripts import (
     RESULTS_PREFIX,
     WITHDRAW_LUA,
 )
+from .whereabouts import FIELDS as _WHEREABOUTS_FIELDS
+from .whereabouts import NOWHERE as _NOWHERE
+from .whereabouts import whereabouts
+from .wire import Script, Wire
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
-
-    import redis.asyncio as aioredis
 
     from .._types import JSONValue
 
@@ -50,12 +51,16 @@ __all__ = ["RedisClient"]
 
 logger = logging.getLogger("qoper8.redis")
 
-# Concurrent enqueues per RedisPool; each holds one connection while in flight.
-MAX_CLIENT_CONNECTIONS: Final = 32
 # A timed-out submit reads where its job stood, to say so in the JobTimeout, and a cancelled
 # one withdraws its job: longer delays the error (or close()) when Redis is slow, shorter
 # gives up sooner (a vaguer message; a job that may still run).
 WHEREABOUTS_TIMEOUT: Final = 1.0
+# Outcomes taken off the reply list per round trip (BLMPOP's COUNT): under load one round
+# trip settles this many submits; more only makes one reply bigger.
+REPLIES_PER_POP: Final = 256
+
+ENQUEUE: Final = Script(ENQUEUE_LUA)
+WITHDRAW: Final = Script(WITHDRAW_LUA)
 
 
 # ---------------------------------------------------------------- the submitting side
@@ -66,73 +71,80 @@ class _Pending:
     enqueued: bool = False
 
 
+class _Expired(Exception):
+    """A submit's deadline passed (set on its future by a timer, not raised by a scope)."""
+
+
+def _expire(future: asyncio.Future[Any]) -> None:
+    if not future.done():
+        future.set_exception(_Expired())
+
+
 class RedisClient:
     """Enqueues rq jobs and waits for their outcomes, pushed to this client's reply list.
 
-    One connection blocks in BLPOP on ``qoper8:reply:{client}`` and settles every waiting
-    ``submit``; so each job costs two round trips here (enqueue, and its share of BLPOP).
-    After Redis comes back from an outage, jobs whose hash vanished (a restart without
-    persistence) are enqueued again, so an accepted ``submit`` is not silently lost.
+    Two connections, each a pipelining ``Wire``: one carries every enqueue (a submit writes
+    one script call and awaits one future: no connection, task or timeout scope of its own),
+    the other blocks in BLMPOP on ``qoper8:reply:{client}``, and each answer settles every
+    outcome that has arrived. After Redis comes back from an outage, jobs whose hash vanished
+    (a restart without persistence) are enqueued again, so an accepted ``submit`` is not
+    silently lost.
     """
 
     def __init__(self, url: str, queue: str, *, result_ttl: int | None = None) -> None:
         self.url = url
         self.queue = queue
         self.result_ttl = result_ttl
-        self.client_id = uuid.uuid4().hex
+        self.client_id = secrets.token_hex(16)
         self.reply_key = REPLY_PREFIX + self.client_id
         self._queue_key = QUEUE_PREFIX + queue
-        self._redis: aioredis.Redis | None = None
-        self._enqueue: Any = None
-        self._withdraw_script: Any = None
+        self._wire: Wire | None = None
+        self._replies: Wire | None = None  # blocked in BLMPOP; closing it ends the wait
         self._withdrawals: set[asyncio.Task[None]] = set()
+        self._retries: set[asyncio.Task[None]] = set()
         self._pending: dict[str, _Pending] = {}
-        # redis-py opens a connection per concurrent command: bound them, so that a burst of
-        # submits does not open thousands of connections to Redis
-        self._enqueue_slots = asyncio.Semaphore(MAX_CLIENT_CONNECTIONS)
         self._listener: asyncio.Task[None] | None = None
+        self._multi_pop = True  # BLMPOP (Redis 7); BLPOP, one reply a trip, before
         self._closed = False
         self._healthy = True
         self._last_error: BaseException | None = None
 
     async def open(self) -> None:
-        self._redis = connect(self.url)
-        self._enqueue = self._redis.register_script(ENQUEUE_LUA)
-        self._withdraw_script = self._redis.register_script(WITHDRAW_LUA)
+        self._wire = Wire(self.url)
+        self._replies = Wire(self.url)
         self._listener = asyncio.create_task(self._listen())
 
     async def aclose(self) -> None:
         self._closed = True
         if self._withdrawals:
             await asyncio.wait(list(self._withdrawals), timeout=WHEREABOUTS_TIMEOUT)
+        for task in list(self._retries):
+            task.cancel()
         for p in self._pending.values():
             if not p.future.done():
                 p.future.set_exception(PoolClosed("the RedisPool was closed"))
         self._pending.clear()
-        if self._redis is not None:
-            with contextlib.suppress(Exception):
-                await self._redis.delete(self.reply_key)
+        if self._wire is not None:
+            try:
+                async with asyncio.timeout(WHEREABOUTS_TIMEOUT):
+                    await self._wire.command("DEL", self.reply_key)
+            except (TimeoutError, RedisError, OSError):
+                pass  # the list expires by itself (REPLY_TTL)
+        if self._replies is not None:
+            await self._replies.aclose()  # ends the BLMPOP at once
         if self._listener is not None:
-            # A cancelled BLPOP can sit until its server-side timeout in redis-py; closing
-            # the client's connections below ends it at once.
             self._listener.cancel()
-            await asyncio.wait([self._listener], timeout=0.05)
-        if self._redis is not None:
-            with contextlib.suppress(Exception):
-                await self._redis.aclose()
-            with contextlib.suppress(Exception):
-                await self._redis.connection_pool.disconnect()
-        if self._listener is not None:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._listener
+            await asyncio.wait([self._listener])
+        if self._wire is not None:
+            await self._wire.aclose()
 
     async def submit(
         self, action: Mapping[str, Any], deadline: float | None, *, kill_on_cancel: bool = False
     ) -> JSONValue:
         timeout = deadline
-        if self._closed or self._redis is None:
+        if self._closed or self._wire is None:
             raise PoolClosed("the RedisPool is closed" if self._closed else "not opened")
-        job_id = uuid.uuid4().hex
+        job_id = secrets.token_hex(16)
         mapping = encode_job(
             job_id,
             self.queue,
@@ -144,11 +156,11 @@ class RedisClient:
         loop = asyncio.get_running_loop()
         pending = _Pending(loop.create_future(), mapping)
         self._pending[job_id] = pending
+        timer = None if timeout is None else loop.call_later(timeout, _expire, pending.future)
+        self._enqueue(job_id, pending)
         try:
-            async with asyncio.timeout(timeout):
-                await self._enqueue_job(job_id, pending)
-                return await pending.future
-        except TimeoutError:
+            return await pending.future
+        except _Expired:
             raise await self._timeout_error(job_id, action, timeout) from None
         except asyncio.CancelledError:
             # As the local pool drops a queued job, withdraw it if no host has taken it; in a
@@ -158,14 +170,69 @@ class RedisClient:
             task.add_done_callback(self._withdrawals.discard)
             raise
         finally:
+            if timer is not None:
+                timer.cancel()
             self._pending.pop(job_id, None)
 
+    # ------------------------------------------------------------ enqueueing
+    def _enqueue_call(self, job_id: str, pending: _Pending) -> asyncio.Future[Any]:
+        assert self._wire is not None
+        args: list[Any] = [job_id]
+        for k, v in pending.mapping.items():
+            args += (k, v)
+        keys = [JOB_PREFIX + job_id, self._queue_key, QUEUES_KEY]
+        return self._wire.script(ENQUEUE, keys, args)
+
+    def _enqueue(self, job_id: str, pending: _Pending) -> None:
+        """Send the enqueue; its answer is handled by ``_enqueued`` (no task per submit)."""
+        self._enqueue_call(job_id, pending).add_done_callback(
+            functools.partial(self._enqueued, job_id, pending)
+        )
+
+    def _enqueued(self, job_id: str, pending: _Pending, answer: asyncio.Future[Any]) -> None:
+        exc = answer.exception()
+        if exc is None:
+            pending.enqueued = True
+            self._last_error = None
+        elif not pending.future.done():
+            if not is_redis_failure(exc):
+                pending.future.set_exception(exc)
+                return
+            self._last_error = exc
+            task = asyncio.create_task(self._enqueue_again(job_id, pending, exc))
+            self._retries.add(task)
+            task.add_done_callback(self._retries.discard)
+
+    async def _enqueue_again(self, job_id: str, pending: _Pending, exc: BaseException) -> None:
+        """Redis could not take the job: retry with backoff until it does, or the submit
+        ends (its deadline, its caller, close())."""
+        backoff = _Backoff(f"RedisPool {self.client_id[:8]}", self.url)
+        while True:
+            await backoff.failed(exc)
+            if pending.future.done() or self._closed:
+                return
+            try:
+                await self._enqueue_call(job_id, pending)
+            except Exception as again:
+                if not is_redis_failure(again):
+                    if not pending.future.done():
+                        pending.future.set_exception(again)
+                    return
+                self._last_error = exc = again
+                continue
+            self._last_error = None
+            backoff.succeeded()
+            pending.enqueued = True
+            return
+
     async def _withdraw(self, job_id: str, stop_running: bool) -> None:
+        assert self._wire is not None
         try:
             async with asyncio.timeout(WHEREABOUTS_TIMEOUT):
-                n = await self._withdraw_script(
-                    keys=[JOB_PREFIX + job_id, self._queue_key],
-                    args=[job_id, "1" if stop_running else "0"],
+                n = await self._wire.script(
+                    WITHDRAW,
+                    [JOB_PREFIX + job_id, self._queue_key],
+                    [job_id, "1" if stop_running else "0"],
                 )
         except (TimeoutError, RedisError, OSError) as exc:
             logger.warning("RedisPool: could not withdraw cancelled job %s (%s)", job_id, exc)
@@ -177,6 +244,7 @@ class RedisClient:
                 job_id,
             )
 
+    # ------------------------------------------------------------ a deadline passed
     async def _timeout_error(
         self, job_id: str, action: Mapping[str, Any], timeout: float | None
     ) -> Qoper8Error:
@@ -196,49 +264,35 @@ class RedisClient:
     async def _whereabouts(self, job_id: str) -> str:
         """Where the job stood when its caller's deadline passed, read from the job hash and
         the hosts' registrations (one round trip, bounded: it only words an error)."""
-        assert self._redis is not None
+        assert self._wire is not None
         try:
             async with asyncio.timeout(WHEREABOUTS_TIMEOUT):
-                async with self._redis.pipeline(transaction=False) as pipe:
-                    pipe.hmget(JOB_PREFIX + job_id, list(_WHEREABOUTS_FIELDS))
-                    pipe.zrange(CONSUMERS_PREFIX + self.queue, 0, -1, withscores=True)
-                    fields, consumers = await pipe.execute()
+                fields, consumers = await asyncio.gather(
+                    self._wire.command("HMGET", JOB_PREFIX + job_id, *_WHEREABOUTS_FIELDS),
+                    self._wire.command(
+                        "ZRANGE", CONSUMERS_PREFIX + self.queue, 0, -1, "WITHSCORES"
+                    ),
+                )
         except (TimeoutError, RedisError, OSError):
             return _NOWHERE
         job = {k: _text(v) for k, v in zip(_WHEREABOUTS_FIELDS, fields, strict=True) if v}
-        hosts = {_text(name): float(score) for name, score in consumers}
+        hosts = {
+            _text(name): float(score)
+            for name, score in zip(consumers[::2], consumers[1::2], strict=True)
+        }
         return whereabouts(job, hosts, time.time())
 
-    async def _enqueue_job(self, job_id: str, pending: _Pending) -> None:
-        backoff = _Backoff(f"RedisPool {self.client_id[:8]}", self.url)
-        args: list[Any] = [job_id]
-        for k, v in pending.mapping.items():
-            args += [k, v]
-        keys = [JOB_PREFIX + job_id, self._queue_key, QUEUES_KEY]
-        while True:
-            try:
-                async with self._enqueue_slots:
-                    await self._enqueue(keys=keys, args=args)
-            except Exception as exc:
-                if not is_redis_failure(exc):
-                    raise
-                self._last_error = exc
-                await backoff.failed(exc)
-                continue
-            self._last_error = None
-            backoff.succeeded()
-            pending.enqueued = True
-            return
-
+    # ------------------------------------------------------------ outcomes
     async def _listen(self) -> None:
-        assert self._redis is not None
         backoff = _Backoff(f"RedisPool {self.client_id[:8]} replies", self.url)
         while not self._closed:
             try:
-                item = await self._redis.blpop([self.reply_key], BLOCK_SECONDS)
+                items = await self._pop()
                 if not self._healthy:
                     await self._recover()
             except Exception as exc:
+                if self._closing():
+                    return  # aclose() closed the connection under the BLMPOP
                 if not is_redis_failure(exc):
                     logger.exception("RedisPool reply listener failed; retrying")
                 self._healthy = False
@@ -249,8 +303,39 @@ class RedisClient:
                 self._healthy = True
                 self._last_error = None
             backoff.succeeded()
-            if item is not None:
-                self._settle(bytes(item[1]) if isinstance(item[1], bytes) else b"")
+            for item in items:
+                self._settle(item if isinstance(item, bytes) else b"")
+
+    def _closing(self) -> bool:
+        # a method, not the attribute: type checkers keep a test of the attribute narrowed
+        # across an await, during which aclose() may set it
+        return self._closed
+
+    async def _pop(self) -> list[Any]:
+        """The outcomes on this client's reply list, waiting up to BLOCK_SECONDS for one."""
+        assert self._replies is not None
+        if self._multi_pop:
+            try:
+                reply = await self._replies.command(
+                    "BLMPOP",
+                    BLOCK_SECONDS,
+                    1,
+                    self.reply_key,
+                    "LEFT",
+                    "COUNT",
+                    REPLIES_PER_POP,
+                    block=BLOCK_SECONDS,
+                )
+            except ResponseError as exc:
+                if "unknown command" not in str(exc).lower():
+                    raise
+                self._multi_pop = False  # Redis before 7.0
+            else:
+                return [] if reply is None else list(reply[1])
+        reply = await self._replies.command(
+            "BLPOP", self.reply_key, BLOCK_SECONDS, block=BLOCK_SECONDS
+        )
+        return [] if reply is None else [reply[1]]
 
     def _settle(self, payload: bytes) -> None:
         try:
@@ -272,15 +357,21 @@ class RedisClient:
     async def _recover(self) -> None:
         """After an outage: settle jobs that ended while we could not listen, and enqueue
         again those whose hash vanished (Redis restarted without persistence)."""
-        assert self._redis is not None
+        assert self._wire is not None
         ids = [j for j, p in self._pending.items() if p.enqueued and not p.future.done()]
         if not ids:
             return
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for job_id in ids:
-                pipe.hmget(JOB_PREFIX + job_id, ["status", "qoper8_error"])
-                pipe.xrevrange(RESULTS_PREFIX + job_id, "+", "-", count=1)
-            replies = await pipe.execute()
+        wire = self._wire
+        replies = await asyncio.gather(
+            *(
+                call
+                for job_id in ids
+                for call in (
+                    wire.command("HMGET", JOB_PREFIX + job_id, "status", "qoper8_error"),
+                    wire.command("XREVRANGE", RESULTS_PREFIX + job_id, "+", "-", "COUNT", 1),
+                )
+            )
+        )
         lost = 0
         for i, job_id in enumerate(ids):
             (status, error), stream = replies[2 * i], replies[2 * i + 1]
@@ -290,10 +381,11 @@ class RedisClient:
             if status is None:
                 lost += 1
                 pending.enqueued = False
-                task = asyncio.create_task(self._enqueue_job(job_id, pending))
-                task.add_done_callback(_log_failure)
+                self._enqueue(job_id, pending)
             elif status == b"finished" and stream:
-                value = stream[0][1].get(b"return_value")
+                entry = stream[0][1]  # [field, value, field, value...]
+                fields = dict(zip(entry[::2], entry[1::2], strict=True))
+                value = fields.get(b"return_value")
                 result = orjson.loads(base64.b64decode(value)) if value else None
                 pending.future.set_result(result)
             elif status == b"failed":
@@ -303,61 +395,3 @@ class RedisClient:
                 "RedisPool: %d jobs vanished from Redis during the outage; enqueued again",
                 lost,
             )
-
-
-_WHEREABOUTS_FIELDS: Final = ("status", "worker_name", "retries_left", "last_heartbeat")
-_NOWHERE: Final = "no idle child on any host, or no host serving the queue?"
-
-
-def whereabouts(job: Mapping[str, str], hosts: Mapping[str, float], now: float) -> str:
-    """Words for where a job stood when its caller gave up on it.
-
-    Args:
-        job: its hash's ``status``, ``worker_name``, ``retries_left`` and ``last_heartbeat``
-            (absent when empty).
-        hosts: each live host's registration expiry (``qoper8:consumers:{queue}``).
-        now: the current time (the hosts' clocks are assumed in sync, as for deadlines).
-    """
-    status, host = job.get("status"), job.get("worker_name")
-    retries = job.get("retries_left", "0")
-    if status == "started" and host:
-        expiry = hosts.get(host)
-        if expiry is not None and expiry >= now:
-            return (
-                f"it was still running on host {host} (the host ends it at its deadline "
-                f"and records a JobTimeout)"
-            )
-        seen = _ago(job.get("last_heartbeat"), now)
-        then = (
-            f"a host serving the queue runs it again once its lease expires ({retries} "
-            f"retries left), and its result will not reach this call"
-            if retries not in ("", "0")
-            else "no retries are left: it fails with AbandonedJobError once its lease expires"
-        )
-        return (
-            f"it was running on host {host}, which stopped renewing its lease{seen} "
-            f"(the host died, froze or lost Redis?); {then}"
-        )
-    if status == "queued" and host:
-        return (
-            f"it had been running on host {host}, which stopped renewing its lease; it was "
-            f"queued again ({retries} retries left) and no idle child took it in time"
-        )
-    if status == "queued":
-        return f"it was still queued: {_NOWHERE}"
-    return _NOWHERE
-
-
-def _ago(stamp: str | None, now: float) -> str:
-    if not stamp:
-        return ""
-    try:
-        then = datetime.strptime(stamp, TIMESTAMP_FORMAT).replace(tzinfo=UTC).timestamp()
-    except ValueError:
-        return ""
-    return f" (last heartbeat {max(0.0, now - then):.1f}s ago)"
-
-
-def _log_failure(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        logger.error("RedisPool: re-enqueue failed: %s", task.exception())

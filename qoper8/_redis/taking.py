@@ -7,8 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -27,6 +26,9 @@ from .jobs import (
 from .leases import _Leases
 from .outcome import _Outcome, _Outcomes
 from .scripts import REPLY_PREFIX
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable
 
 __all__ = ["_HandBack"]
 
@@ -77,8 +79,14 @@ class _Taking(_Leases, _Outcomes):
             assert self._blocking is not None
             self._interruptible = True
             try:
-                moved = await self._blocking.blmove(
-                    self._queue_key, self._claim_key, BLOCK_SECONDS, "LEFT", "RIGHT"
+                moved = await self._blocking.command(
+                    "BLMOVE",
+                    self._queue_key,
+                    self._claim_key,
+                    "LEFT",
+                    "RIGHT",
+                    BLOCK_SECONDS,
+                    block=BLOCK_SECONDS,
                 )
             except Exception:
                 # stop() closed the connection (an id moved meanwhile stays claimed, and the
@@ -93,20 +101,20 @@ class _Taking(_Leases, _Outcomes):
             raw = await self._take_script()
         return raw
 
-    def _take_args(self, now_text: str | None = None) -> list[Any]:
-        now = time.time()
+    def _take_args(self, now: float) -> list[Any]:
+        self._executions += 1
         return [
             now,
             now + self._window,
             self.name,
-            uuid.uuid4().hex,  # the execution id
+            f"{self._execution_prefix}{self._executions:016x}",  # as unique as rq's uuid4
             self.max_retries,
-            now_text or rq_now(),
+            rq_now(now),
             int(self.lease * 2) + 60,
         ]
 
     async def _take_script(self) -> list[Any] | None:
-        args = self._take_args()
+        args = self._take_args(time.time())
         raw, skipped = await self._script("take")(
             keys=[self._queue_key, self._wip_key, self._claim_key], args=args
         )
@@ -233,9 +241,9 @@ class _Taking(_Leases, _Outcomes):
             "m": running.member,
             "x": running.execution_id,
             "s": outcome.status,
-            "e": (ended := rq_now()),
+            "e": rq_now(now := time.time()),
             "reg": registry,
-            "sc": "+inf" if ttl < 0 else repr(time.time() + ttl),
+            "sc": "+inf" if ttl < 0 else repr(now + ttl),
             "ttl": "-1" if ttl < 0 else str(ttl),
             "rk": running.reply_key,
             "rp": outcome.reply,
@@ -245,7 +253,7 @@ class _Taking(_Leases, _Outcomes):
         }
         take_args: list[Any] = []
         if not self._stopping and pool.is_open and pool.has_capacity():
-            take_args = arg["t"] = [str(a) for a in self._take_args(ended)]
+            take_args = arg["t"] = [str(a) for a in self._take_args(now)]
         args = [orjson.dumps(arg)]
         keys = [self._wip_key, self._queue_key, self._claim_key]
         backoff = self._backoff(f"consumer {self.name} job {job_id}")
@@ -253,7 +261,7 @@ class _Taking(_Leases, _Outcomes):
         reply = await _retrying(
             f"consumer {self.name}: recording job {job_id}",
             backoff,
-            lambda: self._finisher.call(keys, args),
+            lambda: self._record(keys, args),
             self._give_up,
         )
         written, nxt, skipped = reply if reply is not None else (None, None, None)
@@ -275,6 +283,12 @@ class _Taking(_Leases, _Outcomes):
                 job_id,
                 outcome.status,
             )
+
+    def _record(self, keys: list[str], args: list[Any]) -> Awaitable[Any]:
+        """The finish script: records an outcome and may take the child's next job. The
+        Wire pipelines it with the other finishes of the same loop turn."""
+        future: Awaitable[Any] = self._script("finish")(keys=keys, args=args)
+        return future
 
 
 class _HandBack(Exception):

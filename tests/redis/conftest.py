@@ -31,6 +31,8 @@ import qoper8
 from qoper8._redis import RedisConsumer
 from qoper8._redis import consumer as consumer_module
 
+from .fakes import FakeWire
+
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
@@ -71,10 +73,8 @@ def redis_base_url() -> str:
 def server(monkeypatch: pytest.MonkeyPatch) -> fakeredis.FakeServer:
     """A fakeredis server (with Lua) that every RedisConsumer of the test connects to."""
     srv = fakeredis.FakeServer()
-    # RedisConsumer calls the connect() of its own module (``qoper8._redis`` only re-exports it)
-    monkeypatch.setattr(
-        consumer_module, "connect", lambda url: fakeredis.FakeAsyncRedis(server=srv)
-    )
+    # RedisConsumer opens the Wires of its own module
+    monkeypatch.setattr(consumer_module, "Wire", lambda url: FakeWire(srv))
     return srv
 
 

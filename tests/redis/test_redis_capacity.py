@@ -83,22 +83,21 @@ async def test_a_next_job_taken_by_a_finish_goes_back_if_the_child_was_taken_mea
     task = asyncio.create_task(consumer.run())
     await wait_until(lambda: pool.submitted == 1, timeout=5, what="the first job to run")
     second = q.enqueue("add", 2, 3)
-    finisher = consumer._finisher
-    real_call = finisher.call
+    real_call = consumer._record
 
     async def call_then_occupy(keys: list[str], args: list[Any]) -> Any:
         reply = await real_call(keys, args)
         pool.occupy()  # an HTTP submit took the child while the finish was in flight
         return reply
 
-    finisher.call = call_then_occupy  # type: ignore[method-assign, assignment]
+    consumer._record = call_then_occupy  # type: ignore[method-assign]
     pool.gate.set()
     await wait_until(lambda: consumer.handed_back == 1, timeout=5, what="the hand-back")
     assert first.get_status() == JobStatus.FINISHED
     assert Job.fetch(second.id, connection=r).get_status() == JobStatus.QUEUED
     assert q.job_ids == [second.id]
     assert pool.submitted == 1  # the second job never reached the busy pool
-    finisher.call = real_call  # type: ignore[method-assign]
+    consumer._record = real_call  # type: ignore[method-assign]
     pool.free()  # the HTTP job ended: now the second job runs here
     await wait_until(
         lambda: second.get_status(refresh=True) == JobStatus.FINISHED, timeout=5, what="rerun"

@@ -19,7 +19,7 @@ from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 from rq.serializers import JSONSerializer
 
-from qoper8._redis import RedisConsumer, connection, decode_job, describe_url, encode_job, jobs
+from qoper8._redis import RedisConsumer, decode_job, describe_url, encode_job, jobs
 from qoper8.errors import InvalidAction
 from tests.conftest import wait_until
 
@@ -126,14 +126,14 @@ async def test_reaper_requeues_expired_leases_then_fails_them(server: fakeredis.
     pool = FakePool()
     pool.gate.clear()  # the job "runs" until the host "dies"
     dead = RedisConsumer(pool, url="redis://fake", queue="q", lease=0.05, max_retries=1)
-    await dead._start_client()
+    dead._start_client()
     raw = await dead._take_script()
     assert raw is not None
     assert job.get_status() == JobStatus.STARTED
     assert StartedJobRegistry("q", connection=r).get_job_ids(cleanup=False) == [job.id]
     # the host dies: no heartbeat; once the lease expires another host's reaper acts
     reaper = RedisConsumer(FakePool(), url="redis://fake", queue="q", lease=0.05)
-    await reaper._start_client()
+    reaper._start_client()
     later = time.time() + 1  # past the 50 ms lease
     assert await reaper.reap(now=later) == (0, [job.id], [])
     assert job.get_status() == JobStatus.QUEUED
@@ -162,22 +162,10 @@ async def test_reaper_returns_a_dead_consumers_claims(server: fakeredis.FakeServ
     r.rpush("rq:queue:q", "c")
     r.zadd("qoper8:consumers:q", {"gone": time.time() - 1, "alive": time.time() + 60})
     reaper = RedisConsumer(FakePool(), url="redis://fake", queue="q")
-    await reaper._start_client()
+    reaper._start_client()
     assert await reaper.reap() == (2, [], [])
     assert r.lrange("rq:queue:q", 0, -1) == [b"a", b"b", b"c"]
     assert r.zrange("qoper8:consumers:q", 0, -1) == [b"alive"]
-
-
-async def test_batched_calls_survive_a_script_cache_flush() -> None:
-    """Outcomes finished together go out as one pipeline; after Redis lost its script
-    cache (a restart) each call is retried through the script, which loads it again."""
-    r = fakeredis.FakeAsyncRedis()
-    script = r.register_script("return ARGV[1]")
-    batcher = connection._Batcher(script, r)
-    assert await batcher.call([], ["warm"]) == b"warm"
-    await r.script_flush()
-    results = await asyncio.gather(*(batcher.call([], [str(i)]) for i in range(3)))
-    assert results == [b"0", b"1", b"2"]
 
 
 def test_redis_pool_imports_without_redis_and_says_so_when_started() -> None:
