@@ -9,17 +9,19 @@ import subprocess
 import sys
 import time
 import zlib
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import fakeredis
 import orjson
 import pytest
+from redis.exceptions import ResponseError
 from rq import Queue
 from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 from rq.serializers import JSONSerializer
 
-from qoper8._redis import RedisConsumer, decode_job, describe_url, encode_job, jobs
+from qoper8._redis import RedisClient, RedisConsumer, decode_job, describe_url, encode_job, jobs
 from qoper8.errors import InvalidAction
 from tests.conftest import wait_until
 
@@ -88,6 +90,32 @@ def test_encoded_jobs_read_back_through_rq() -> None:
     assert job.timeout == 3
     assert job.get_status() == JobStatus.QUEUED
     assert job.origin == "users"
+
+
+@pytest.mark.parametrize("size", [10, jobs.COMPRESS_FROM])
+def test_small_job_data_is_stored_plain_large_compressed_and_both_read_back(size: int) -> None:
+    """zlib.compress costs more than the rest of a small job's encoding: rq reads plain data
+    (as it does old jobs), and so do qoper8's hosts."""
+    text = "x" * size
+    mapping = encode_job(
+        "j1", "q", {"type": "add", "a": text, "b": 1}, timeout=None, reply_key=None
+    )
+    stored = mapping["data"]
+    assert isinstance(stored, bytes)
+    assert (stored[:1] == b"[") is (size < jobs.COMPRESS_FROM)
+    r = fakeredis.FakeRedis()
+    r.hset("rq:job:j1", mapping=mapping)  # type: ignore[arg-type]
+    assert Job.fetch("j1", connection=r, serializer=JSONSerializer).kwargs == {"a": text, "b": 1}
+    assert decode_job(stored, HANDLERS) == {"type": "add", "a": text, "b": 1}
+
+
+def test_rq_now_writes_rqs_timestamps() -> None:
+    assert jobs.rq_now(0.5) == "1970-01-01T00:00:00.500000Z"
+    assert jobs.rq_now(86399.999999) == "1970-01-01T23:59:59.999999Z"
+    assert jobs.rq_now(86400.25) == "1970-01-02T00:00:00.250000Z"  # the cached second moves on
+    before = datetime.now(UTC)
+    stamp = datetime.strptime(jobs.rq_now(), jobs.TIMESTAMP_FORMAT).replace(tzinfo=UTC)
+    assert before - timedelta(seconds=1) <= stamp <= datetime.now(UTC)
 
 
 async def test_consumer_runs_rq_jobs_and_records_rq_outcomes(server: fakeredis.FakeServer) -> None:
@@ -182,3 +210,25 @@ def test_redis_pool_imports_without_redis_and_says_so_when_started() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "ConfigError True", out.stderr
+
+
+async def test_replies_fall_back_to_blpop_on_a_redis_before_7() -> None:
+    """BLMPOP (Redis 7) takes every waiting outcome in one round trip; an older Redis does
+    not know it, and the client asks BLPOP from then on."""
+    client = RedisClient("redis://fake", "q")
+    sent: list[str] = []
+
+    class OldRedis:
+        def command(self, *args: Any, block: float = 0.0) -> asyncio.Future[Any]:
+            sent.append(args[0])
+            future = asyncio.get_running_loop().create_future()
+            if args[0] == "BLMPOP":
+                future.set_exception(ResponseError("unknown command 'BLMPOP', with args ..."))
+            else:
+                future.set_result([client.reply_key.encode(), b"outcome"])
+            return future
+
+    client._replies = OldRedis()  # type: ignore[assignment]
+    assert await client._pop() == [b"outcome"]
+    assert await client._pop() == [b"outcome"]
+    assert sent == ["BLMPOP", "BLPOP", "BLPOP"]
