@@ -14,40 +14,38 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import os
+import statistics
 import sys
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import qoper8
 
 from bench.redis_vs_rq import DB, _stop_group, cpu_model, start_system
 
 SLEEP_FUNC = "bench.redis_vs_rq.sleep_ms"
+STAMPED_FUNC = "bench.redis_vs_rq.stamped_sleep_ms"
 
 
-async def _enqueue(r: Any, queue: str, func: str, m: int, kwargs: dict[str, Any]) -> None:
+async def _enqueue(
+    r: Any, queue: str, func: str, m: int, kwargs: dict[str, Any], reply_key: str | None = None
+) -> None:
     from qoper8._redis import JOB_PREFIX, QUEUE_PREFIX, QUEUES_KEY, encode_job
 
     async with r.pipeline(transaction=False) as pipe:
         for _ in range(m):
             job_id = uuid.uuid4().hex
             action = {"type": func, **kwargs}
-            mapping = encode_job(job_id, queue, action, timeout=None, reply_key=None)
+            mapping = encode_job(job_id, queue, action, timeout=None, reply_key=reply_key)
             pipe.hset(JOB_PREFIX + job_id, mapping=mapping)
             pipe.rpush(QUEUE_PREFIX + queue, job_id)
         pipe.sadd(QUEUES_KEY, QUEUE_PREFIX + queue)
         await pipe.execute()
-
-
-async def _wait_finished(r: Any, queue: str, m: int) -> None:
-    # polling the registry every 2 ms: seconds-long runs, so 0.1 % granularity
-    while await r.zcard(f"rq:finished:{queue}") + await r.zcard(f"rq:failed:{queue}") < m:  # noqa: ASYNC110
-        await asyncio.sleep(0.002)
-    failed = await r.zcard(f"rq:failed:{queue}")
-    if failed:
-        raise RuntimeError(f"{failed} jobs failed")
 
 
 async def _wait_hosts(r: Any, queue: str, n: int) -> None:
@@ -59,39 +57,84 @@ async def _wait_hosts(r: Any, queue: str, n: int) -> None:
         await asyncio.sleep(0.05)
 
 
+async def _replies(r: Any, key: str, m: int) -> list[Any]:
+    """The results of ``m`` jobs, as the hosts push them to ``key`` (blocking, no polling)."""
+    out: list[Any] = []
+    while len(out) < m:
+        got = await r.blpop([key], 30)
+        if got is None:
+            raise RuntimeError(f"{m - len(out)} jobs did not finish within 30 s")
+        reply = orjson.loads(got[1])
+        if "result" not in reply:
+            raise RuntimeError(f"a job failed: {reply}")
+        out.append(reply["result"])
+    return out
+
+
+@dataclass
+class Run:
+    """One batch of stamped jobs: efficiency by the bench's clock (enqueue to last outcome)
+    and by the children's (first start to last end), and each child's gaps between jobs."""
+
+    wall: float
+    children: float
+    gaps_ms: list[float]
+
+    @classmethod
+    def of(cls, stamps: list[Any], ideal: float, wall_seconds: float) -> Run:
+        by_child: dict[int, list[tuple[float, float]]] = {}
+        for pid, start, end in stamps:
+            by_child.setdefault(pid, []).append((start, end))
+        gaps = []
+        for jobs in by_child.values():
+            jobs.sort()
+            gaps += [(b[0] - a[1]) * 1000 for a, b in itertools.pairwise(jobs)]
+        span = max(e for _, _, e in stamps) - min(s for _, s, _ in stamps)
+        return cls(ideal / wall_seconds, ideal / span, sorted(gaps))
+
+    def row(self, name: str) -> str:
+        g = self.gaps_ms
+        return (
+            f"| {name} | {self.wall:.3f} | {self.children:.3f} | {g[len(g) // 2]:.2f} "
+            f"| {statistics.mean(g):.2f} | {g[int(len(g) * 0.9)]:.2f} |"
+        )
+
+
 async def hosts_efficiency(
     r: Any, url: str, hosts: int, children: int, job_ms: float, per_child: int
-) -> float:
+) -> Run:
     queue = f"bench-{uuid.uuid4().hex[:8]}"
+    reply_key = f"qoper8:reply:{queue}"
     procs = [p for _ in range(hosts) for p in start_system("qoper8", url, queue, children)]
     try:
         await _wait_hosts(r, queue, hosts)
-        await _enqueue(r, queue, SLEEP_FUNC, hosts * children * 4, {"ms": 1})  # warm up
-        await _wait_finished(r, queue, hosts * children * 4)
-        await r.delete(f"rq:finished:{queue}")
+        warm = hosts * children * 4
+        await _enqueue(r, queue, SLEEP_FUNC, warm, {"ms": 1}, reply_key)
+        await _replies(r, reply_key, warm)
         m = hosts * children * per_child
         start = time.perf_counter()
-        await _enqueue(r, queue, SLEEP_FUNC, m, {"ms": job_ms})
-        await _wait_finished(r, queue, m)
+        await _enqueue(r, queue, STAMPED_FUNC, m, {"ms": job_ms}, reply_key)
+        stamps = await _replies(r, reply_key, m)
         seconds = time.perf_counter() - start
     finally:
         _stop_group(procs)
         keys = [k async for k in r.scan_iter(f"*{queue}*")]
         if keys:
             await r.delete(*keys)
-    return m * job_ms / 1000 / (hosts * children) / seconds
+    return Run.of(stamps, m * job_ms / 1000 / (hosts * children), seconds)
 
 
-async def local_efficiency(children: int, job_ms: float, per_child: int) -> float:
+async def local_efficiency(children: int, job_ms: float, per_child: int) -> Run:
     async with qoper8.Pool("bench.redis_vs_rq:worker", children=children) as pool:
         await asyncio.gather(
             *(pool.submit({"type": "sleep_ms", "ms": 1}) for _ in range(children * 4))
         )
         m = children * per_child
         start = time.perf_counter()
-        await asyncio.gather(*(pool.submit({"type": "sleep_ms", "ms": job_ms}) for _ in range(m)))
+        action = {"type": "stamped_sleep_ms", "ms": job_ms}
+        stamps = await asyncio.gather(*(pool.submit(action) for _ in range(m)))
         seconds = time.perf_counter() - start
-    return m * job_ms / 1000 / children / seconds
+    return Run.of(list(stamps), m * job_ms / 1000 / children, seconds)
 
 
 async def client_cost(r: Any, url: str, m: int, in_flight: int) -> tuple[float, float]:
@@ -129,16 +172,19 @@ async def run(args: argparse.Namespace) -> list[str]:
         local = await local_efficiency(args.children, args.job_ms, args.per_child)
         lines += [
             f"{args.children} children per host, {args.job_ms:g} ms jobs, "
-            f"{args.per_child} per child, all enqueued at once.",
+            f"{args.per_child} per child, all enqueued at once. Efficiency = ideal time / "
+            "actual: wall, from the enqueue to the last outcome; children, from the first "
+            "start to the last end as the children stamped them. Gap: a child's idle time "
+            "between the end of one job and the start of its next (ms).",
             "",
-            "| hosts | efficiency | gap per job (ms) |",
-            "|---:|---:|---:|",
-            f"| local Pool | {local:.3f} | {args.job_ms * (1 / local - 1):.2f} |",
+            "| hosts | efficiency (wall) | efficiency (children) | gap p50 | gap mean | gap p90 |",
+            "|---|---:|---:|---:|---:|---:|",
+            local.row("local Pool"),
         ]
         for h in args.hosts:
-            eff = await hosts_efficiency(r, url, h, args.children, args.job_ms, args.per_child)
-            lines.append(f"| {h} | {eff:.3f} | {args.job_ms * (1 / eff - 1):.2f} |")
-            print(f"# {h} hosts: {eff:.3f}", file=sys.stderr)
+            run = await hosts_efficiency(r, url, h, args.children, args.job_ms, args.per_child)
+            lines.append(run.row(f"{h} host{'s' if h > 1 else ''}"))
+            print(f"# {h} hosts: {run.wall:.3f} {run.children:.3f}", file=sys.stderr)
         lines.append("")
     if "client" in args.parts:
         us, rate = await client_cost(r, url, args.submits, 64)

@@ -1,14 +1,16 @@
-"""``python -m bench.redis_vs_rq``: qoper8's Redis mode against rq's own workers, same run.
+"""``python -m bench.redis_vs_rq``: qoper8's Redis mode against rq's own workers and the
+other Redis-backed queues (dramatiq, arq), same run.
 
-Same Redis, same number of processes, the same rq jobs (enqueued by rq's ``Queue`` with the
-JSON serializer, naming ``bench.redis_vs_rq.noop`` or ``bench.redis_vs_rq.sleep5``), taken
-by: a qoper8 host (one master, N warm children, one RedisConsumer); N forking rq ``Worker``
-processes; N rq ``SimpleWorker`` processes; and ``rq worker-pool -n N``.
+Same Redis, same number of processes. rq and qoper8 take the same rq jobs (rq's job hash with
+the JSON serializer, naming ``bench.redis_vs_rq.noop`` or ``bench.redis_vs_rq.sleep5``): a
+qoper8 host (one master, N warm children, one RedisConsumer); N forking rq ``Worker``
+processes; N rq ``SimpleWorker`` processes; ``rq worker-pool -n N``. dramatiq (Redis broker,
+N processes of one thread) and arq (N processes) take the same jobs as their own messages
+(``bench/redis_peers.py``).
 
-* throughput: workers up and idle, M jobs enqueued in one pipeline, until all M are in the
-  finished registry;
-* latency: N closed-loop clients, each enqueues one job and blocks (XREAD) on rq's results
-  stream for it; p50/p99 of enqueue-to-result; for qoper8 also through ``RedisPool``;
+* throughput: workers up and idle, M jobs enqueued in one pipeline, until all M are done;
+* latency (qoper8 and rq): N closed-loop clients, each enqueues one job and blocks (XREAD) on
+  rq's results stream for it; p50/p99 of enqueue-to-result; for qoper8 also ``RedisPool``;
 * Redis commands per job on the consumer side, counted with MONITOR on a small sample.
 
 It asserts nothing and prints a markdown table. ``--host URL QUEUE N`` is the qoper8 host
@@ -31,6 +33,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import qoper8
+
+from bench.redis_measure import (
+    commands_per_job,
+    latency,
+    peer_throughput,
+    redis_pool_latency,
+    throughput,
+)
 
 worker = qoper8.Worker()
 
@@ -68,7 +78,8 @@ def cpu_model() -> str:
 
 JOBS = {"noop": "bench.redis_vs_rq.noop", "5ms": "bench.redis_vs_rq.sleep5"}
 DB = 12  # a database of our own on the shared Redis
-SYSTEMS = ["qoper8", "rq SimpleWorker", "rq worker-pool", "rq Worker"]
+SYSTEMS = ["qoper8", "rq SimpleWorker", "rq worker-pool", "rq Worker", "dramatiq", "arq"]
+PEERS = ("dramatiq", "arq")  # not rq's data model: bench/redis_peers.py drives them
 
 
 @dataclass
@@ -92,13 +103,14 @@ class Row:
 
 
 # ---------------------------------------------------------------- the systems under test
-def _start_group(args: list[str]) -> subprocess.Popen[bytes]:
+def _start_group(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         args,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        env={**os.environ, **(env or {})},
     )
 
 
@@ -130,6 +142,11 @@ def start_system(system: str, url: str, queue: str, n: int) -> list[subprocess.P
         ]
     if system == "rq worker-pool":
         return [_start_group([rq, "worker-pool", *common, "-n", str(n), queue])]
+    if system in PEERS:
+        from bench import redis_peers
+
+        env = redis_peers.environment(system, url, queue)
+        return [_start_group(args, env) for args in redis_peers.command(system, py, n)]
     raise ValueError(system)
 
 
@@ -139,6 +156,11 @@ async def wait_ready(r: Any, system: str, queue: str, n: int) -> None:
     while time.monotonic() < deadline:
         if system == "qoper8":
             if await r.zcard(f"qoper8:consumers:{queue}") >= 1:
+                return
+        elif system in PEERS:
+            from bench import redis_peers
+
+            if await redis_peers.ready(r, system, queue, n):
                 return
         else:
             count = 0
@@ -151,118 +173,13 @@ async def wait_ready(r: Any, system: str, queue: str, n: int) -> None:
     raise RuntimeError(f"{system} did not come up")
 
 
-# ---------------------------------------------------------------- the measurements
-async def throughput(r: Any, queue: str, func: str, m: int) -> float:
-    from qoper8._redis import JOB_PREFIX, QUEUE_PREFIX, QUEUES_KEY, encode_job
-
-    ids = [uuid.uuid4().hex for _ in range(m)]
-    start = time.perf_counter()
-    async with r.pipeline(transaction=False) as pipe:
-        for job_id in ids:
-            mapping = encode_job(job_id, queue, {"type": func}, timeout=None, reply_key=None)
-            pipe.hset(JOB_PREFIX + job_id, mapping=mapping)
-            pipe.rpush(QUEUE_PREFIX + queue, job_id)
-        pipe.sadd(QUEUES_KEY, QUEUE_PREFIX + queue)
-        await pipe.execute()
-    # polling the registries: rq workers notify nobody (2 ms granularity on seconds-long runs)
-    while await r.zcard(f"rq:finished:{queue}") + await r.zcard(f"rq:failed:{queue}") < m:  # noqa: ASYNC110
-        await asyncio.sleep(0.002)
-    seconds = time.perf_counter() - start
-    failed = await r.zcard(f"rq:failed:{queue}")
-    if failed:
-        raise RuntimeError(f"{failed} jobs failed")
-    return seconds
-
-
-async def latency(r: Any, queue: str, func: str, m: int, clients: int) -> list[float]:
-    from qoper8._redis import encode_job
-
-    script = r.register_script(
-        "local f = {} for i = 2, #ARGV do f[#f + 1] = ARGV[i] end "
-        "redis.call('HSET', KEYS[1], unpack(f)) redis.call('RPUSH', KEYS[2], ARGV[1]) return 1"
-    )
-    out: list[float] = []
-    per_client = m // clients
-
-    async def client() -> None:
-        for _ in range(per_client):
-            job_id = uuid.uuid4().hex
-            mapping = encode_job(job_id, queue, {"type": func}, timeout=None, reply_key=None)
-            args: list[Any] = [job_id]
-            for k, v in mapping.items():
-                args += [k, v]
-            t = time.perf_counter()
-            await script(keys=[f"rq:job:{job_id}", f"rq:queue:{queue}"], args=args)
-            got = await r.xread({f"rq:results:{job_id}": "0-0"}, block=10_000)
-            if not got:
-                raise RuntimeError("no result within 10 s")
-            out.append(time.perf_counter() - t)
-
-    await asyncio.gather(*(client() for _ in range(clients)))
-    return out
-
-
-async def redis_pool_latency(url: str, queue: str, func: str, m: int, clients: int) -> list[float]:
-    out: list[float] = []
-    async with qoper8.RedisPool(url, queue=queue) as pool:
-
-        async def client() -> None:
-            for _ in range(m // clients):
-                t = time.perf_counter()
-                await pool.submit({"type": func}, timeout=10)
-                out.append(time.perf_counter() - t)
-
-        await asyncio.gather(*(client() for _ in range(clients)))
-    return out
-
-
-async def commands_per_job(url: str, r: Any, queue: str, func: str, m: int) -> float:
-    """Top-level commands the consumer side sends per job (MONITOR; calls made inside Lua
-    scripts are not counted, pipelined commands are each counted)."""
-    import redis.asyncio as aioredis
-
-    await r.client_setname("bench-producer")
-    mine = set()
-    for c in await r.client_list():
-        if c.get("name") == "bench-producer":
-            mine.add(c["addr"])
-    mon_client = aioredis.Redis.from_url(url)
-    count = 0
-    stop = asyncio.Event()
-
-    async def watch() -> None:
-        nonlocal count
-        async with mon_client.monitor() as mon:
-            ready.set()
-            async for cmd in mon.listen():
-                if stop.is_set():
-                    return
-                addr = f"{cmd.get('client_address')}:{cmd.get('client_port')}"
-                if cmd.get("client_type") == "lua" or addr in mine:
-                    continue
-                count += 1
-
-    ready = asyncio.Event()
-    task = asyncio.create_task(watch())
-    await ready.wait()
-    await asyncio.sleep(0.2)
-    idle = count  # commands while idle (blocking waits, heartbeats): subtract their rate
-    t0 = time.perf_counter()
-    await asyncio.sleep(0.5)
-    idle_rate = (count - idle) / (time.perf_counter() - t0)
-    before = count
-    t1 = time.perf_counter()
-    await throughput(r, queue, func, m)
-    took = time.perf_counter() - t1
-    used = count - before - idle_rate * took
-    stop.set()
-    await r.rpush("bench-monitor-poke", 1)  # wake the monitor loop
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError, Exception):
-        await task
-    with contextlib.suppress(Exception):
-        await mon_client.aclose()
-    return max(0.0, used) / m
+async def measure_peer(r: Any, system: str, queue: str, job: str, func: str, args: Any) -> Row:
+    """dramatiq or arq: throughput only (neither keeps a result to wait for by default)."""
+    await peer_throughput(r, system, queue, func, args.processes * 20)  # warm up
+    m = args.jobs
+    seconds = await peer_throughput(r, system, queue, func, m)
+    print(f"# {system} {job}: {m / seconds:.0f} jobs/s", file=sys.stderr)
+    return Row(system, job, m, seconds, [], None)
 
 
 # ---------------------------------------------------------------- the run
@@ -278,6 +195,10 @@ async def run(args: argparse.Namespace) -> list[Row]:
             procs = start_system(system, url, queue, args.processes)
             try:
                 await wait_ready(r, system, queue, args.processes)
+                if system in PEERS:
+                    name = func.rsplit(".", 1)[1]
+                    rows.append(await measure_peer(r, system, queue, job, name, args))
+                    continue
                 forking = system in ("rq Worker", "rq worker-pool")
                 m = args.jobs // (5 if forking else 1)
                 # warm up (imports, first job per child), then measure
@@ -300,9 +221,15 @@ async def run(args: argparse.Namespace) -> list[Row]:
                     rows.append(Row("qoper8 RedisPool", job, m, seconds, lat, None))
             finally:
                 _stop_group(procs)
-                keys = [k async for k in r.scan_iter(f"*{queue}*")]
-                if keys:
-                    await r.delete(*keys)
+                patterns = [f"*{queue}*"]
+                if system in PEERS:
+                    from bench import redis_peers
+
+                    patterns = redis_peers.keys(system, queue)
+                for pattern in patterns:
+                    keys = [k async for k in r.scan_iter(pattern)]
+                    if keys:
+                        await r.delete(*keys)
     await r.aclose()
     return rows
 
@@ -325,8 +252,11 @@ def table(rows: list[Row], processes: int) -> str:
             ratio = lat_ratio = ""
         tput = f"{row.throughput:,.0f}" if row.system != "qoper8 RedisPool" else "(same run)"
         cmds = f"{row.commands_per_job:.1f}" if row.commands_per_job is not None else ""
+        p50, p99 = (f"{row.pct(q):.2f}" if row.latencies else "–" for q in (0.5, 0.99))
+        if not row.latencies:
+            lat_ratio = ""
         lines.append(
-            f"| {row.system} | {row.job} | {tput} | {row.pct(0.5):.2f} | {row.pct(0.99):.2f} "
+            f"| {row.system} | {row.job} | {tput} | {p50} | {p99} "
             f"| {ratio} | {lat_ratio} | {cmds} |"
         )
     return "\n".join(lines)

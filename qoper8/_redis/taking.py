@@ -141,11 +141,16 @@ class _Taking(_Leases, _Outcomes):
             )
 
     def _start(self, raw: list[Any]) -> None:
-        job_id = _text(raw[0])
-        execution_id = raw[7]
+        running = self._register(raw)
+        task = asyncio.create_task(self._run_jobs(running, raw))
+        running.task = task
+        self._jobs_task.add(task)
+        task.add_done_callback(self._jobs_task.discard)
+
+    def _register(self, raw: list[Any]) -> _Running:
         running = _Running(
-            job_id=job_id,
-            execution_id=execution_id,
+            job_id=_text(raw[0]),
+            execution_id=raw[7],
             started=time.time(),
             reply_key=_reply_key(raw[3]),
             result_ttl=_int_or_none(raw[5]),
@@ -153,20 +158,26 @@ class _Taking(_Leases, _Outcomes):
         )
         self._running[running.member] = running
         self.taken += 1
-        task = asyncio.create_task(self._run_job(running, raw[1], raw[2], raw[4]))
-        running.task = task
-        self._jobs_task.add(task)
-        task.add_done_callback(self._jobs_task.discard)
+        return running
+
+    async def _run_jobs(self, running: _Running, raw: list[Any]) -> None:
+        """Run a job and, when its finish took the child's next one, run that one too, in
+        this same task: no task to create and schedule between a child's two jobs."""
+        nxt: tuple[_Running, list[Any]] | None = (running, raw)
+        while nxt is not None:
+            running, raw = nxt
+            nxt = await self._run_job(running, raw[1], raw[2], raw[4])
 
     async def _run_job(
         self, running: _Running, data: bytes, timeout_raw: object, deadline_raw: object
-    ) -> None:
+    ) -> tuple[_Running, list[Any]] | None:
+        """Run one job and record its outcome; returns the next job the finish took."""
         try:
             outcome = await self._execute(running, data, timeout_raw, deadline_raw)
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if not running.stop_requested or self._stopping or task is None:
-                return  # stop() hands it back
+                return None  # stop() hands it back
             task.uncancel()  # the heartbeat's doing: the child is killed; record it
             outcome = self._failure(
                 running,
@@ -180,18 +191,18 @@ class _Taking(_Leases, _Outcomes):
             )
             self.handed_back += 1
             await self._hand_back([running])
-            return
+            return None
         except _HandBack as hb:
             logger.info("consumer %s: job %s handed back: %s", self.name, running.job_id, hb)
             self.handed_back += 1
             await self._hand_back([running])
-            return
+            return None
         except Exception as exc:  # a bug here must not leave the job leased forever
             logger.exception("consumer %s: job %s failed inside qoper8", self.name, running.job_id)
             outcome = self._failure(
                 running, JobError(f"qoper8 failed to run job {running.job_id}: {exc!r}")
             )
-        await self._write_outcome(running, outcome)
+        return await self._write_outcome(running, outcome)
 
     async def _execute(
         self, running: _Running, data: bytes, timeout_raw: object, deadline_raw: object
@@ -227,7 +238,9 @@ class _Taking(_Leases, _Outcomes):
             return self._failure(running, exc)
         return self._success(running, value)
 
-    async def _write_outcome(self, running: _Running, outcome: _Outcome) -> None:
+    async def _write_outcome(
+        self, running: _Running, outcome: _Outcome
+    ) -> tuple[_Running, list[Any]] | None:
         job_id = running.job_id
         if outcome.status == "finished":
             ttl = DEFAULT_RESULT_TTL if running.result_ttl is None else running.result_ttl
@@ -267,9 +280,13 @@ class _Taking(_Leases, _Outcomes):
         written, nxt, skipped = reply if reply is not None else (None, None, None)
         self._log_skipped(skipped)
         running.finished = True
+        following = None
         if nxt:
             self._queue_seen_empty = False
-            self._start([*nxt, take_args[3]])  # before this job leaves: the child's slot passes on
+            # registered before this job leaves: the child's slot passes on
+            raw = [*nxt, take_args[3]]
+            following = (self._register(raw), raw)
+            following[0].task = running.task
         self._running.pop(running.member, None)
         if not nxt:
             self._slot_freed.set()
@@ -283,6 +300,7 @@ class _Taking(_Leases, _Outcomes):
                 job_id,
                 outcome.status,
             )
+        return following
 
     def _record(self, keys: list[str], args: list[Any]) -> Awaitable[Any]:
         """The finish script: records an outcome and may take the child's next job. The

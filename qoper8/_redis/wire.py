@@ -125,10 +125,15 @@ class Wire:
         if self._closed:
             future.set_exception(RedisConnectionError("the connection was closed"))
             return future
+        idle = not self._calls
         self._calls.append(_Call(future, loop.time() + block + SOCKET_TIMEOUT, script))
         self._out.append(packed)
         if self._transport is not None:
-            if not self._flush_soon:
+            if idle and not self._out[1:]:
+                # Nothing in flight: out at once (a lone finish is on a child's critical
+                # path). Behind commands in flight, wait for the loop turn's others.
+                self._flush()
+            elif not self._flush_soon:
                 self._flush_soon = True
                 loop.call_soon(self._flush)
         elif self._connecting is None:

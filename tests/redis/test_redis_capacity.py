@@ -15,6 +15,7 @@ from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 
 from qoper8._redis import RedisConsumer, taking
+from qoper8._redis.connection import _Backoff
 from tests.conftest import wait_until
 
 from .conftest import serving
@@ -102,5 +103,50 @@ async def test_a_next_job_taken_by_a_finish_goes_back_if_the_child_was_taken_mea
     await wait_until(
         lambda: second.get_status(refresh=True) == JobStatus.FINISHED, timeout=5, what="rerun"
     )
+    await consumer.stop()
+    await task
+
+
+class _PermitPool(FakePool):
+    """A FakePool whose jobs each wait for a permit from the test."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.permits: asyncio.Queue[None] = asyncio.Queue()
+
+    async def submit(self, action: Any, **kwargs: Any) -> Any:
+        self.slots -= 1
+        self.submitted += 1
+        try:
+            await self.permits.get()
+            result: int = action["a"] + action["b"]
+            return result
+        finally:
+            self.free()
+
+
+async def test_the_next_job_a_finish_takes_runs_in_the_same_task_and_can_be_stopped(
+    server: fakeredis.FakeServer,
+) -> None:
+    """No task is created between a child's two jobs (the finish's answer goes straight on
+    to the next job), and that next job is still stopped by its caller like any other."""
+    r = fakeredis.FakeRedis(server=server)
+    q = Queue("q", connection=r, serializer=JSONSerializer)
+    pool = _PermitPool()
+    first, second = q.enqueue("add", 1, 2), q.enqueue("add", 3, 4)
+    consumer = RedisConsumer(pool, url="redis://fake", queue="q", lease=30)
+    task = asyncio.create_task(consumer.run())
+    await wait_until(lambda: pool.submitted == 1, timeout=5, what="the first job to run")
+    [running] = consumer._running.values()
+    pool.permits.put_nowait(None)
+    await wait_until(lambda: pool.submitted == 2, timeout=5, what="the second job to run")
+    [following] = consumer._running.values()
+    assert following.job_id == second.id
+    assert following.task is running.task
+    assert first.get_status() == JobStatus.FINISHED
+    r.hset(second.key, "qoper8_cancel", "1")  # its caller cancelled with kill_on_cancel
+    assert await consumer._beat(_Backoff("test", "redis://fake"))
+    await wait_until(lambda: consumer.completed == 2, timeout=5, what="the stop recorded")
+    assert Job.fetch(second.id, connection=r).get_status() == JobStatus.STOPPED
     await consumer.stop()
     await task

@@ -108,6 +108,28 @@ async def test_replies_settle_their_commands_in_order(wire_: Wire) -> None:
 
 
 @pytest.mark.redis
+async def test_a_lone_command_goes_out_at_once_and_a_burst_in_one_write(
+    wire_: Wire, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await wire_.command("PING")  # connected
+    transport: Any = wire_._transport
+    writes: list[bytes] = []
+    real_write = transport.write
+
+    def write(data: bytes) -> None:
+        writes.append(data)
+        real_write(data)
+
+    monkeypatch.setattr(transport, "write", write)
+    first = wire_.command("PING")  # nothing in flight: written now
+    assert len(writes) == 1
+    burst = [wire_.command("ECHO", str(i)) for i in range(10)]  # behind it: this loop turn's
+    assert len(writes) == 1
+    assert await asyncio.gather(first, *burst) == [b"PONG", *(str(i).encode() for i in range(10))]
+    assert len(writes) == 2
+
+
+@pytest.mark.redis
 async def test_an_error_reply_fails_its_command_only(wire_: Wire) -> None:
     results = await asyncio.gather(
         wire_.command("PING"),
