@@ -26,6 +26,7 @@ from typing import Any
 import orjson
 import qoper8
 
+from bench.redis_measure import private_redis
 from bench.redis_vs_rq import DB, _stop_group, cpu_model, start_system
 
 SLEEP_FUNC = "bench.redis_vs_rq.sleep_ms"
@@ -203,6 +204,11 @@ async def run(args: argparse.Namespace) -> list[str]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.redis_hosts", description=__doc__)
     parser.add_argument("--redis", default="redis://127.0.0.1:6379")
+    parser.add_argument(
+        "--private-redis",
+        action="store_true",
+        help="start a redis-server of its own (alone with the bench) instead of --redis",
+    )
     parser.add_argument("--parts", nargs="+", default=["hosts", "client"])
     parser.add_argument("--hosts", nargs="+", type=int, default=[1, 2, 3, 4])
     parser.add_argument("--children", type=int, default=2)
@@ -210,6 +216,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--per-child", type=int, default=100)
     parser.add_argument("--submits", type=int, default=3000)
     args = parser.parse_args(argv)
+    if args.private_redis:
+        with private_redis() as args.redis:
+            print("\n".join(asyncio.run(run(args))))
+        return
     print("\n".join(asyncio.run(run(args))))
 
 

@@ -6,11 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
+import subprocess
 import time
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import qoper8
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 
 async def throughput(r: Any, queue: str, func: str, m: int) -> float:
@@ -134,3 +139,42 @@ async def commands_per_job(url: str, r: Any, queue: str, func: str, m: int) -> f
     with contextlib.suppress(Exception):
         await mon_client.aclose()
     return max(0.0, used) / m
+
+
+@contextlib.contextmanager
+def private_redis() -> Iterator[str]:
+    """A redis-server of the bench's own on a free port (no persistence), so that other
+    users of the machine's Redis do not queue their commands ahead of the measured ones."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+        yield f"redis://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)

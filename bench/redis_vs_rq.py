@@ -38,6 +38,7 @@ from bench.redis_measure import (
     commands_per_job,
     latency,
     peer_throughput,
+    private_redis,
     redis_pool_latency,
     throughput,
 )
@@ -90,6 +91,7 @@ class Row:
     seconds: float
     latencies: list[float]
     commands_per_job: float | None = None
+    spread: tuple[float, float] | None = None  # min and max throughput over repetitions
 
     @property
     def throughput(self) -> float:
@@ -183,54 +185,78 @@ async def measure_peer(r: Any, system: str, queue: str, job: str, func: str, arg
 
 
 # ---------------------------------------------------------------- the run
+async def measure_system(r: Any, url: str, system: str, args: Any, count: bool) -> list[Row]:
+    """Start the system, measure both jobs, stop it, delete what it left in Redis."""
+    rows: list[Row] = []
+    for job, func in JOBS.items():
+        queue = f"bench-{uuid.uuid4().hex[:8]}"
+        procs = start_system(system, url, queue, args.processes)
+        try:
+            await wait_ready(r, system, queue, args.processes)
+            if system in PEERS:
+                name = func.rsplit(".", 1)[1]
+                rows.append(await measure_peer(r, system, queue, job, name, args))
+                continue
+            forking = system in ("rq Worker", "rq worker-pool")
+            m = args.jobs // (5 if forking else 1)
+            # warm up (imports, first job per child), then measure
+            await throughput(r, queue, func, args.processes * 4)
+            await r.delete(f"rq:finished:{queue}")
+            seconds = await throughput(r, queue, func, m)
+            await r.delete(f"rq:finished:{queue}")
+            lat = await latency(r, queue, func, args.latency_jobs, args.processes)
+            await r.delete(f"rq:finished:{queue}")
+            cmds = None
+            if count:
+                cmds = await commands_per_job(url, r, queue, func, 100 if forking else 300)
+                await r.delete(f"rq:finished:{queue}")
+            rows.append(Row(system, job, m, seconds, lat, cmds))
+            print(f"# {system} {job}: {m / seconds:.0f} jobs/s", file=sys.stderr)
+            if system == "qoper8":
+                lat = await redis_pool_latency(url, queue, func, args.latency_jobs, args.processes)
+                rows.append(Row("qoper8 RedisPool", job, m, seconds, lat, None))
+        finally:
+            _stop_group(procs)
+            patterns = [f"*{queue}*"]
+            if system in PEERS:
+                from bench import redis_peers
+
+                patterns = redis_peers.keys(system, queue)
+            for pattern in patterns:
+                keys = [k async for k in r.scan_iter(pattern)]
+                if keys:
+                    await r.delete(*keys)
+    return rows
+
+
 async def run(args: argparse.Namespace) -> list[Row]:
+    """``--reps`` repetitions, each system once per repetition, each repetition starting
+    with the next system (none always runs first on a machine whose load drifts); every
+    (system, job) reports its median repetition, with the others' spread."""
     import redis.asyncio as aioredis
 
     url = f"{args.redis.rstrip('/')}/{DB}" if args.redis.count("/") == 2 else args.redis
     r = aioredis.Redis.from_url(url)
-    rows: list[Row] = []
-    for system in args.systems:
-        for job, func in JOBS.items():
-            queue = f"bench-{uuid.uuid4().hex[:8]}"
-            procs = start_system(system, url, queue, args.processes)
-            try:
-                await wait_ready(r, system, queue, args.processes)
-                if system in PEERS:
-                    name = func.rsplit(".", 1)[1]
-                    rows.append(await measure_peer(r, system, queue, job, name, args))
-                    continue
-                forking = system in ("rq Worker", "rq worker-pool")
-                m = args.jobs // (5 if forking else 1)
-                # warm up (imports, first job per child), then measure
-                await throughput(r, queue, func, args.processes * 4)
-                await r.delete(f"rq:finished:{queue}")
-                seconds = await throughput(r, queue, func, m)
-                await r.delete(f"rq:finished:{queue}")
-                lat = await latency(r, queue, func, args.latency_jobs, args.processes)
-                await r.delete(f"rq:finished:{queue}")
-                cmds = None
-                if args.count_commands:
-                    cmds = await commands_per_job(url, r, queue, func, 100 if forking else 300)
-                    await r.delete(f"rq:finished:{queue}")
-                rows.append(Row(system, job, m, seconds, lat, cmds))
-                print(f"# {system} {job}: {m / seconds:.0f} jobs/s", file=sys.stderr)
-                if system == "qoper8":
-                    lat = await redis_pool_latency(
-                        url, queue, func, args.latency_jobs, args.processes
-                    )
-                    rows.append(Row("qoper8 RedisPool", job, m, seconds, lat, None))
-            finally:
-                _stop_group(procs)
-                patterns = [f"*{queue}*"]
-                if system in PEERS:
-                    from bench import redis_peers
-
-                    patterns = redis_peers.keys(system, queue)
-                for pattern in patterns:
-                    keys = [k async for k in r.scan_iter(pattern)]
-                    if keys:
-                        await r.delete(*keys)
+    seen: dict[tuple[str, str], list[Row]] = {}
+    systems = list(args.systems)
+    for rep in range(args.reps):
+        k = rep % len(systems)
+        for system in systems[k:] + systems[:k]:
+            count = args.count_commands and rep == 0
+            for row in await measure_system(r, url, system, args, count):
+                seen.setdefault((row.system, row.job), []).append(row)
     await r.aclose()
+    rows = []
+    for runs in seen.values():
+        ordered = sorted(runs, key=lambda row: row.throughput)
+        median = ordered[(len(ordered) - 1) // 2]
+        median.spread = (ordered[0].throughput, ordered[-1].throughput)
+        median.commands_per_job = next(
+            (x.commands_per_job for x in runs if x.commands_per_job is not None), None
+        )
+        rows.append(median)
+    order = {s: i for i, s in enumerate([*SYSTEMS[:1], "qoper8 RedisPool", *SYSTEMS[1:]])}
+    rows.sort(key=lambda row: (order.get(row.system, 99), list(JOBS).index(row.job)))
     return rows
 
 
@@ -251,6 +277,12 @@ def table(rows: list[Row], processes: int) -> str:
         if row.system == "qoper8 RedisPool":
             ratio = lat_ratio = ""
         tput = f"{row.throughput:,.0f}" if row.system != "qoper8 RedisPool" else "(same run)"
+        if (
+            row.spread is not None
+            and row.spread[0] != row.spread[1]
+            and row.system != "qoper8 RedisPool"
+        ):
+            tput += f" ({row.spread[0]:,.0f}–{row.spread[1]:,.0f})"
         cmds = f"{row.commands_per_job:.1f}" if row.commands_per_job is not None else ""
         p50, p99 = (f"{row.pct(q):.2f}" if row.latencies else "–" for q in (0.5, 0.99))
         if not row.latencies:
@@ -275,6 +307,11 @@ async def host(url: str, queue: str, children: int) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.redis_vs_rq", description=__doc__)
     parser.add_argument("--redis", default="redis://127.0.0.1:6379")
+    parser.add_argument(
+        "--private-redis",
+        action="store_true",
+        help="start a redis-server of its own (alone with the bench) instead of --redis",
+    )
     parser.add_argument("--processes", type=int, default=4)
     parser.add_argument("--jobs", type=int, default=4000, help="throughput jobs (forking: /5)")
     parser.add_argument("--latency-jobs", type=int, default=400)
@@ -287,17 +324,23 @@ def main(argv: list[str] | None = None) -> None:
         help=f"which to run (default: all of {SYSTEMS})",
     )
     parser.add_argument("--no-count-commands", dest="count_commands", action="store_false")
+    parser.add_argument("--reps", type=int, default=1, help="repetitions, alternating")
     parser.add_argument("--host", nargs=3, metavar=("URL", "QUEUE", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.host:
         asyncio.run(host(args.host[0], args.host[1], int(args.host[2])))
         return
-    rows = asyncio.run(run(args))
+    if args.private_redis:
+        with private_redis() as args.redis:
+            rows = asyncio.run(run(args))
+    else:
+        rows = asyncio.run(run(args))
     print(table(rows, args.processes))
     print()
     print(
-        f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, "
-        "one run each; p50 x = the system's p50 / qoper8's p50."
+        f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs ({cpu_model()}), "
+        f"{args.reps} repetition(s), median shown (min–max); p50 x = the system's p50 / "
+        "qoper8's p50."
     )
 
 
