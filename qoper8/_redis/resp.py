@@ -18,7 +18,8 @@ if TYPE_CHECKING:
 
 __all__ = ["REPLY_ERRORS", "new_reader", "pack", "reply_error"]
 
-# The pure-Python reader compacts its buffer once this much of it has been read.
+# The pure-Python reader drops the bytes it has read once there are this many (or all were):
+# lower copies the unread rest more often, higher keeps more read bytes in memory.
 _COMPACT_AT: Final = 1 << 16
 
 

@@ -35,8 +35,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Script", "Wire"]
 
-# Health checks as redis-py's client did them (a PING before a command on a connection idle
-# this long): a Wire's commands carry their own deadline instead, so it never pings.
+# redis-py PINGs before a command on a connection idle this long; the Wire sends its commands
+# itself, each under a deadline (SOCKET_TIMEOUT), so 0: no PING when redis-py connects.
 _HEALTH_CHECK_INTERVAL: Final = 0
 
 
@@ -129,7 +129,7 @@ class Wire:
         self._calls.append(_Call(future, loop.time() + block + SOCKET_TIMEOUT, script))
         self._out.append(packed)
         if self._transport is not None:
-            if idle and not self._out[1:]:
+            if idle:
                 # Nothing in flight: out at once (a lone finish is on a child's critical
                 # path). Behind commands in flight, wait for the loop turn's others.
                 self._flush()
