@@ -51,7 +51,7 @@ Redis keys touched (rq's data model under the prefix ``rq``, plus three of qoper
                                              (two heartbeats); the reaper hands a lapsed
                                              consumer's claims back and removes it from
                                              rq's worker registry
-    qoper8:reply:{client}            list    outcomes pushed to one RedisPool client (BLPOP)
+    qoper8:reply:{client}            list    outcomes pushed to one RedisPool client (BLMPOP)
 
 Delivery is at least once: a job whose lease expires (its host died or lost Redis) is queued
 again, up to ``retries_left`` times, then failed with the reason.

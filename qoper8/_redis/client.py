@@ -11,7 +11,6 @@ import base64
 import functools
 import logging
 import secrets
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
@@ -26,9 +25,8 @@ from ..errors import (
     error_from_dict,
 )
 from .connection import BLOCK_SECONDS, _Backoff, describe_url, is_redis_failure
-from .jobs import _stored_error, _text, encode_job
+from .jobs import _stored_error, encode_job
 from .scripts import (
-    CONSUMERS_PREFIX,
     ENQUEUE_LUA,
     JOB_PREFIX,
     QUEUE_PREFIX,
@@ -37,9 +35,7 @@ from .scripts import (
     RESULTS_PREFIX,
     WITHDRAW_LUA,
 )
-from .whereabouts import FIELDS as _WHEREABOUTS_FIELDS
-from .whereabouts import NOWHERE as _NOWHERE
-from .whereabouts import whereabouts
+from .whereabouts import locate
 from .wire import Script, Wire
 
 if TYPE_CHECKING:
@@ -190,6 +186,8 @@ class RedisClient:
         )
 
     def _enqueued(self, job_id: str, pending: _Pending, answer: asyncio.Future[Any]) -> None:
+        if answer.cancelled():
+            return  # nothing awaits it, so nothing cancels it; not worth a guess
         exc = answer.exception()
         if exc is None:
             pending.enqueued = True
@@ -254,33 +252,13 @@ class RedisClient:
                 f"{what}: Redis at {describe_url(self.url)} could not be reached within the "
                 f"deadline of {timeout}s ({self._last_error}); the job may still run"
             )
-        where = await self._whereabouts(job_id)
+        assert self._wire is not None
+        where = await locate(self._wire, job_id, self.queue, WHEREABOUTS_TIMEOUT)
         return JobTimeout(
             f"{what} got no result within its deadline of {timeout}s on rq queue "
             f"{self.queue!r}: {where}",
             job_id=job_id,
         )
-
-    async def _whereabouts(self, job_id: str) -> str:
-        """Where the job stood when its caller's deadline passed, read from the job hash and
-        the hosts' registrations (one round trip, bounded: it only words an error)."""
-        assert self._wire is not None
-        try:
-            async with asyncio.timeout(WHEREABOUTS_TIMEOUT):
-                fields, consumers = await asyncio.gather(
-                    self._wire.command("HMGET", JOB_PREFIX + job_id, *_WHEREABOUTS_FIELDS),
-                    self._wire.command(
-                        "ZRANGE", CONSUMERS_PREFIX + self.queue, 0, -1, "WITHSCORES"
-                    ),
-                )
-        except (TimeoutError, RedisError, OSError):
-            return _NOWHERE
-        job = {k: _text(v) for k, v in zip(_WHEREABOUTS_FIELDS, fields, strict=True) if v}
-        hosts = {
-            _text(name): float(score)
-            for name, score in zip(consumers[::2], consumers[1::2], strict=True)
-        }
-        return whereabouts(job, hosts, time.time())
 
     # ------------------------------------------------------------ outcomes
     async def _listen(self) -> None:

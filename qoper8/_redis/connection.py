@@ -28,7 +28,7 @@ logger = logging.getLogger("qoper8.redis")
 T = TypeVar("T")
 
 # ---------------------------------------------------------------- timing
-# An idle consumer blocks this long in BLMOVE per round; also how long a client's BLPOP for
+# An idle consumer blocks this long in BLMOVE per round; also how long a client's BLMPOP for
 # replies blocks. Longer means fewer idle round trips, shorter means a stop is seen sooner
 # (stop() cancels the wait anyway, so this mostly bounds idle traffic).
 BLOCK_SECONDS: Final = 1

@@ -1,20 +1,46 @@
-"""Words for where a job stood when its ``RedisPool`` caller gave up on it, from its job hash
-and the hosts' registrations: the message of the ``JobTimeout`` (pure, no I/O)."""
+"""Where a job stood when its ``RedisPool`` caller gave up on it: read from its job hash and
+the hosts' registrations in one round trip (``locate``), and put in words (``whereabouts``,
+pure) for the message of the ``JobTimeout``."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final
 
-from .jobs import TIMESTAMP_FORMAT
+from redis.exceptions import RedisError
+
+from .jobs import TIMESTAMP_FORMAT, _text
+from .scripts import CONSUMERS_PREFIX, JOB_PREFIX
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-__all__ = ["FIELDS", "NOWHERE", "whereabouts"]
+    from .wire import Wire
+
+__all__ = ["FIELDS", "NOWHERE", "locate", "whereabouts"]
 
 FIELDS: Final = ("status", "worker_name", "retries_left", "last_heartbeat")
 NOWHERE: Final = "no idle child on any host, or no host serving the queue?"
+
+
+async def locate(wire: Wire, job_id: str, queue: str, limit: float) -> str:
+    """Where the job stood, in words; bounded by ``limit`` seconds (it only words an error)."""
+    try:
+        async with asyncio.timeout(limit):
+            fields, consumers = await asyncio.gather(
+                wire.command("HMGET", JOB_PREFIX + job_id, *FIELDS),
+                wire.command("ZRANGE", CONSUMERS_PREFIX + queue, 0, -1, "WITHSCORES"),
+            )
+    except (TimeoutError, RedisError, OSError):
+        return NOWHERE
+    job = {k: _text(v) for k, v in zip(FIELDS, fields, strict=True) if v}
+    hosts = {
+        _text(name): float(score)
+        for name, score in zip(consumers[::2], consumers[1::2], strict=True)
+    }
+    return whereabouts(job, hosts, time.time())
 
 
 def whereabouts(job: Mapping[str, str], hosts: Mapping[str, float], now: float) -> str:
