@@ -22,7 +22,11 @@ from bench.scenarios import SCENARIOS, Config, kill_descendants, leftover_childr
 
 RESULTS = Path(__file__).parent / "results"
 # Benchmarks owned by other modules of bench/, run on request as their own processes.
-EXTERNAL = {"http_path": "bench.http_path", "redis_vs_rq": "bench.redis_vs_rq"}
+EXTERNAL = {
+    "http_path": "bench.http_path",
+    "redis_vs_rq": "bench.redis_vs_rq",
+    "redis_hosts": "bench.redis_hosts",
+}
 
 
 def machine() -> dict[str, Any]:

@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from ._engine.stats import ChildStatistics, PoolStatistics
     from ._engine.stream import Stream
     from ._engine.worker import HandlerInfo, Worker
-    from ._redis_pool import RedisPool
+    from ._redis import RedisPool
     from .config import PoolConfig
 
 __version__ = "0.1.0"
@@ -94,7 +94,7 @@ _LAZY: dict[str, str] = {
     "Pool": "._engine.pool",
     "Role": "._engine.role",
     "Client": "._client",
-    "RedisPool": "._redis_pool",
+    "RedisPool": "._redis.pool",
     "ChildStatistics": "._engine.stats",
     "PoolStatistics": "._engine.stats",
     "HandlerInfo": "._engine.worker",

@@ -574,7 +574,7 @@ REDIS_URL = "redis://127.0.0.1:6379/9"
 @pytest.mark.redis
 async def test_serve_with_redis_consumes_the_queue_and_stops_on_term(tmp_path: Path) -> None:
     redis = pytest.importorskip("redis")
-    pytest.importorskip("qoper8._transport._redis")
+    pytest.importorskip("qoper8._redis.consumer")
     try:
         probe = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1)
         probe.ping()

@@ -40,7 +40,7 @@ class RedisIntake:
         if self._config.redis is None:
             return None
         try:
-            from .._transport._redis import RedisConsumer
+            from .._redis import RedisConsumer
         except ImportError as exc:
             raise ConfigError(
                 f"--redis needs Redis mode (pip install 'qoper8[redis]'): {exc}"

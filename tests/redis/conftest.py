@@ -28,8 +28,10 @@ import pytest
 import redis
 
 import qoper8
-from qoper8._transport import _redis_consumer
-from qoper8._transport._redis import RedisConsumer
+from qoper8._redis import RedisConsumer
+from qoper8._redis import consumer as consumer_module
+
+from .fakes import FakeWire
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -71,10 +73,8 @@ def redis_base_url() -> str:
 def server(monkeypatch: pytest.MonkeyPatch) -> fakeredis.FakeServer:
     """A fakeredis server (with Lua) that every RedisConsumer of the test connects to."""
     srv = fakeredis.FakeServer()
-    # RedisConsumer calls the connect() of its own module (``_redis`` only re-exports it)
-    monkeypatch.setattr(
-        _redis_consumer, "connect", lambda url: fakeredis.FakeAsyncRedis(server=srv)
-    )
+    # RedisConsumer opens the Wires of its own module
+    monkeypatch.setattr(consumer_module, "Wire", lambda url: FakeWire(srv))
     return srv
 
 

@@ -1,17 +1,22 @@
-"""Fakes for the fast Redis tests: an in-memory pool the consumer feeds, and the handler
-allowlist it reports. The Lua scripts run on fakeredis (see the ``server`` fixture)."""
+"""Fakes for the fast Redis tests: an in-memory pool the consumer feeds, the handler
+allowlist it reports, and ``FakeWire``, the ``Wire`` interface over fakeredis (which has no
+socket to pipeline on), so that the same Lua scripts run (see the ``server`` fixture)."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import TYPE_CHECKING, Any
 
+import fakeredis
+from redis.exceptions import NoScriptError
+
 from qoper8._engine.worker import HandlerInfo
 from qoper8.errors import JobFailed
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
 
+    from qoper8._redis.wire import Script
     from qoper8._types import JSONValue
 
 HANDLERS = {
@@ -66,3 +71,29 @@ class FakePool:
             return result
         finally:
             self.free()
+
+
+class FakeWire:
+    """What the consumer uses of a ``Wire``, over a fakeredis server: every command runs in
+    a task of its own (the real Wire pipelines them on one connection)."""
+
+    def __init__(self, server: fakeredis.FakeServer) -> None:
+        self._redis: Any = fakeredis.FakeAsyncRedis(server=server)
+
+    def command(self, *args: Any, block: float = 0.0) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = asyncio.ensure_future(self._redis.execute_command(*args))
+        return future
+
+    def script(
+        self, script: Script, keys: Sequence[Any], args: Sequence[Any]
+    ) -> asyncio.Future[Any]:
+        return asyncio.ensure_future(self._script(script, keys, args))
+
+    async def _script(self, script: Script, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+        try:
+            return await self._redis.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            return await self._redis.execute_command("EVAL", script.body, len(keys), *keys, *args)
+
+    async def aclose(self) -> None:
+        await self._redis.aclose()

@@ -14,7 +14,7 @@ import signal
 import sys
 
 import qoper8
-from qoper8._transport._redis import RedisConsumer
+from qoper8._redis import RedisConsumer
 
 HANDLERS = "tests.redis.redis_handlers:worker"
 

@@ -12,7 +12,7 @@ from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
 import qoper8
-from qoper8._transport._rq_jobs import _text
+from qoper8._redis.jobs import _text
 from tests.conftest import pid_alive, wait_until
 
 from .conftest import serving

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 import qoper8
-from qoper8._transport._redis import RedisConsumer
+from qoper8._redis import RedisConsumer
 from tests.conftest import wait_until
 
 from .conftest import HANDLERS, serving

@@ -17,9 +17,9 @@ from rq.serializers import JSONSerializer
 from rq.worker import Worker
 
 import qoper8
-from qoper8._transport._redis import RedisConsumer
-from qoper8._transport._redis_client import whereabouts
-from qoper8._transport._redis_connection import _Backoff
+from qoper8._redis import RedisConsumer
+from qoper8._redis.connection import _Backoff
+from qoper8._redis.whereabouts import whereabouts
 from tests.conftest import wait_until
 
 from .conftest import serving
@@ -103,7 +103,7 @@ async def test_a_consumer_registration_lapses_after_two_missed_heartbeats(
     """The window after which an idle host's claims go back: lease / 3, not the lease's."""
     r = fakeredis.FakeRedis(server=server)
     consumer = RedisConsumer(FakePool(), url="redis://fake", queue="q", lease=30)
-    await consumer._start_client()
+    consumer._start_client()
     before = time.time()
     assert await consumer._beat(_Backoff("test", "redis://fake"))
     expiry = r.zscore("qoper8:consumers:q", consumer.name)

@@ -15,8 +15,8 @@ from rq.job import JobStatus
 from rq.serializers import JSONSerializer
 
 import qoper8
-from qoper8._transport._redis import RedisConsumer
-from qoper8._transport._redis_connection import _Backoff
+from qoper8._redis import RedisConsumer
+from qoper8._redis.connection import _Backoff
 from tests.conftest import wait_until
 
 from .conftest import serving
@@ -41,8 +41,7 @@ async def test_a_job_finishing_during_a_heartbeat_is_not_reported_lost(
     consumer = RedisConsumer(pool, url="redis://fake", queue="q", lease=30)
     task = asyncio.create_task(consumer.run())
     await wait_until(lambda: pool.submitted == 1, timeout=5, what="the job to run")
-    finisher = consumer._finisher
-    real_call = finisher.call
+    real_call = consumer._record
     recorded, proceed = asyncio.Event(), asyncio.Event()
 
     async def slow_answer(keys: list[str], args: list[Any]) -> Any:
@@ -51,7 +50,7 @@ async def test_a_job_finishing_during_a_heartbeat_is_not_reported_lost(
         await proceed.wait()  # ...and its answer is still on its way
         return reply
 
-    finisher.call = slow_answer  # type: ignore[method-assign, assignment]
+    consumer._record = slow_answer  # type: ignore[method-assign]
     pool.gate.set()
     async with asyncio.timeout(5):
         await recorded.wait()

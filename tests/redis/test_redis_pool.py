@@ -19,7 +19,7 @@ from rq.serializers import JSONSerializer
 from rq.worker import Worker
 
 import qoper8
-from qoper8._transport._redis import RedisConsumer
+from qoper8._redis import RedisConsumer
 from tests.conftest import wait_until
 
 from .conftest import HANDLERS, ROOT, serving

@@ -11,7 +11,7 @@ import pytest
 from pydantic import BaseModel
 
 import qoper8
-from qoper8._transport._redis import RedisConsumer
+from qoper8._redis import RedisConsumer
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator

@@ -5,20 +5,23 @@ the other files; these never replace them."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
 import zlib
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import fakeredis
 import orjson
 import pytest
+from redis.exceptions import ResponseError
 from rq import Queue
 from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 from rq.serializers import JSONSerializer
 
-from qoper8._transport import _redis
-from qoper8._transport._redis import RedisConsumer, decode_job, describe_url, encode_job
+from qoper8._redis import RedisClient, RedisConsumer, decode_job, describe_url, encode_job, jobs
 from qoper8.errors import InvalidAction
 from tests.conftest import wait_until
 
@@ -50,7 +53,7 @@ def test_func_name_is_an_action_type_or_a_handler_import_path() -> None:
         (zlib.compress(b"[1, 2]"), "not rq's"),
         (b"", "has no data"),
         (zlib.compress(b'"add"'), "not rq's"),
-        (zlib.compress(b"\x00" * (_redis.MAX_JOB_BYTES + 10)), "inflates to more than"),
+        (zlib.compress(b"\x00" * (jobs.MAX_JOB_BYTES + 10)), "inflates to more than"),
     ],
 )
 def test_jobs_outside_the_allowlist_or_malformed_are_refused(raw: bytes, message: str) -> None:
@@ -59,15 +62,15 @@ def test_jobs_outside_the_allowlist_or_malformed_are_refused(raw: bytes, message
 
 
 def test_rq_timeout_forms() -> None:
-    assert _redis._job_timeout(b"90", None) == 90
-    assert _redis._job_timeout(b"3m", None) == 180
-    assert _redis._job_timeout(b"-1", None) is None
-    assert _redis._job_timeout(None, None) == _redis.DEFAULT_JOB_TIMEOUT
-    left = _redis._job_timeout(b"90", str(time.time() + 5).encode())
+    assert jobs._job_timeout(b"90", None) == 90
+    assert jobs._job_timeout(b"3m", None) == 180
+    assert jobs._job_timeout(b"-1", None) is None
+    assert jobs._job_timeout(None, None) == jobs.DEFAULT_JOB_TIMEOUT
+    left = jobs._job_timeout(b"90", str(time.time() + 5).encode())
     assert left is not None
     assert 4 < left <= 5
     with pytest.raises(InvalidAction):
-        _redis._job_timeout(b"soon", None)
+        jobs._job_timeout(b"soon", None)
 
 
 def test_urls_in_messages_hide_the_password() -> None:
@@ -87,6 +90,32 @@ def test_encoded_jobs_read_back_through_rq() -> None:
     assert job.timeout == 3
     assert job.get_status() == JobStatus.QUEUED
     assert job.origin == "users"
+
+
+@pytest.mark.parametrize("size", [10, jobs.COMPRESS_FROM])
+def test_small_job_data_is_stored_plain_large_compressed_and_both_read_back(size: int) -> None:
+    """zlib.compress costs more than the rest of a small job's encoding: rq reads plain data
+    (as it does old jobs), and so do qoper8's hosts."""
+    text = "x" * size
+    mapping = encode_job(
+        "j1", "q", {"type": "add", "a": text, "b": 1}, timeout=None, reply_key=None
+    )
+    stored = mapping["data"]
+    assert isinstance(stored, bytes)
+    assert (stored[:1] == b"[") is (size < jobs.COMPRESS_FROM)
+    r = fakeredis.FakeRedis()
+    r.hset("rq:job:j1", mapping=mapping)  # type: ignore[arg-type]
+    assert Job.fetch("j1", connection=r, serializer=JSONSerializer).kwargs == {"a": text, "b": 1}
+    assert decode_job(stored, HANDLERS) == {"type": "add", "a": text, "b": 1}
+
+
+def test_rq_now_writes_rqs_timestamps() -> None:
+    assert jobs.rq_now(0.5) == "1970-01-01T00:00:00.500000Z"
+    assert jobs.rq_now(86399.999999) == "1970-01-01T23:59:59.999999Z"
+    assert jobs.rq_now(86400.25) == "1970-01-02T00:00:00.250000Z"  # the cached second moves on
+    before = datetime.now(UTC)
+    stamp = datetime.strptime(jobs.rq_now(), jobs.TIMESTAMP_FORMAT).replace(tzinfo=UTC)
+    assert before - timedelta(seconds=1) <= stamp <= datetime.now(UTC)
 
 
 async def test_consumer_runs_rq_jobs_and_records_rq_outcomes(server: fakeredis.FakeServer) -> None:
@@ -111,7 +140,7 @@ async def test_consumer_runs_rq_jobs_and_records_rq_outcomes(server: fakeredis.F
     await consumer.stop()
     await task
     assert ok.return_value(refresh=True) == 3
-    assert 0 < r.ttl(ok.key) <= _redis.DEFAULT_RESULT_TTL
+    assert 0 < r.ttl(ok.key) <= jobs.DEFAULT_RESULT_TTL
     assert bad.id in FailedJobRegistry("q", connection=r).get_job_ids()
     assert r.ttl(keep.key) == -1
     assert keep.return_value(refresh=True) == 6
@@ -125,14 +154,14 @@ async def test_reaper_requeues_expired_leases_then_fails_them(server: fakeredis.
     pool = FakePool()
     pool.gate.clear()  # the job "runs" until the host "dies"
     dead = RedisConsumer(pool, url="redis://fake", queue="q", lease=0.05, max_retries=1)
-    await dead._start_client()
+    dead._start_client()
     raw = await dead._take_script()
     assert raw is not None
     assert job.get_status() == JobStatus.STARTED
     assert StartedJobRegistry("q", connection=r).get_job_ids(cleanup=False) == [job.id]
     # the host dies: no heartbeat; once the lease expires another host's reaper acts
     reaper = RedisConsumer(FakePool(), url="redis://fake", queue="q", lease=0.05)
-    await reaper._start_client()
+    reaper._start_client()
     later = time.time() + 1  # past the 50 ms lease
     assert await reaper.reap(now=later) == (0, [job.id], [])
     assert job.get_status() == JobStatus.QUEUED
@@ -161,19 +190,45 @@ async def test_reaper_returns_a_dead_consumers_claims(server: fakeredis.FakeServ
     r.rpush("rq:queue:q", "c")
     r.zadd("qoper8:consumers:q", {"gone": time.time() - 1, "alive": time.time() + 60})
     reaper = RedisConsumer(FakePool(), url="redis://fake", queue="q")
-    await reaper._start_client()
+    reaper._start_client()
     assert await reaper.reap() == (2, [], [])
     assert r.lrange("rq:queue:q", 0, -1) == [b"a", b"b", b"c"]
     assert r.zrange("qoper8:consumers:q", 0, -1) == [b"alive"]
 
 
-async def test_batched_calls_survive_a_script_cache_flush() -> None:
-    """Outcomes finished together go out as one pipeline; after Redis lost its script
-    cache (a restart) each call is retried through the script, which loads it again."""
-    r = fakeredis.FakeAsyncRedis()
-    script = r.register_script("return ARGV[1]")
-    batcher = _redis._Batcher(script, r)
-    assert await batcher.call([], ["warm"]) == b"warm"
-    await r.script_flush()
-    results = await asyncio.gather(*(batcher.call([], [str(i)]) for i in range(3)))
-    assert results == [b"0", b"1", b"2"]
+def test_redis_pool_imports_without_redis_and_says_so_when_started() -> None:
+    """``qoper8._redis`` re-exports lazily: ``qoper8.RedisPool`` constructs without redis
+    installed, and only ``start()`` says the extra is missing."""
+    code = (
+        "import asyncio, sys; sys.modules['redis'] = None; sys.modules['rq'] = None\n"
+        "import qoper8\n"
+        "pool = qoper8.RedisPool('redis://127.0.0.1:1/0')\n"
+        "try:\n"
+        "    asyncio.run(pool.start())\n"
+        "except qoper8.ConfigError as exc:\n"
+        "    print('ConfigError', 'qoper8[redis]' in str(exc))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "ConfigError True", out.stderr
+
+
+async def test_replies_fall_back_to_blpop_on_a_redis_before_7() -> None:
+    """BLMPOP (Redis 7) takes every waiting outcome in one round trip; an older Redis does
+    not know it, and the client asks BLPOP from then on."""
+    client = RedisClient("redis://fake", "q")
+    sent: list[str] = []
+
+    class OldRedis:
+        def command(self, *args: Any, block: float = 0.0) -> asyncio.Future[Any]:
+            sent.append(args[0])
+            future = asyncio.get_running_loop().create_future()
+            if args[0] == "BLMPOP":
+                future.set_exception(ResponseError("unknown command 'BLMPOP', with args ..."))
+            else:
+                future.set_result([client.reply_key.encode(), b"outcome"])
+            return future
+
+    client._replies = OldRedis()  # type: ignore[assignment]
+    assert await client._pop() == [b"outcome"]
+    assert await client._pop() == [b"outcome"]
+    assert sent == ["BLMPOP", "BLPOP", "BLPOP"]

@@ -9,8 +9,8 @@ import logging
 import random
 import time
 
-from ._redis_consumer_base import REAP_BATCH, REAP_FRACTION, _ConsumerBase
-from ._rq_jobs import DEFAULT_FAILURE_TTL, _text, rq_now
+from .consumer_base import REAP_BATCH, REAP_FRACTION, _ConsumerBase
+from .jobs import DEFAULT_FAILURE_TTL, _text, rq_now
 
 __all__: list[str] = []
 

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 import orjson
 
 from ..errors import InvalidAction, JobError, Qoper8Error, error_to_dict
-from ._redis_consumer_base import _ConsumerBase, _Running
-from ._rq_jobs import RESULT_FAILED, RESULT_SUCCESSFUL
+from .consumer_base import _ConsumerBase, _Running
+from .jobs import RESULT_FAILED, RESULT_SUCCESSFUL
 
 if TYPE_CHECKING:
     from .._types import JSONValue

@@ -7,17 +7,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from ..errors import JobError, JobTimeout, PoolClosed, Qoper8Error, QueueFull, StartFailed
-from ._redis_connection import BLOCK_SECONDS, _retrying
-from ._redis_consumer_base import _Running
-from ._redis_leases import _Leases
-from ._redis_outcome import _Outcome, _Outcomes
-from ._rq_jobs import (
+from .connection import BLOCK_SECONDS, _retrying
+from .consumer_base import _Running
+from .jobs import (
     DEFAULT_FAILURE_TTL,
     DEFAULT_RESULT_TTL,
     _int_or_none,
@@ -26,7 +23,12 @@ from ._rq_jobs import (
     decode_job,
     rq_now,
 )
-from ._rq_scripts import REPLY_PREFIX
+from .leases import _Leases
+from .outcome import _Outcome, _Outcomes
+from .scripts import REPLY_PREFIX
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable
 
 __all__ = ["_HandBack"]
 
@@ -77,8 +79,14 @@ class _Taking(_Leases, _Outcomes):
             assert self._blocking is not None
             self._interruptible = True
             try:
-                moved = await self._blocking.blmove(
-                    self._queue_key, self._claim_key, BLOCK_SECONDS, "LEFT", "RIGHT"
+                moved = await self._blocking.command(
+                    "BLMOVE",
+                    self._queue_key,
+                    self._claim_key,
+                    "LEFT",
+                    "RIGHT",
+                    BLOCK_SECONDS,
+                    block=BLOCK_SECONDS,
                 )
             except Exception:
                 # stop() closed the connection (an id moved meanwhile stays claimed, and the
@@ -93,20 +101,20 @@ class _Taking(_Leases, _Outcomes):
             raw = await self._take_script()
         return raw
 
-    def _take_args(self, now_text: str | None = None) -> list[Any]:
-        now = time.time()
+    def _take_args(self, now: float) -> list[Any]:
+        self._executions += 1
         return [
             now,
             now + self._window,
             self.name,
-            uuid.uuid4().hex,  # the execution id
+            f"{self._execution_prefix}{self._executions:016x}",  # as unique as rq's uuid4
             self.max_retries,
-            now_text or rq_now(),
+            rq_now(now),
             int(self.lease * 2) + 60,
         ]
 
     async def _take_script(self) -> list[Any] | None:
-        args = self._take_args()
+        args = self._take_args(time.time())
         raw, skipped = await self._script("take")(
             keys=[self._queue_key, self._wip_key, self._claim_key], args=args
         )
@@ -133,11 +141,16 @@ class _Taking(_Leases, _Outcomes):
             )
 
     def _start(self, raw: list[Any]) -> None:
-        job_id = _text(raw[0])
-        execution_id = raw[7]
+        running = self._register(raw)
+        task = asyncio.create_task(self._run_jobs(running, raw))
+        running.task = task
+        self._jobs_task.add(task)
+        task.add_done_callback(self._jobs_task.discard)
+
+    def _register(self, raw: list[Any]) -> _Running:
         running = _Running(
-            job_id=job_id,
-            execution_id=execution_id,
+            job_id=_text(raw[0]),
+            execution_id=raw[7],
             started=time.time(),
             reply_key=_reply_key(raw[3]),
             result_ttl=_int_or_none(raw[5]),
@@ -145,20 +158,26 @@ class _Taking(_Leases, _Outcomes):
         )
         self._running[running.member] = running
         self.taken += 1
-        task = asyncio.create_task(self._run_job(running, raw[1], raw[2], raw[4]))
-        running.task = task
-        self._jobs_task.add(task)
-        task.add_done_callback(self._jobs_task.discard)
+        return running
+
+    async def _run_jobs(self, running: _Running, raw: list[Any]) -> None:
+        """Run a job and, when its finish took the child's next one, run that one too, in
+        this same task: no task to create and schedule between a child's two jobs."""
+        nxt: tuple[_Running, list[Any]] | None = (running, raw)
+        while nxt is not None:
+            running, raw = nxt
+            nxt = await self._run_job(running, raw[1], raw[2], raw[4])
 
     async def _run_job(
         self, running: _Running, data: bytes, timeout_raw: object, deadline_raw: object
-    ) -> None:
+    ) -> tuple[_Running, list[Any]] | None:
+        """Run one job and record its outcome; returns the next job the finish took."""
         try:
             outcome = await self._execute(running, data, timeout_raw, deadline_raw)
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if not running.stop_requested or self._stopping or task is None:
-                return  # stop() hands it back
+                return None  # stop() hands it back
             task.uncancel()  # the heartbeat's doing: the child is killed; record it
             outcome = self._failure(
                 running,
@@ -172,18 +191,18 @@ class _Taking(_Leases, _Outcomes):
             )
             self.handed_back += 1
             await self._hand_back([running])
-            return
+            return None
         except _HandBack as hb:
             logger.info("consumer %s: job %s handed back: %s", self.name, running.job_id, hb)
             self.handed_back += 1
             await self._hand_back([running])
-            return
+            return None
         except Exception as exc:  # a bug here must not leave the job leased forever
             logger.exception("consumer %s: job %s failed inside qoper8", self.name, running.job_id)
             outcome = self._failure(
                 running, JobError(f"qoper8 failed to run job {running.job_id}: {exc!r}")
             )
-        await self._write_outcome(running, outcome)
+        return await self._write_outcome(running, outcome)
 
     async def _execute(
         self, running: _Running, data: bytes, timeout_raw: object, deadline_raw: object
@@ -219,7 +238,9 @@ class _Taking(_Leases, _Outcomes):
             return self._failure(running, exc)
         return self._success(running, value)
 
-    async def _write_outcome(self, running: _Running, outcome: _Outcome) -> None:
+    async def _write_outcome(
+        self, running: _Running, outcome: _Outcome
+    ) -> tuple[_Running, list[Any]] | None:
         job_id = running.job_id
         if outcome.status == "finished":
             ttl = DEFAULT_RESULT_TTL if running.result_ttl is None else running.result_ttl
@@ -233,9 +254,9 @@ class _Taking(_Leases, _Outcomes):
             "m": running.member,
             "x": running.execution_id,
             "s": outcome.status,
-            "e": (ended := rq_now()),
+            "e": rq_now(now := time.time()),
             "reg": registry,
-            "sc": "+inf" if ttl < 0 else repr(time.time() + ttl),
+            "sc": "+inf" if ttl < 0 else repr(now + ttl),
             "ttl": "-1" if ttl < 0 else str(ttl),
             "rk": running.reply_key,
             "rp": outcome.reply,
@@ -245,7 +266,7 @@ class _Taking(_Leases, _Outcomes):
         }
         take_args: list[Any] = []
         if not self._stopping and pool.is_open and pool.has_capacity():
-            take_args = arg["t"] = [str(a) for a in self._take_args(ended)]
+            take_args = arg["t"] = [str(a) for a in self._take_args(now)]
         args = [orjson.dumps(arg)]
         keys = [self._wip_key, self._queue_key, self._claim_key]
         backoff = self._backoff(f"consumer {self.name} job {job_id}")
@@ -253,15 +274,19 @@ class _Taking(_Leases, _Outcomes):
         reply = await _retrying(
             f"consumer {self.name}: recording job {job_id}",
             backoff,
-            lambda: self._finisher.call(keys, args),
+            lambda: self._record(keys, args),
             self._give_up,
         )
         written, nxt, skipped = reply if reply is not None else (None, None, None)
         self._log_skipped(skipped)
         running.finished = True
+        following = None
         if nxt:
             self._queue_seen_empty = False
-            self._start([*nxt, take_args[3]])  # before this job leaves: the child's slot passes on
+            # registered before this job leaves: the child's slot passes on
+            raw = [*nxt, take_args[3]]
+            following = (self._register(raw), raw)
+            following[0].task = running.task
         self._running.pop(running.member, None)
         if not nxt:
             self._slot_freed.set()
@@ -275,6 +300,13 @@ class _Taking(_Leases, _Outcomes):
                 job_id,
                 outcome.status,
             )
+        return following
+
+    def _record(self, keys: list[str], args: list[Any]) -> Awaitable[Any]:
+        """The finish script: records an outcome and may take the child's next job. The
+        Wire pipelines it with the other finishes of the same loop turn."""
+        future: Awaitable[Any] = self._script("finish")(keys=keys, args=args)
+        return future
 
 
 class _HandBack(Exception):

@@ -1,14 +1,16 @@
 """The state a ``RedisConsumer`` shares between its parts: settings, Redis key names, and
 the jobs it holds. The parts (taking, leases, reaper) are mixins over ``_ConsumerBase``;
-``_redis_consumer`` combines them and owns the lifecycle.
+``consumer`` combines them and owns the lifecycle.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import logging
 import os
+import secrets
 import socket
 import time
 import uuid
@@ -18,29 +20,31 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import orjson
 
-from ._redis_connection import _Backoff, _Health
-from ._rq_jobs import rq_now
-from ._rq_scripts import (
+from .connection import _Backoff, _Health
+from .jobs import rq_now
+from .scripts import (
     CLAIM_PREFIX,
     CONSUMERS_PREFIX,
     FAILED_PREFIX,
+    FINISH_LUA,
     FINISHED_PREFIX,
+    HANDBACK_LUA,
+    HEARTBEAT_LUA,
     QUEUE_PREFIX,
+    REAP_LUA,
+    TAKE_LUA,
     WIP_PREFIX,
     WORKER_PREFIX,
     WORKERS_KEY,
 )
+from .wire import Script
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    import redis.asyncio as aioredis
-
     from .._engine.worker import HandlerInfo
     from .._types import JSONValue
-    from ._redis_connection import (
-        _Batcher,
-    )
+    from .wire import Wire
 
 __all__ = ["PoolLike"]
 
@@ -66,6 +70,14 @@ REGISTRATION_FRACTION: Final = 2 * HEARTBEAT_FRACTION
 ABANDON_TIMEOUT: Final = 2.0
 # Expired leases handled per reaper run (the next run takes the rest).
 REAP_BATCH: Final = 100
+
+SCRIPTS: Final = {
+    "take": Script(TAKE_LUA),
+    "finish": Script(FINISH_LUA),
+    "heartbeat": Script(HEARTBEAT_LUA),
+    "reap": Script(REAP_LUA),
+    "handback": Script(HANDBACK_LUA),
+}
 
 
 class PoolLike(Protocol):
@@ -151,6 +163,9 @@ class _ConsumerBase:
         self._worker_key = WORKER_PREFIX + self.name
         self._queue_workers_key = f"{WORKERS_KEY}:{queue}"
         self._birth = rq_now()
+        # execution ids: this consumer's random prefix and a count, 32 hex digits like rq's
+        self._execution_prefix = secrets.token_hex(8)
+        self._executions = 0
         self._running: dict[str, _Running] = {}
         self._slot_freed = asyncio.Event()
         self._queue_seen_empty = False
@@ -158,13 +173,9 @@ class _ConsumerBase:
         self._interruptible = False
         self._take_task: asyncio.Task[None] | None = None
         self._done = asyncio.Event()
-        self._redis: aioredis.Redis | None = None
-        # BLMOVE gets a client of its own: stop() closes it to end the wait at once, since
-        # redis-py can swallow a cancellation that lands just as the command is sent (the
-        # wait then ran to its end: up to BLOCK_SECONDS per stop).
-        self._blocking: aioredis.Redis | None = None
-        self._scripts: dict[str, Any] = {}
-        self._finisher: _Batcher
+        self._wire: Wire | None = None
+        # BLMOVE gets a connection of its own: stop() closes it to end the wait at once.
+        self._blocking: Wire | None = None
         self._stop_deadline: float | None = None
         self._jobs_task: set[asyncio.Task[None]] = set()
         self._health = _Health()
@@ -206,7 +217,9 @@ class _ConsumerBase:
         return _Backoff(what, self.url, self._health)
 
     def _script(self, name: str) -> Any:
-        return self._scripts[name]
+        """``self._script(name)(keys=..., args=...)`` runs that script: a future."""
+        assert self._wire is not None
+        return functools.partial(self._wire.script, SCRIPTS[name])
 
     def _stop_requested(self) -> bool:
         # a method, not the attribute: type checkers keep a test of the attribute narrowed

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from ._rq_jobs import RESULT_FAILED, RESULTS_MAXLEN
+from .jobs import RESULT_FAILED, RESULTS_MAXLEN
 
 # ---------------------------------------------------------------- keys
 RQ: Final = "rq"

@@ -1,6 +1,6 @@
-"""Redis plumbing shared by the consumer and the client: connecting (the retries are ours,
-not redis-py's), telling an outage from another error, backoff with one log line per outage,
-retrying a call while Redis is away, and batching one script's calls into a pipeline.
+"""Redis plumbing shared by the consumer and the client: timing constants, telling an outage
+from another error, backoff with one log line per outage, and retrying a call while Redis is
+away (the retries are ours, never redis-py's nor the ``Wire``'s).
 """
 
 from __future__ import annotations
@@ -9,11 +9,8 @@ import asyncio
 import logging
 import random
 import time
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import TYPE_CHECKING, Final, TypeVar
 
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import (
     NoScriptError,
     OutOfMemoryError,
@@ -25,13 +22,13 @@ from redis.exceptions import (
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-__all__ = ["connect", "describe_url", "is_redis_failure"]
+__all__ = ["describe_url", "is_redis_failure"]
 
 logger = logging.getLogger("qoper8.redis")
 T = TypeVar("T")
 
 # ---------------------------------------------------------------- timing
-# An idle consumer blocks this long in BLMOVE per round; also how long a client's BLPOP for
+# An idle consumer blocks this long in BLMOVE per round; also how long a client's BLMPOP for
 # replies blocks. Longer means fewer idle round trips, shorter means a stop is seen sooner
 # (stop() cancels the wait anyway, so this mostly bounds idle traffic).
 BLOCK_SECONDS: Final = 1
@@ -57,20 +54,6 @@ def describe_url(url: str) -> str:
     creds, _, host = rest.rpartition("@")
     user = creds.split(":", 1)[0]
     return f"{scheme}://{user + ':***' if ':' in creds else '***'}@{host}"
-
-
-def connect(url: str) -> aioredis.Redis:
-    """An asyncio client for ``url`` (``redis://``, ``rediss://``, ``unix://``, with or
-    without a password). Retries are ours, not redis-py's: a take or a finish must not be
-    sent twice behind our back."""
-    client: aioredis.Redis = aioredis.Redis.from_url(
-        url,
-        socket_timeout=SOCKET_TIMEOUT,
-        socket_connect_timeout=CONNECT_TIMEOUT,
-        retry=Retry(NoBackoff(), 0),
-        health_check_interval=15,
-    )
-    return client
 
 
 def is_redis_failure(exc: BaseException) -> bool:
@@ -166,63 +149,3 @@ async def _retrying(
             continue
         backoff.succeeded()
         return result
-
-
-class _Batcher:
-    """Sends the calls of one script made in the same event-loop turn as one pipeline: when
-    several children finish together, their outcomes cost one round trip, not one each."""
-
-    def __init__(self, script: Any, client: aioredis.Redis) -> None:
-        self._script = script
-        self._client = client
-        self._pending: list[tuple[list[str], list[Any], asyncio.Future[Any]]] = []
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    def call(self, keys: list[str], args: list[Any]) -> asyncio.Future[Any]:
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[Any] = loop.create_future()
-        if not self._pending:
-            loop.call_soon(self._flush)
-        self._pending.append((keys, args, fut))
-        return fut
-
-    def _flush(self) -> None:
-        batch, self._pending = self._pending, []
-        task = asyncio.create_task(self._send(batch))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _send(self, batch: list[tuple[list[str], list[Any], asyncio.Future[Any]]]) -> None:
-        try:
-            if len(batch) == 1:
-                keys, args, _ = batch[0]
-                results: list[Any] = [await self._script(keys=keys, args=args)]
-            else:
-                # EVALSHA by hand: a pipeline given Script objects first asks SCRIPT EXISTS,
-                # one more round trip each time. A NOSCRIPT answer (Redis restarted) is
-                # retried below through the script, which loads it.
-                sha = self._script.sha
-                async with self._client.pipeline(transaction=False) as pipe:
-                    for keys, args, _ in batch:
-                        pipe.evalsha(sha, len(keys), *keys, *args)
-                    results = await pipe.execute(raise_on_error=False)
-                for i, result in enumerate(results):
-                    if isinstance(result, NoScriptError):
-                        keys, args, _ = batch[i]
-                        results[i] = await self._script(keys=keys, args=args)
-        except Exception as exc:
-            for _, _, fut in batch:
-                if not fut.done():
-                    fut.set_exception(exc)
-            return
-        except BaseException:
-            for _, _, fut in batch:
-                fut.cancel()
-            raise
-        for (_, _, fut), result in zip(batch, results, strict=True):
-            if fut.done():
-                continue
-            if isinstance(result, Exception):
-                fut.set_exception(result)
-            else:
-                fut.set_result(result)

@@ -2,18 +2,18 @@
 ``submit`` as the local ``Pool``.
 
 It validates and encodes the action here, and leaves Redis (keys, scripts, reconnecting) to
-``_transport._redis``, which it imports only when opened, so that ``import qoper8`` never
-needs redis installed.
+``client``, which it imports only when opened, so that ``import qoper8`` never needs redis
+installed.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Final, TypeVar, final, overload
 
-from ._engine.protocol import encode_action, loads
-from ._engine.results import validate_result
-from ._types import DEFAULT
-from .errors import ConfigError, InvalidAction, PoolClosed
+from .._engine.protocol import encode_action, loads
+from .._engine.results import validate_result
+from .._types import DEFAULT
+from ..errors import ConfigError, InvalidAction, PoolClosed
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -21,8 +21,8 @@ if TYPE_CHECKING:
 
     from pydantic import BaseModel
 
-    from ._transport._redis import RedisClient
-    from ._types import JSONValue
+    from .._types import JSONValue
+    from .client import RedisClient
 
 __all__ = ["RedisPool"]
 
@@ -96,7 +96,7 @@ class RedisPool:
         if self._client is not None or self._closed:
             raise RuntimeError("a RedisPool can be started only once")
         try:
-            from ._transport._redis import RedisClient
+            from .client import RedisClient
         except ImportError as exc:
             raise ConfigError(
                 f"Redis mode needs the redis extra: pip install 'qoper8[redis]' ({exc})"

@@ -12,15 +12,15 @@ import socket
 import time
 from typing import Any, Final
 
-from ._redis_connection import _Backoff, _retrying
-from ._redis_consumer_base import (
+from .connection import _Backoff, _retrying
+from .consumer_base import (
     HEARTBEAT_FRACTION,
     REGISTRATION_FRACTION,
     _ConsumerBase,
     _Running,
 )
-from ._rq_jobs import _text, rq_now
-from ._rq_scripts import WORKERS_KEY
+from .jobs import _text, rq_now
+from .scripts import WORKERS_KEY
 
 __all__: list[str] = []
 

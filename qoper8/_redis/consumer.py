@@ -3,7 +3,7 @@
 It takes a job only when the pool has an idle child, leases it in rq's StartedJobRegistry,
 renews the lease by heartbeat, and writes the outcome where rq's tools look (job hash,
 registries, results stream). It never imports the pool (it is handed one) and never
-unpickles. The keys it touches are listed in ``_redis``.
+unpickles. The keys it touches are listed in the package docstring (``qoper8._redis``).
 """
 
 from __future__ import annotations
@@ -12,18 +12,14 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import TYPE_CHECKING
 
 from redis.exceptions import RedisError
 
-from ._redis_connection import _Batcher, connect, describe_url
-from ._redis_consumer_base import ABANDON_TIMEOUT, PoolLike
-from ._redis_reaper import _Reaping
-from ._redis_taking import _Taking
-from ._rq_scripts import FINISH_LUA, HANDBACK_LUA, HEARTBEAT_LUA, REAP_LUA, TAKE_LUA
-
-if TYPE_CHECKING:
-    import redis.asyncio as aioredis
+from .connection import describe_url
+from .consumer_base import ABANDON_TIMEOUT, PoolLike
+from .reaper import _Reaping
+from .taking import _Taking
+from .wire import Wire
 
 __all__ = ["PoolLike", "RedisConsumer"]
 
@@ -59,7 +55,7 @@ class RedisConsumer(_Taking, _Reaping):
         logged and retried with backoff; they never end the loop."""
         if self._take_task is not None:
             raise RuntimeError("a RedisConsumer runs once")
-        r = await self._start_client()
+        r = self._start_client()
         logger.info(
             "consumer %s: taking jobs from rq queue %r at %s (lease %gs)",
             self.name,
@@ -94,18 +90,11 @@ class RedisConsumer(_Taking, _Reaping):
             await self._close_blocking()
             self._done.set()
 
-    async def _start_client(self) -> aioredis.Redis:
-        self._redis = r = connect(self.url)
-        self._blocking = connect(self.url)
-        self._scripts = {
-            "take": r.register_script(TAKE_LUA),
-            "finish": r.register_script(FINISH_LUA),
-            "heartbeat": r.register_script(HEARTBEAT_LUA),
-            "reap": r.register_script(REAP_LUA),
-            "handback": r.register_script(HANDBACK_LUA),
-        }
-        self._finisher = _Batcher(self._scripts["finish"], r)
-        return r
+    def _start_client(self) -> Wire:
+        # Two connections: BLMOVE blocks its own, and stop() closes it to end the wait at once.
+        self._wire = Wire(self.url)
+        self._blocking = Wire(self.url)
+        return self._wire
 
     async def stop(self, *, grace: float | None = None) -> None:
         """Stop taking jobs; let running ones finish for up to ``grace`` seconds (default:
@@ -126,10 +115,7 @@ class RedisConsumer(_Taking, _Reaping):
 
     async def _close_blocking(self) -> None:
         if self._blocking is not None:
-            with contextlib.suppress(Exception):
-                await self._blocking.aclose()
-            with contextlib.suppress(Exception):
-                await self._blocking.connection_pool.disconnect()
+            await self._blocking.aclose()
 
     # ------------------------------------------------------------ stopping
     async def _finish_running(self) -> None:
