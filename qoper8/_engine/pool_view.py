@@ -15,6 +15,8 @@ from .stats import PoolStatistics, snapshot
 
 if TYPE_CHECKING:
     from ..errors import StartFailed
+    from .actor_ref import Actors
+    from .actors import ActorHost
     from .child import Child
     from .dispatcher import Dispatcher
     from .supervisor import Supervisor
@@ -28,6 +30,8 @@ class PoolView:
 
     _dispatcher: Dispatcher
     _supervisor: Supervisor
+    _actor_host: ActorHost
+    actors: Actors
 
     def _groups(self) -> list[Child]:
         raise NotImplementedError
@@ -107,4 +111,6 @@ class PoolView:
             running=dispatcher.running,
             degraded=supervisor.health.degraded,
             failed_starts=supervisor.health.failures,
+            actors=tuple(self.actors.list()),
+            actor_restarts=self._actor_host.restarts,
         )

@@ -82,6 +82,23 @@ class ChildStatistics:
 
 
 @dataclass(frozen=True, slots=True)
+class ActorInfo:
+    """One named actor (``pool.actors.list()``, ``PoolStatistics.actors``): where it runs
+    (its child's id and pid, None while it has no child) and how it is doing."""
+
+    name: str
+    type: str
+    state: str
+    child: int | None
+    pid: int | None
+    restarts: int
+    max_restarts: int
+    queued: int
+    calls: int
+    has_snapshot: bool
+
+
+@dataclass(frozen=True, slots=True)
 class PoolStatistics:
     """A snapshot of the pool, built from the master's own counters."""
 
@@ -107,6 +124,10 @@ class PoolStatistics:
     # back-off (``failed_starts`` in a row so far) and recovers by itself once one starts.
     degraded: bool = False
     failed_starts: int = 0
+    # The named actors, by name; and the restarts of every actor since the pool started (a
+    # counter: a destroyed actor's restarts stay counted).
+    actors: tuple[ActorInfo, ...] = ()
+    actor_restarts: int = 0
 
     def to_dict(self) -> dict[str, object]:
         """The snapshot as JSON-able data (what the daemon's status endpoint serves)."""
@@ -198,6 +219,8 @@ def snapshot(
     running: int,
     degraded: bool,
     failed_starts: int,
+    actors: tuple[ActorInfo, ...] = (),
+    actor_restarts: int = 0,
 ) -> PoolStatistics:
     """A frozen ``PoolStatistics`` from the master's own records (no child is asked)."""
     now = time.monotonic()
@@ -236,6 +259,8 @@ def snapshot(
         run_time_histogram=c.run_time.histogram(),
         degraded=degraded,
         failed_starts=failed_starts,
+        actors=actors,
+        actor_restarts=actor_restarts,
     )
 
 
