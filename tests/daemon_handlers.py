@@ -199,3 +199,12 @@ class Broken:
 class DiesAtStart:
     def __init__(self) -> None:
         os._exit(7)
+
+
+@worker.handler("flood")
+def flood(n: int, size: int, job: qoper8.Job) -> int:
+    """Send ``n`` messages of ``size`` characters (a reader that stops reading)."""
+    chunk = "m" * size
+    for _ in range(n):
+        job.send(chunk)
+    return n
