@@ -41,9 +41,7 @@ async def served(children: int = 2, **settings: Any) -> AsyncIterator[Served]:
         server = serve_like_the_daemon(api)
         await server.start_server()
         try:
-            async with qoper8.Client(
-                str(server.make_url("")).rstrip("/"), token=TOKEN
-            ) as client:
+            async with qoper8.Client(str(server.make_url("")).rstrip("/"), token=TOKEN) as client:
                 yield Served(pool, api, server, client)
         finally:
             await server.close()

@@ -41,21 +41,25 @@ async def test_a_failure_mid_stream_comes_after_the_messages_with_its_type() -> 
     async with served() as s, asyncio.timeout(20):
         got: list[Any] = []
         with pytest.raises(qoper8.JobFailed) as failed:
-            async with s.client.stream({"type": "fail_after", "n": 3}) as st:
-                async for m in st:
-                    got.append(m)
+            await collect(s.client, {"type": "fail_after", "n": 3}, got)
         assert got == [0, 1, 2]
         assert failed.value.remote_type == "LookupError"
         got = []
         with pytest.raises(qoper8.ChildDied) as died:
-            async with s.client.stream({"type": "die_after", "n": 2}) as st:
-                async for m in st:
-                    got.append(m)
+            await collect(s.client, {"type": "die_after", "n": 2}, got)
         assert (got, died.value.exitcode) == ([0, 1], 4)
         # Errors before the stream starts are the plain HTTP errors, raised on entering.
         with pytest.raises(qoper8.InvalidAction):
             async with s.client.stream({"type": "no.such.type"}):
                 pytest.fail("entered a stream of an unknown type")
+
+
+async def collect(client: qoper8.Client, action: dict[str, Any], into: list[Any]) -> Any:
+    """Read a stream's messages into ``into`` (kept when the stream fails), then its result."""
+    async with client.stream(action) as st:
+        async for message in st:
+            into.append(message)  # noqa: PERF401 (the list must fill before a failure)
+        return st.result
 
 
 async def test_sse_and_ndjson_carry_the_same_events() -> None:
@@ -77,7 +81,8 @@ async def test_sse_and_ndjson_carry_the_same_events() -> None:
         assert lines[2]["error"]["type"] == "JobFailed"
         ok = orjson.dumps({"type": "count", "n": 1})
         async with http.post(s.url + "/v1/stream", data=ok, headers=headers) as resp:
-            assert (await resp.read()).splitlines() == [b'{"message":{"i":0}}', b'{"result":{"sent":1}}']
+            lines = (await resp.read()).splitlines()
+        assert lines == [b'{"message":{"i":0}}', b'{"result":{"sent":1}}']
 
 
 async def test_a_client_that_leaves_a_running_stream_kills_it_with_kill_on_cancel(

@@ -158,9 +158,7 @@ async def test_every_status_of_the_messages_and_actors_routes_is_documented(
             assert await status("POST", f"{act}/c1/call", {"method": "add"}, documented=c) == 503
             crash = {"type": "counter", "name": "c2", "max_restarts": 1}
             assert await status("POST", act, crash) == 201
-            assert (
-                await status("POST", f"{act}/c2/call", {"method": "crash"}, documented=c) == 502
-            )
+            assert await status("POST", f"{act}/c2/call", {"method": "crash"}, documented=c) == 502
 
             ev = "/v1/actors/{name}/events"
             assert await status("GET", f"{act}/c2/events?buffer=0", documented=ev) == 400
