@@ -121,7 +121,7 @@ async def test_an_actor_child_killed_mid_call_is_actor_died_then_restarts_from_i
             True,
         )
         # The queued calls waited for the restart, from the snapshot after the last call.
-        assert sorted(await asyncio.gather(*queued)) == [6, 7]
+        assert sorted(await asyncio.gather(*queued), key=str) == [6, 7]
         info = await room.info()
         assert (info.restarts, info.state) == (1, "ready")
         assert info.pid not in (None, first)
