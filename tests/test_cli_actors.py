@@ -105,3 +105,16 @@ def test_actor_commands_create_call_list_follow_and_destroy(daemon: Daemon) -> N
     gone = cli(daemon, "actor", "call", "cli-c", "add")
     assert (gone.returncode, "ActorNotFound" in gone.stderr) == (EXIT_FAILED, True)
     assert cli(daemon, "actors").stdout == "no actors\n"
+
+
+def test_the_status_table_counts_the_actors_by_state() -> None:
+    from qoper8._daemon.cli_status import format_status
+
+    assert "actors" not in format_status({"children": []})
+    text = format_status(
+        {
+            "children": [],
+            "actors": [{"state": "ready"}, {"state": "ready"}, {"state": "restarting"}],
+        }
+    )
+    assert text.splitlines()[-1] == "actors: 3 (2 ready, 1 restarting; qoper8 actors lists them)"
