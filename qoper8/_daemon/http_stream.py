@@ -107,7 +107,7 @@ class _Outbox:
         return True
 
     def take(self) -> tuple[list[Any], list[Any]]:
-        """The progress and the messages waiting, emptied (the pump may go on)."""
+        """The newest progress and the messages waiting, emptied (the pump may go on)."""
         messages = list(self.messages)
         self.messages.clear()
         progress, self.progress = self.progress, []
@@ -191,8 +191,10 @@ class JobStreams:
                 await response.write(ping)
                 continue
             progress, messages = outbox.take()
-            chunk = [encode("progress", p) for p in progress]
-            chunk += [encode("message", m) for m in messages]
+            # The newest progress goes after the messages that came with it: it is at least
+            # as new as they are.
+            chunk = [encode("message", m) for m in messages]
+            chunk += [encode("progress", p) for p in progress]
             end = outbox.end  # set after the pump's last message: all are in the chunk
             if end is not None:
                 kind, value = end
