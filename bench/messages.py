@@ -1,5 +1,7 @@
 """Messages (issue 11), measured: how many messages a second one handler streams to one
-caller, and a broadcast's round trip to 8 idle children against one submit's, in one run.
+caller (in process, and over HTTP through a real ``qoper8 serve``: with ``qoper8.Client``,
+and with bare aiohttp counting NDJSON lines, in case the Client is the bottleneck), and a
+broadcast's round trip to 8 idle children against one submit's, in one run.
 
     .venv/bin/python -m bench.messages [--messages 200000] [--rounds 5]
 
@@ -17,6 +19,8 @@ import statistics
 import sys
 import time
 
+import aiohttp
+import orjson
 import qoper8
 
 from bench.callgrind import _cpu_model
@@ -33,6 +37,53 @@ async def _stream_rate(pool: qoper8.Pool, n: int) -> float:
         assert stream.result == n
     assert count == n
     return n / (time.perf_counter() - started)
+
+
+async def _client_rate(client: qoper8.Client, n: int) -> float:
+    started = time.perf_counter()
+    count = 0
+    async with client.stream({"type": "stream", "n": n}) as stream:
+        async for _ in stream:
+            count += 1
+        assert stream.result == n
+    assert count == n
+    return n / (time.perf_counter() - started)
+
+
+async def _raw_http_rate(http: aiohttp.ClientSession, url: str, n: int) -> float:
+    """The same stream read by bare aiohttp: NDJSON lines counted in the chunks, no JSON
+    decoded (what ``curl -N`` would cost)."""
+    body = orjson.dumps({"type": "stream", "n": n})
+    headers = {"Accept": "application/x-ndjson"}
+    started = time.perf_counter()
+    lines = 0
+    async with http.post(url + "/v1/stream", data=body, headers=headers) as resp:
+        assert resp.status == 200, await resp.text()
+        async for chunk in resp.content.iter_any():
+            lines += chunk.count(b"\n")
+    assert lines == n + 1  # the messages, then the result
+    return n / (time.perf_counter() - started)
+
+
+async def _http_rates(messages: int, rounds: int) -> tuple[list[float], list[float]]:
+    """Messages/s over HTTP from a ``qoper8 serve`` of 2 children: through qoper8.Client,
+    and through bare aiohttp, alternating, ``rounds`` times each."""
+    from bench.http_path import _Daemon
+
+    daemon = _Daemon(2)
+    await asyncio.to_thread(daemon.wait_ready)
+    client_rates: list[float] = []
+    raw_rates: list[float] = []
+    try:
+        async with qoper8.Client(daemon.url) as client, aiohttp.ClientSession() as http:
+            await _client_rate(client, 1000)  # warm
+            await _raw_http_rate(http, daemon.url, 1000)
+            for _ in range(rounds):
+                client_rates.append(await _client_rate(client, messages))
+                raw_rates.append(await _raw_http_rate(http, daemon.url, messages))
+    finally:
+        await asyncio.to_thread(daemon.stop)
+    return client_rates, raw_rates
 
 
 async def _p50(samples: list[float]) -> float:
@@ -82,6 +133,7 @@ async def main_async(messages: int, rounds: int, round_trips: int) -> None:
     async with qoper8.Pool(WORKER, children=2) as small:
         await _stream_rate(small, 1000)  # warm
         rates.extend([await _stream_rate(small, messages) for _ in range(rounds)])
+    client_rates, raw_rates = await _http_rates(messages, rounds)
     for _ in range(rounds):
         async with qoper8.Pool(WORKER, children=8) as pool:
             await _round_trips(pool, 20)  # warm
@@ -98,6 +150,11 @@ async def main_async(messages: int, rounds: int, round_trips: int) -> None:
         f"| local stream, messages/s (2 children, {messages:,} per round) | "
         f"{statistics.median(rates):,.0f} | {min(rates):,.0f} | {max(rates):,.0f} | >= 50,000 |"
     )
+    for what, got in (("qoper8.Client", client_rates), ("bare aiohttp, NDJSON", raw_rates)):
+        print(
+            f"| HTTP stream via {what}, messages/s (qoper8 serve, 2 children) | "
+            f"{statistics.median(got):,.0f} | {min(got):,.0f} | {max(got):,.0f} | |"
+        )
     print(
         f"| submit p50 µs (8 children) | {statistics.median(submit_p50s):.1f} | "
         f"{min(submit_p50s):.1f} | {max(submit_p50s):.1f} | |"

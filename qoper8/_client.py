@@ -8,57 +8,49 @@ translated into ``TransportError`` here, so none escapes the public API.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final, TypeVar, final, overload
 
-import aiohttp
 import orjson
 
+from ._client_actors import RemoteActors
+from ._client_ops import ClientOperations
+from ._client_stream import NDJSON_TYPE, ClientStream
+from ._client_wire import (
+    DEFAULT_URL,
+    ROOM_POLL_MAX,
+    ROOM_POLL_START,
+    Unauthorized,
+    broadcast_result,
+    encode,
+    object_of,
+)
 from ._daemon.http_wire import KILL_ON_CANCEL_HEADER, TIMEOUT_HEADER
-from ._engine.protocol import encode_action
 from ._engine.results import validate_result
 from ._types import DEFAULT
-from .errors import (
-    JobTimeout,
-    Qoper8Error,
-    QueueFull,
-    TransportError,
-    error_from_dict,
-)
+from .errors import JobTimeout, QueueFull, TransportError
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
-    from types import TracebackType
+    from collections.abc import AsyncIterator, Awaitable, Callable
 
     from pydantic import BaseModel
 
+    from ._engine.delivery import BroadcastResult
+    from ._engine.stats import ChildStatistics
     from ._types import JSONValue
 
 __all__ = ["DEFAULT_URL", "Client", "Unauthorized"]
 
 T = TypeVar("T")
-
-DEFAULT_URL: Final = "http://127.0.0.1:8765"
-# An answer may take the job's whole deadline; the HTTP request gets this much more before
-# the client gives up on the daemon itself (TransportError rather than JobTimeout).
-TIMEOUT_MARGIN: Final = 5.0
-CONNECT_TIMEOUT: Final = 10.0
-# With wait_for_room, a QueueFull answer is retried after a pause that starts here and
-# doubles up to MAX (the daemon's Retry-After is a coarse whole second).
-ROOM_POLL_START: Final = 0.005
-ROOM_POLL_MAX: Final = 0.5
+R = TypeVar("R")
 
 _UNSET: Final[Any] = DEFAULT  # "not given": the client's own timeout applies
 
 
-class Unauthorized(TransportError):
-    """The daemon refused the token (401): a wrong or missing token, not an unreachable
-    daemon. A ``TransportError``, so code that catches those keeps working; the CLI tells
-    the two apart (exit 1 "unauthorized", not 6 "unreachable")."""
-
-
 @final
-class Client:
+class Client(ClientOperations):
     """Submit actions to a running ``qoper8 serve``.
 
     Example:
@@ -73,60 +65,6 @@ class Client:
         timeout: default job deadline in seconds; None leaves it to the daemon.
         max_connections: connections kept open to the daemon (0 for no limit).
     """
-
-    def __init__(
-        self,
-        url: str = DEFAULT_URL,
-        *,
-        token: str | None = None,
-        timeout: float | None = None,
-        max_connections: int = 100,
-    ) -> None:
-        self.url = url
-        self._timeout = timeout
-        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._max_connections = max_connections
-        if url.startswith("unix:"):
-            self._socket_path: str | None = url.removeprefix("unix:").removeprefix("//")
-            self._base = "http://localhost"
-        elif url.startswith(("http://", "https://")):
-            self._socket_path = None
-            self._base = url.rstrip("/")
-        else:
-            raise ValueError(f"url must start with http://, https:// or unix:, not {url!r}")
-        self._session: aiohttp.ClientSession | None = None
-
-    async def __aenter__(self) -> Client:
-        self._open()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    def _open(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            connector: aiohttp.BaseConnector
-            if self._socket_path is not None:
-                connector = aiohttp.UnixConnector(self._socket_path, limit=self._max_connections)
-            else:
-                connector = aiohttp.TCPConnector(limit=self._max_connections)
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                headers=self._headers,
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT),
-            )
-        return self._session
-
-    async def aclose(self) -> None:
-        """Close the connections. Safe to call twice."""
-        session, self._session = self._session, None
-        if session is not None:
-            await session.close()
 
     # ------------------------------------------------------------ the pool's face
 
@@ -182,7 +120,29 @@ class Client:
             StartFailed, InvalidResult: as ``Pool.submit`` raises them.
             TransportError: the daemon could not be reached or answered garbage.
         """
-        body = _encode(action)
+        body = encode(action)
+
+        async def send(headers: dict[str, str], limit: float | None) -> Any:
+            return await self._request("POST", "/v1/submit", body, headers, limit)
+
+        data = await self._with_room(send, timeout, kill_on_cancel, wait_for_room)
+        if not isinstance(data, dict) or "result" not in data:
+            raise TransportError(f"the daemon answered without a result: {data!r:.200}")
+        result: JSONValue = data["result"]
+        if result_type is None:
+            return result
+        return validate_result(result_type, result, job_id=None)
+
+    async def _with_room(
+        self,
+        send: Callable[[dict[str, str], float | None], Awaitable[R]],
+        timeout: float | None,
+        kill_on_cancel: bool,
+        wait_for_room: bool,
+    ) -> R:
+        """Send a job's request (``send(headers, timeout)``) with its deadline and
+        kill_on_cancel headers; with ``wait_for_room``, again after each QueueFull until the
+        deadline passes (the deadline header says what is left of it each time)."""
         headers = {"Content-Type": "application/json"}
         if kill_on_cancel:
             headers[KILL_ON_CANCEL_HEADER] = "1"
@@ -199,125 +159,131 @@ class Client:
                     raise JobTimeout(f"no room in the daemon's queue within {timeout}s")
                 headers[TIMEOUT_HEADER] = repr(left)
             try:
-                data = await self._request("POST", "/v1/submit", body, headers, timeout)
+                return await send(headers, timeout)
             except QueueFull:
                 if not wait_for_room:
                     raise
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, ROOM_POLL_MAX)
-                continue
-            if not isinstance(data, dict) or "result" not in data:
-                raise TransportError(f"the daemon answered without a result: {data!r:.200}")
-            result: JSONValue = data["result"]
-            if result_type is None:
-                return result
-            return validate_result(result_type, result, job_id=None)
 
-    # ------------------------------------------------------------ operations
+    @contextlib.asynccontextmanager
+    async def stream(
+        self,
+        action: Mapping[str, Any] | BaseModel,
+        *,
+        timeout: float | None = _UNSET,
+        kill_on_cancel: bool = False,
+        on_progress: Callable[[Any], object] | None = None,
+        wait_for_room: bool = True,
+    ) -> AsyncIterator[ClientStream]:
+        """Run one action on the daemon's pool and read what its handler sends while it
+        runs, in order, then its result: ``Pool.stream`` over ``POST /v1/stream``.
 
-    async def status(self) -> dict[str, Any]:
-        """The daemon's ``/v1/status``: children (pid, state, generation), queue, totals."""
-        return _object(await self._request("GET", "/v1/status"))
-
-    async def health(self) -> dict[str, Any]:
-        """The daemon's ``/v1/health`` (also answered when not ready: see ``status``)."""
-        return _object(await self._request("GET", "/v1/health", ok=(200, 503)))
-
-    async def metrics(self) -> str:
-        """The Prometheus text of ``/metrics``."""
-        session = self._open()
-        try:
-            async with session.get(self._base + "/metrics") as resp:
-                text = await resp.text()
-                if resp.status != 200:
-                    raise _error_of(resp.status, text.encode())
-                return text
-        except (aiohttp.ClientError, OSError) as exc:
-            raise TransportError(f"cannot reach the daemon at {self.url}: {exc}") from exc
-
-    async def resize(
-        self, children: int | None = None, *, delta: int | None = None, force: bool = False
-    ) -> int:
-        """Set the number of children (or change it by ``delta``); returns the new size.
+        Example:
+            ```python
+            async with client.stream({"type": "tokens", "prompt": "hi"}) as stream:
+                async for token in stream:
+                    print(token, end="")
+                print(stream.result)
+            ```
 
         Args:
-            children: the new number of children.
-            delta: change the number by this much instead.
-            force: allow more than 4 children per CPU of the daemon's machine (a likely
-                typo otherwise, refused with ``ConfigError``).
+            action, timeout, kill_on_cancel, wait_for_room: as ``submit``.
+            on_progress: called with each progress value (``stream.progress`` keeps the
+                newest); an async function runs as a task.
+
+        Yields:
+            A stream with ``Stream``'s interface; leaving the block early closes the
+            connection, which cancels the job on the daemon.
+
+        Raises:
+            InvalidAction, QueueFull, PoolClosed, StartFailed: on entering, as ``submit``.
+            JobFailed, JobTimeout, ChildDied, TransportError: from the iteration, after the
+            messages sent before the failure.
         """
-        body: dict[str, object] = (
-            {"children": children} if children is not None else {"delta": delta}
-        )
-        if force:
-            body["force"] = True
-        data = _object(await self._request("POST", "/v1/resize", orjson.dumps(body)))
-        return int(data["children"])
+        body = encode(action)
 
-    async def reload(self) -> int:
-        """Reload the daemon's settings and worker code (as HUP); returns the generation."""
-        data = _object(await self._request("POST", "/v1/reload", b"{}"))
-        return int(data["generation"])
+        async def send(headers: dict[str, str], limit: float | None) -> ClientStream:
+            response = await self._open_response(
+                "POST", "/v1/stream", body, {**headers, "Accept": NDJSON_TYPE}, limit
+            )
+            return ClientStream(response, f"the daemon's stream at {self.url}", on_progress)
 
-    async def _request(
+        stream = await self._with_room(send, timeout, kill_on_cancel, wait_for_room)
+        try:
+            yield stream
+        finally:
+            stream.close()
+
+    async def broadcast(
         self,
-        method: str,
-        path: str,
-        body: bytes | None = None,
-        headers: dict[str, str] | None = None,
-        job_timeout: float | None = None,
-        ok: tuple[int, ...] = (200,),
-    ) -> Any:
-        session = self._open()
-        limit = None if job_timeout is None else job_timeout + TIMEOUT_MARGIN
-        try:
-            async with session.request(
-                method,
-                self._base + path,
-                data=body,
-                headers=headers,
-                timeout=aiohttp.ClientTimeout(total=limit, sock_connect=CONNECT_TIMEOUT),
-            ) as resp:
-                raw = await resp.read()
-                status = resp.status
-                if status not in ok:
-                    raise _error_of(status, raw)
-        except (aiohttp.ClientError, OSError) as exc:
-            raise TransportError(f"cannot reach the daemon at {self.url}: {exc}") from exc
-        except TimeoutError as exc:
-            raise TransportError(
-                f"the daemon at {self.url} did not answer {method} {path} within {limit}s"
-            ) from exc
-        try:
-            return orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            raise TransportError(
-                f"the daemon answered {method} {path} with something that is not JSON: "
-                f"{raw[:200]!r}"
-            ) from None
+        topic: str,
+        payload: Mapping[str, Any] | None = None,
+        *,
+        timeout: float | None = _UNSET,
+        sticky: bool = False,
+    ) -> BroadcastResult:
+        """Send a message to every live child of the daemon's pool (``Pool.broadcast``):
+        per child, its reply or the typed error in its place.
 
+        Raises:
+            InvalidAction: not a dotted topic, a reserved one, a payload refused.
+            PoolClosed, StartFailed, TransportError: as ``submit``.
+        """
+        request: dict[str, Any] = {"topic": topic, "payload": payload, "sticky": sticky}
+        if timeout is _UNSET:
+            timeout = self._timeout
+            if timeout is not None:
+                request["timeout"] = timeout
+        else:
+            request["timeout"] = timeout
+        data = object_of(
+            await self._request("POST", "/v1/broadcast", orjson.dumps(request), None, timeout)
+        )
+        return broadcast_result(data)
 
-def _encode(action: Mapping[str, Any] | BaseModel) -> bytes:
-    return encode_action(action)[1]
+    async def ask(
+        self,
+        child: int | ChildStatistics | Mapping[str, Any],
+        topic: str,
+        payload: Mapping[str, Any] | None = None,
+        *,
+        timeout: float | None = _UNSET,
+        pid: bool = False,
+    ) -> JSONValue:
+        """Send a message to one child of the daemon's pool and return its answer
+        (``Pool.ask``).
 
+        Args:
+            child: the child's id, an entry of ``status()["children"]`` (or a
+                ``ChildStatistics``), or with ``pid=True`` its process id.
+            topic, payload, timeout: as ``broadcast``.
 
-def _object(data: Any) -> dict[str, Any]:
-    if not isinstance(data, dict):
-        raise TransportError(f"the daemon answered {data!r:.200} where an object was expected")
-    return data
+        Raises:
+            InvalidAction, JobFailed, ChildDied, JobTimeout: as ``Pool.ask``.
+        """
+        if isinstance(child, int):
+            number = child
+        elif isinstance(child, Mapping):
+            number = int(child["pid" if pid else "id"])
+        else:
+            number = int((child.pid if pid else child.id) or 0)
+        request: dict[str, Any] = {"pid" if pid else "child": number, "topic": topic}
+        request["payload"] = payload
+        if timeout is _UNSET:
+            timeout = self._timeout
+        if timeout is not None:
+            request["timeout"] = timeout
+        data = object_of(
+            await self._request("POST", "/v1/ask", orjson.dumps(request), None, timeout)
+        )
+        answer: JSONValue = data.get("result")
+        return answer
 
-
-def _error_of(status: int, raw: bytes) -> Qoper8Error:
-    """The typed error an error answer carries; TransportError when it carries none."""
-    try:
-        info = orjson.loads(raw).get("error")
-    except (orjson.JSONDecodeError, AttributeError):
-        info = None
-    if not isinstance(info, dict):
-        return TransportError(f"the daemon answered HTTP {status}: {raw[:200]!r}")
-    if status == 401 and info.get("type") != "JobFailed":  # a handler may choose 401 too
-        return Unauthorized(f"the daemon refused the request (401): {info.get('message')}")
-    err = error_from_dict(info)
-    if type(err) is TransportError and status >= 400:
-        err = TransportError(f"the daemon answered HTTP {status}: {info.get('message', info)}")
-    return err
+    @property
+    def actors(self) -> RemoteActors:
+        """The daemon's named actors: ``create``, ``get``, ``destroy``, ``list`` (async
+        here: it asks the daemon), as ``Pool.actors``."""
+        if self._actors is None:
+            self._actors = RemoteActors(self)
+        return self._actors

@@ -9,7 +9,7 @@ import asyncio
 import os
 import shutil
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -69,7 +69,7 @@ def test_the_dashboard_shows_the_children_and_moves_while_jobs_run(tmp_path: Pat
         pids = {str(c["pid"]) for c in d.status()["children"]}
         wait.until(lambda drv: {r["pid"] for r in rows(drv)} == pids)
         assert driver.find_element(By.ID, "worker").text == "tests.daemon_handlers:worker"
-        assert not driver.find_element(By.ID, "actors").is_displayed()  # no actors today
+        assert not driver.find_element(By.ID, "actors").is_displayed()  # no actor yet
         completed = number(driver, "total-completed")
         assert completed >= 0
 
@@ -101,20 +101,15 @@ def test_the_dashboard_shows_the_children_and_moves_while_jobs_run(tmp_path: Pat
             show_some_traffic(d, driver)
         save_screenshot(driver, tmp_path)
 
-        # An actors panel appears only when the status lists actors (none exist yet: the
-        # page is ready for them). Drawn from a hand-made snapshot.
-        status: dict[str, Any] = {**d.status(), "actors": [
-            {"name": "cart:42", "role": "daemon_handlers", "child": 1, "pid": 1234,
-             "state": "idle", "calls": 7},
-        ]}  # fmt: skip
-        driver.execute_script(
-            "const dashboard = window.qoper8Dashboard;"
-            "dashboard.state.controller.abort();"  # no update redraws it meanwhile
-            "dashboard.render(arguments[0], [], []);",
-            status,
-        )
-        assert driver.find_element(By.ID, "actors").is_displayed()
-        assert "cart:42" in driver.find_element(By.ID, "actors-body").text
+        # An actors panel appears once the status lists actors: one created over HTTP.
+        code, info = d.json("POST", "/v1/actors", {"type": "counter", "name": "cart:42"})
+        assert code == 201, info
+        assert d.json("POST", "/v1/actors/cart:42/call", {"method": "add"})[0] == 200
+        wait.until(ec.visibility_of_element_located((By.ID, "actors")))
+        wait.until(ec.text_to_be_present_in_element((By.ID, "actors-body"), "cart:42"))
+        cells = driver.find_element(By.CSS_SELECTOR, "#actors-body tr.actor").text.split()
+        assert cells[:2] == ["cart:42", "counter"]
+        assert str(info["pid"]) in cells
 
         # No script error, no blocked load (the Content-Security-Policy reports there); the
         # one 401 is the page's first try without a token.

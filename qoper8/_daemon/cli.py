@@ -25,6 +25,7 @@ from ..config import (
     ServeConfig,
 )
 from ..errors import ConfigError
+from .cli_actors import MESSAGE_COMMANDS, add_message_commands
 from .cli_commands import (
     CLIENT_COMMANDS,
     EXIT_FAILED,
@@ -220,12 +221,19 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     submit = client("submit", "submit one action and print its result")
     submit.add_argument("action", help="the action as JSON, or - to read it from stdin")
     submit.add_argument("--timeout", type=float, default=None, help="job deadline (seconds)")
+    submit.add_argument(
+        "--stream",
+        action="store_true",
+        help="print each message the handler sends as a JSON line as it comes (progress on "
+        "stderr), then the result",
+    )
     resize = client("resize", "set the number of children (N, +N or -N)")
     resize.add_argument("children", help="N, or +N / -N to change it by N")
     resize.add_argument(
         "--force", action="store_true", help="allow more than 4 children per CPU of the daemon"
     )
     client("reload", "reload settings and worker code (as HUP)")
+    add_message_commands(sub, client, client_options, _CLIENT_EPILOG)
 
     stop_cmd = sub.add_parser(
         "stop",
@@ -266,8 +274,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _serve(args, argv)
     if args.command == "stop":
         return stop(args)
-    assert args.command in CLIENT_COMMANDS
-    return run_client_command(args)
+    run = {**CLIENT_COMMANDS, **MESSAGE_COMMANDS}[args.command]
+    return run_client_command(args, run)
 
 
 def console_main() -> None:

@@ -102,9 +102,13 @@ def _target(args: argparse.Namespace) -> tuple[str, str | None]:
     return url, None if token is None else str(token)
 
 
-def run_client_command(args: argparse.Namespace) -> int:
-    """Run one client command against the daemon; return its exit code."""
-    command = CLIENT_COMMANDS[args.command]
+def run_client_command(
+    args: argparse.Namespace,
+    command: Callable[[Client, argparse.Namespace], Awaitable[int]] | None = None,
+) -> int:
+    """Run one client command (``CLIENT_COMMANDS``' unless given) against the daemon;
+    return its exit code."""
+    command = command or CLIENT_COMMANDS[args.command]
     try:
         url, token = _target(args)
     except ConfigError as exc:
@@ -150,8 +154,25 @@ async def _submit(client: Client, args: argparse.Namespace) -> int:
         _err("qoper8 submit: the action must be a JSON object with a 'type' field")
         return EXIT_USAGE
     kwargs = {} if args.timeout is None else {"timeout": args.timeout}
+    if getattr(args, "stream", False):
+        return await _stream(client, action, kwargs)
     result = await client.submit(action, **kwargs)
     _out(orjson.dumps(result).decode())
+    return EXIT_OK
+
+
+async def _stream(client: Client, action: dict[str, Any], kwargs: dict[str, Any]) -> int:
+    """``submit --stream``: each message a JSON line on stdout as it comes, progress on
+    stderr, then the result (a failure after the messages sent before it)."""
+
+    def progress(value: object) -> None:
+        _err("progress: " + orjson.dumps(value).decode())
+
+    async with client.stream(action, on_progress=progress, **kwargs) as stream:
+        async for message in stream:
+            sys.stdout.write(orjson.dumps(message).decode() + "\n")
+            sys.stdout.flush()
+        _out(orjson.dumps(stream.result).decode())
     return EXIT_OK
 
 

@@ -76,4 +76,11 @@ def format_status(status: dict[str, Any]) -> str:
         f"queue wait: p50 {_seconds(wait.get('p50'))}, p99 {_seconds(wait.get('p99'))}; "
         f"run time: p50 {_seconds(run.get('p50'))}, p99 {_seconds(run.get('p99'))}",
     ]
+    actors = status.get("actors") or []
+    if actors:
+        states: dict[str, int] = {}
+        for actor in actors:
+            states[str(actor.get("state"))] = states.get(str(actor.get("state")), 0) + 1
+        summary = ", ".join(f"{n} {state}" for state, n in sorted(states.items()))
+        lines.append(f"actors: {len(actors)} ({summary}; qoper8 actors lists them)")
     return "\n".join(lines)

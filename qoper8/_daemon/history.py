@@ -23,11 +23,15 @@ from ..errors import Qoper8Error
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from contextlib import AbstractAsyncContextManager
 
     from pydantic import BaseModel
 
+    from .._engine.actor_ref import Actors
+    from .._engine.delivery import BroadcastResult
     from .._engine.pool_like import PoolLike
-    from .._engine.stats import Histogram, PoolStatistics
+    from .._engine.stats import ChildStatistics, Histogram, PoolStatistics
+    from .._engine.stream import Stream
     from .._engine.worker import HandlerInfo
     from .._types import JSONValue
 
@@ -183,6 +187,30 @@ class RecordingPool:
         except Qoper8Error as exc:
             self._history.record_error(action, exc)
             raise
+
+    def stream(
+        self, action: Mapping[str, Any] | BaseModel, **options: Any
+    ) -> AbstractAsyncContextManager[Stream]:
+        # The stream's errors reach its caller mid-stream: the API records them itself.
+        return self._pool.stream(action, **options)
+
+    async def broadcast(
+        self, topic: str, payload: Mapping[str, Any] | None = None, **options: Any
+    ) -> BroadcastResult:
+        return await self._pool.broadcast(topic, payload, **options)
+
+    async def ask(
+        self,
+        child: int | ChildStatistics,
+        topic: str,
+        payload: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> JSONValue:
+        return await self._pool.ask(child, topic, payload, **options)
+
+    @property
+    def actors(self) -> Actors:
+        return self._pool.actors
 
     def statistics(self) -> PoolStatistics:
         return self._pool.statistics()

@@ -7,6 +7,9 @@ reaches through the small ``Control`` protocol, and never imports the pool.
 The routes are declared once, in ``openapi.OPERATIONS`` (served as ``/v1/openapi.json``)::
 
     POST /v1/submit   the action as a JSON object  -> 200 {"result": ...}
+    POST /v1/stream   the same, answered as a stream of its messages (``http_stream``)
+    POST /v1/broadcast, /v1/ask   to children's on_message functions (``http_messages``)
+    /v1/actors...     create, list, get, call, destroy, events (``http_actors``)
     GET  /v1/status   pool statistics, roles, children with pid/state/generation, daemon info
     GET  /v1/health   200 when every child is ready, 503 otherwise
     GET  /metrics     Prometheus text format
@@ -35,14 +38,17 @@ from .dashboard import Dashboard
 from .events import MAX_STREAMS, EventStreams, TooManyStreams
 from .history import History, RecordingPool
 from .http_access import ACCESS_LOGGER, SERVER_LOGGER, AccessLog
+from .http_actors import ActorRoutes
 from .http_input import (
     Refused,
     read_json,
     resize_target,
     token_matches,
 )
+from .http_messages import Messages
 from .http_replies import error_reply, json_reply, qoper8_error_reply
 from .http_server import HttpServer
+from .http_stream import JobStreams
 from .http_submit import Submits
 from .http_wire import KILL_ON_CANCEL_HEADER, TIMEOUT_HEADER, status_for
 from .metrics import render_metrics
@@ -145,6 +151,17 @@ class HttpApi:
             for health in (False, True)
         }
         self._submits = Submits(self.pool, control, max_body_bytes, self._error_response)
+        debug_now = lambda: self.debug  # noqa: E731 (HUP may change it)
+        self._streams = JobStreams(
+            self.pool, self._submits, max_body_bytes, self._error_response,
+            self.history.record_error, debug=debug_now,
+        )  # fmt: skip
+        self._messages = Messages(
+            self.pool, self._submits, max_body_bytes, self._error_response, debug=debug_now
+        )
+        self.actor_routes = ActorRoutes(
+            self.pool, self._submits, max_body_bytes, self._error_response
+        )
         self.events = EventStreams(self.status_data, self.history, max_streams=max_streams)
         self._page = Dashboard() if dashboard else None
         self.server = HttpServer(self.make_app, self.runner_options())
@@ -182,6 +199,15 @@ class HttpApi:
         """The handler of each operation ``openapi.OPERATIONS`` names."""
         table: dict[str, Callable[[web.Request], Awaitable[web.StreamResponse]]] = {
             "submit": self._submits.submit,
+            "stream": self._streams.stream,
+            "broadcast": self._messages.broadcast,
+            "ask": self._messages.ask,
+            "actor_create": self.actor_routes.create,
+            "actor_list": self.actor_routes.list,
+            "actor_get": self.actor_routes.get,
+            "actor_call": self.actor_routes.call,
+            "actor_destroy": self.actor_routes.destroy,
+            "actor_events": self.actor_routes.events,
             "status": self._status,
             "health": self._health,
             "metrics": self._metrics,
@@ -216,6 +242,7 @@ class HttpApi:
 
     async def _close_streams(self, app: web.Application) -> None:
         self.events.close_all()
+        self.actor_routes.close_all()
 
     async def start(self, sockets: list[socket.socket], *, owned_unix: str | None = None) -> None:
         """Serve on ``sockets`` (``owned_unix``: a socket file to remove at stop).
@@ -228,6 +255,7 @@ class HttpApi:
     async def stop(self) -> None:
         """Stop listening and let in-flight requests finish writing (bounded)."""
         self.events.close_all()
+        self.actor_routes.close_all()
         await self.server.stop()
 
     def _public(self, path: str) -> bool:

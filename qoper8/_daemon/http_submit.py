@@ -13,7 +13,7 @@ import orjson
 from aiohttp import web
 
 from ..errors import InvalidAction, PoolClosed, Qoper8Error
-from .http_input import parse_timeout, read_json
+from .http_input import Refused, parse_timeout, read_json
 from .http_replies import JSON_TYPE, error_reply
 from .http_wire import KILL_ON_CANCEL_HEADER, TIMEOUT_HEADER
 
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from .._engine.pool_like import PoolLike
     from .http_api import Control
 
-__all__ = ["MIN_TIMEOUT", "STARTING", "Submits"]
+__all__ = ["MIN_TIMEOUT", "STARTING", "Submits", "job_options", "read_action"]
 
 # The error type of a submit whose deadline passed while the daemon was still starting
 # (503 with Retry-After: the daemon will serve, just not yet).
@@ -31,6 +31,36 @@ STARTING: Final = "Starting"
 # What is left of a deadline after a start-up hold is never less than this: the pool refuses
 # a zero timeout, and the job should still get its one chance to run.
 MIN_TIMEOUT: Final = 0.001
+
+
+async def read_action(request: web.Request, max_body: int) -> dict[str, Any]:
+    """The body as an action: a JSON object (its ``type`` is the pool's to check).
+
+    Raises:
+        Refused: not JSON, too big (``read_json``), or not an object (400).
+    """
+    action = await read_json(request, max_body)
+    if not isinstance(action, dict):
+        err = InvalidAction(
+            f"the body must be a JSON object with a 'type' field, not {type(action).__name__}"
+        )
+        raise Refused(err, 400)
+    return action
+
+
+def job_options(request: web.Request) -> dict[str, Any]:
+    """The job's options from the request's headers: its deadline and kill_on_cancel.
+
+    Raises:
+        Refused: a malformed deadline (400).
+    """
+    kwargs: dict[str, Any] = {}
+    raw = request.headers.get(TIMEOUT_HEADER)
+    if raw is not None:
+        kwargs["timeout"] = parse_timeout(raw)
+    if request.headers.get(KILL_ON_CANCEL_HEADER, "").strip().lower() in ("1", "true"):
+        kwargs["kill_on_cancel"] = True
+    return kwargs
 
 
 class Submits:
@@ -57,29 +87,26 @@ class Submits:
         self.held = 0  # submits waiting for the start-up to end
 
     async def submit(self, request: web.Request) -> web.Response:
-        action = await read_json(request, self._max_body)
-        if not isinstance(action, dict):
-            err = InvalidAction(
-                f"the body must be a JSON object with a 'type' field, not {type(action).__name__}"
-            )
-            return self._error_response(err, 400)
-        kwargs: dict[str, Any] = {}
-        raw = request.headers.get(TIMEOUT_HEADER)
-        if raw is not None:
-            kwargs["timeout"] = parse_timeout(raw)
-        if request.headers.get(KILL_ON_CANCEL_HEADER, "").strip().lower() in ("1", "true"):
-            kwargs["kill_on_cancel"] = True
-        if self._control.draining:
-            return self._error_response(PoolClosed("the daemon is shutting down"))
-        if not self._pool.is_open:
-            refused = await self._wait_started(kwargs)
-            if refused is not None:
-                return refused
+        action = await read_action(request, self._max_body)
+        kwargs = job_options(request)
+        refused = await self.admit(kwargs)
+        if refused is not None:
+            return refused
         try:
             result = await self._pool.submit(action, wait_for_room=False, **kwargs)
         except Qoper8Error as exc:
             return self._error_response(exc)
         return web.Response(body=orjson.dumps({"result": result}), content_type=JSON_TYPE)
+
+    async def admit(self, kwargs: dict[str, Any]) -> web.Response | None:
+        """Whether a request for the pool may go on now: None if so (after holding it
+        through the start-up, its deadline in ``kwargs`` shortened by the time held), else
+        the answer: 503 PoolClosed while draining, or what ``_wait_started`` says."""
+        if self._control.draining:
+            return self._error_response(PoolClosed("the daemon is shutting down"))
+        if not self._pool.is_open:
+            return await self._wait_started(kwargs)
+        return None
 
     async def _wait_started(self, kwargs: dict[str, Any]) -> web.Response | None:
         """Hold a submit that arrives while the daemon starts, until its pool is open or

@@ -11,45 +11,26 @@ also answer any 4xx or 5xx a handler chose (``HandlerError``), as ``JobFailed``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any, Final
 
-from .http_wire import KILL_ON_CANCEL_HEADER, TIMEOUT_HEADER
+from .openapi_messages import MESSAGE_OPERATIONS, message_schemas
+from .openapi_ops import (
+    JSON,
+    KILL_ON_CANCEL_PARAMETER,
+    TEXT,
+    TIMEOUT_PARAMETER,
+    Operation,
+    Reply,
+)
 from .openapi_schemas import component_schemas, ref
 
-__all__ = ["OPERATIONS", "Operation", "Reply", "openapi_document"]
+__all__ = ["JSON", "OPERATIONS", "Operation", "Reply", "openapi_document"]
 
-JSON: Final = "application/json"
 OPENAPI_VERSION: Final = "3.1.0"
 
 
-@dataclass(frozen=True, slots=True)
-class Reply:
-    """One status an operation answers with: what it means and what the body is."""
-
-    description: str
-    schema: dict[str, Any] = field(default_factory=lambda: ref("Error"))
-    media_type: str = JSON
-
-
-@dataclass(frozen=True, slots=True)
-class Operation:
-    """One route of the API."""
-
-    name: str  # the handler that serves it (HttpApi's handler table)
-    method: str
-    path: str
-    summary: str
-    responses: dict[int | str, Reply]  # a status, or a range: "4XX"
-    request: dict[str, Any] | None = None  # the JSON body's schema
-    headers: tuple[dict[str, Any], ...] = ()
-    public: bool = False  # served without the token (the dashboard's static page)
-    health: bool = False  # served without the token under --public-health
-    dashboard: bool = False  # served only with the dashboard on
-
-
 _UNAUTHORIZED: Final = Reply("missing or wrong token (Unauthorized)")
-_TEXT: Final = {"type": "string"}
+_TEXT: Final = TEXT
 
 
 def _page(name: str, path: str, media_type: str, what: str) -> Operation:
@@ -85,24 +66,7 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
             "5XX": Reply("JobFailed: a HandlerError with the status its handler chose"),
         },
         request=ref("Action"),
-        headers=(
-            {
-                "name": TIMEOUT_HEADER,
-                "in": "header",
-                "required": False,
-                "description": "the job's deadline in seconds, or 'none'; default: the "
-                "daemon's --timeout",
-                "schema": _TEXT,
-            },
-            {
-                "name": KILL_ON_CANCEL_HEADER,
-                "in": "header",
-                "required": False,
-                "description": "'1': if the client goes away while the job runs, kill and "
-                "replace its child",
-                "schema": _TEXT,
-            },
-        ),
+        headers=(TIMEOUT_PARAMETER, KILL_ON_CANCEL_PARAMETER),
     ),
     Operation(
         "status",
@@ -173,6 +137,7 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
         "This document",
         {200: Reply("the OpenAPI document", {"type": "object"})},
     ),
+    *MESSAGE_OPERATIONS,
     _page("page", "/", "text/html", "The dashboard (a static page; its data needs the token)"),
     _page("page_script", "/dashboard/app.js", "text/javascript", "The dashboard's script"),
     _page("page_style", "/dashboard/app.css", "text/css", "The dashboard's style sheet"),
@@ -199,10 +164,7 @@ def openapi_document(
             "summary": op.summary,
             "security": [{"bearer": []}] if needs_token else [],
             "responses": {
-                str(status): {
-                    "description": reply.description,
-                    "content": {reply.media_type: {"schema": reply.schema}},
-                }
+                str(status): {"description": reply.description, "content": reply.content()}
                 for status, reply in sorted(responses.items(), key=lambda item: str(item[0]))
             },
         }
@@ -221,7 +183,7 @@ def openapi_document(
         },
         "paths": paths,
         "components": {
-            "schemas": component_schemas(),
+            "schemas": {**component_schemas(), **message_schemas()},
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
     }

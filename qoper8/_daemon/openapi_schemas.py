@@ -106,6 +106,8 @@ def component_schemas() -> dict[str, Any]:
         "pid": _nullable(_INT),
         "exitcode": _nullable(_INT),
         "signal": _nullable(_INT),
+        # ActorDied: whether the actor is being started again.
+        "will_restart": _BOOL,
     }
     error_info = _object(
         fields,

@@ -133,6 +133,7 @@ class SignalActions:
     def _begin_stop(self) -> None:
         self._stopping = True
         self.api.events.close_all()  # dashboards learn at once, not at the end of the drain
+        self.api.actor_routes.close_all()  # actor subscribers too (an "end" event)
         for task in self._tasks:
             task.cancel()  # an upgrade's watcher: the new master carries on by itself
 
@@ -164,6 +165,7 @@ class SignalActions:
         """The new master serves: stop accepting, let this one's clients leave (the
         pool serves what they still send), then drain as on TERM."""
         self.api.events.close_all("upgraded")
+        self.api.actor_routes.close_all("upgraded")
         await self.api.server.hand_over(HANDOVER_TIMEOUT)
         await self.api.stop()
         await self.drain()

@@ -17,6 +17,7 @@ from .._types import DEFAULT
 from ..errors import ActorExists, ActorNotFound, ActorUnavailable, InvalidAction
 from . import protocol as proto
 from .actors import Actor, ActorState
+from .stats import ActorInfo
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -32,22 +33,6 @@ __all__ = ["ActorEvent", "ActorInfo", "ActorRef", "Actors", "Subscription"]
 EVENT_BUFFER: Final = 1000
 _UNSET: Final[Any] = DEFAULT
 MAX_NAME: Final = 200
-
-
-@dataclass(frozen=True, slots=True)
-class ActorInfo:
-    """One actor in ``pool.actors.list()``."""
-
-    name: str
-    type: str
-    state: str
-    child: int | None
-    pid: int | None
-    restarts: int
-    max_restarts: int
-    queued: int
-    calls: int
-    has_snapshot: bool
 
 
 @dataclass(frozen=True, slots=True)

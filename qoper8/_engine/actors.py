@@ -90,6 +90,7 @@ class ActorHost:
         self._children = actor_children
         self._max_per_child = max_per_child
         self.actors: dict[str, Actor] = {}
+        self.restarts = 0  # of every actor since the pool started (for /metrics)
         self._pending: deque[Actor] = deque()
         self._timers: set[asyncio.TimerHandle] = set()
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
@@ -167,9 +168,11 @@ class ActorHost:
     def _started(
         self, actor: Actor, child: Child, job: ActorJob, done: asyncio.Future[Any]
     ) -> None:
-        if done.cancelled() or actor.child is not child or actor.state is ActorState.STOPPED:
+        if done.cancelled():
+            return
+        exc = done.exception()  # retrieved even when nobody else looks at it
+        if actor.child is not child or actor.state is ActorState.STOPPED:
             return  # its child died first (_child_exited restarts it), or it was destroyed
-        exc = done.exception()
         if exc is None:
             actor.state = ActorState.READY
             actor.error = None
@@ -242,6 +245,7 @@ class ActorHost:
                 continue
             if actor.will_restart:
                 actor.restarts += 1
+                self.restarts += 1
                 actor.state = ActorState.RESTARTING
                 delay = min(RESTART_BACKOFF_MAX, RESTART_BACKOFF_BASE * 2 ** (actor.restarts - 1))
                 logger.warning(

@@ -13,11 +13,14 @@ from typing import TYPE_CHECKING, Final, Literal
 if TYPE_CHECKING:
     from .stats import Histogram, PoolStatistics
 
-__all__ = ["CHILD_STATES", "MetricFamily", "Sample", "metric_families"]
+__all__ = ["ACTOR_STATES", "CHILD_STATES", "MetricFamily", "Sample", "metric_families"]
 
 # Every state a child can be in, so that each one has a series even at 0 (a series that
 # appears and disappears breaks rate() and alerts). Mirrors ``ChildState``.
 CHILD_STATES: Final = ("starting", "idle", "busy", "retiring", "dead")
+# The same for actors; mirrors ``ActorState`` (a destroyed actor leaves the list, so
+# "stopped" stays 0 but keeps its series).
+ACTOR_STATES: Final = ("starting", "ready", "restarting", "unavailable", "stopped")
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +72,9 @@ def metric_families(stats: PoolStatistics) -> list[MetricFamily]:
     by_state = dict.fromkeys(CHILD_STATES, 0)
     for child in stats.children:
         by_state[child.state] = by_state.get(child.state, 0) + 1
+    actors = dict.fromkeys(ACTOR_STATES, 0)
+    for actor in stats.actors:
+        actors[actor.state] = actors.get(actor.state, 0) + 1
     return [
         _one(
             "qoper8_jobs_submitted_total",
@@ -115,5 +121,23 @@ def metric_families(stats: PoolStatistics) -> list[MetricFamily]:
         ),
         _histogram(
             "qoper8_run_time_seconds", "Time a child spent on a job.", stats.run_time_histogram
+        ),
+        MetricFamily(
+            "qoper8_actors",
+            "Named actors by state.",
+            "gauge",
+            tuple(Sample("qoper8_actors", (("state", k),), v) for k, v in actors.items()),
+        ),
+        _one(
+            "qoper8_actor_calls_queued",
+            "Actor calls waiting for their actor.",
+            "gauge",
+            sum(a.queued for a in stats.actors),
+        ),
+        _one(
+            "qoper8_actor_restarts_total",
+            "Actors started again after their child died.",
+            "counter",
+            stats.actor_restarts,
         ),
     ]

@@ -10,12 +10,16 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
+    from contextlib import AbstractAsyncContextManager
 
     from pydantic import BaseModel
 
     from .._types import JSONValue
-    from .stats import PoolStatistics
+    from .actor_ref import Actors
+    from .delivery import BroadcastResult
+    from .stats import ChildStatistics, PoolStatistics
+    from .stream import Stream
     from .worker import HandlerInfo
 
 __all__ = ["PoolLike"]
@@ -47,6 +51,38 @@ class PoolLike(Protocol):
         kill_on_cancel: bool = ...,
         wait_for_room: bool = ...,
     ) -> JSONValue: ...
+
+    def stream(
+        self,
+        action: Mapping[str, Any] | BaseModel,
+        *,
+        timeout: float | None = ...,
+        kill_on_cancel: bool = ...,
+        on_progress: Callable[[Any], object] | None = ...,
+        wait_for_room: bool = ...,
+    ) -> AbstractAsyncContextManager[Stream]: ...
+
+    async def broadcast(
+        self,
+        topic: str,
+        payload: Mapping[str, Any] | None = ...,
+        *,
+        timeout: float | None = ...,
+        sticky: bool = ...,
+    ) -> BroadcastResult: ...
+
+    async def ask(
+        self,
+        child: int | ChildStatistics,
+        topic: str,
+        payload: Mapping[str, Any] | None = ...,
+        *,
+        timeout: float | None = ...,
+        pid: bool = ...,
+    ) -> JSONValue: ...
+
+    @property
+    def actors(self) -> Actors: ...
 
     def statistics(self) -> PoolStatistics: ...
 

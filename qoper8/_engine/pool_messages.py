@@ -51,6 +51,7 @@ class PoolMessages:
         timeout: float | None = _UNSET,
         kill_on_cancel: bool = False,
         on_progress: Callable[[Any], object] | None = None,
+        wait_for_room: bool = True,
     ) -> AsyncIterator[Stream]:
         """Run one action and read what its handler sends while it runs (``job.send``, or a
         generator handler's yields), in order, then its result.
@@ -64,7 +65,7 @@ class PoolMessages:
             ```
 
         Args:
-            action, role, timeout, kill_on_cancel: as ``submit``.
+            action, role, timeout, kill_on_cancel, wait_for_room: as ``submit``.
             on_progress: called with each progress value (``stream.progress`` keeps the
                 newest); an async function runs as a task.
 
@@ -81,7 +82,7 @@ class PoolMessages:
         if role is not None and role != self._name:
             raise unknown_role(role, (self._name,))
         action_type, payload = encode_action(action, dispatcher.handlers, dispatcher.max_bytes)
-        job = dispatcher.enqueue(JobKind.ACTION, payload, action_type, timeout, True)
+        job = dispatcher.enqueue(JobKind.ACTION, payload, action_type, timeout, wait_for_room)
         if job is None:
             job = await dispatcher.enqueue_when_room(JobKind.ACTION, payload, action_type, timeout)
         stream = Stream(job, dispatcher, kill_on_cancel=kill_on_cancel, on_progress=on_progress)

@@ -16,6 +16,7 @@ from .stats import PoolStatistics, snapshot
 
 if TYPE_CHECKING:
     from ..errors import StartFailed
+    from .actor_ref import Actors
     from .actors import ActorHost
     from .child import Child
     from .dispatcher import Dispatcher
@@ -32,6 +33,7 @@ class PoolView:
     _dispatcher: Dispatcher
     _supervisor: Supervisor
     _actor_host: ActorHost
+    actors: Actors
 
     def _groups(self) -> list[Child]:
         raise NotImplementedError
@@ -120,7 +122,9 @@ class PoolView:
             running=dispatcher.running,
             degraded=supervisor.health.degraded,
             failed_starts=supervisor.health.failures,
-            actors=self._actor_host.placement(),
+            placement=self._actor_host.placement(),
             paused=supervisor.paused,
             size_range=(scaler.least, scaler.most) if scaler is not None else None,
+            actors=tuple(self.actors.list()),
+            actor_restarts=self._actor_host.restarts,
         )

@@ -205,10 +205,15 @@ class RolesPool(Pool):
         timeout: float | None = _UNSET,
         kill_on_cancel: bool = False,
         on_progress: Callable[[Any], object] | None = None,
+        wait_for_room: bool = True,
     ) -> AsyncIterator[Stream]:
         pool = await self._pick(action, role)
         async with pool.stream(
-            action, timeout=timeout, kill_on_cancel=kill_on_cancel, on_progress=on_progress
+            action,
+            timeout=timeout,
+            kill_on_cancel=kill_on_cancel,
+            on_progress=on_progress,
+            wait_for_room=wait_for_room,
         ) as stream:
             yield stream
 
@@ -369,6 +374,8 @@ class RolesPool(Pool):
             degraded=any(s.degraded for s in stats),
             failed_starts=sum(s.failed_starts for s in stats),
             paused=all(s.paused for s in stats),
+            actors=tuple(sorted((a for s in stats for a in s.actors), key=lambda a: a.name)),
+            actor_restarts=sum(s.actor_restarts for s in stats),
         )
         children = sorted((c for s in stats for c in s.children), key=lambda c: c.id)
         return dataclasses.replace(whole, children=tuple(children))

@@ -86,6 +86,23 @@ class ChildStatistics:
 
 
 @dataclass(frozen=True, slots=True)
+class ActorInfo:
+    """One named actor (``pool.actors.list()``, ``PoolStatistics.actors``): where it runs
+    (its child's id and pid, None while it has no child) and how it is doing."""
+
+    name: str
+    type: str
+    state: str
+    child: int | None
+    pid: int | None
+    restarts: int
+    max_restarts: int
+    queued: int
+    calls: int
+    has_snapshot: bool
+
+
+@dataclass(frozen=True, slots=True)
 class PoolStatistics:
     """A snapshot of the pool, built from the master's own counters."""
 
@@ -117,6 +134,10 @@ class PoolStatistics:
     # Autoscaling: the range the target moves in (None: a fixed size).
     min_size: int | None = None
     max_size: int | None = None
+    # The named actors, by name; and the restarts of every actor since the pool started (a
+    # counter: a destroyed actor's restarts stay counted).
+    actors: tuple[ActorInfo, ...] = ()
+    actor_restarts: int = 0
 
     def to_dict(self) -> dict[str, object]:
         """The snapshot as JSON-able data (what the daemon's status endpoint serves)."""
@@ -226,9 +247,11 @@ def snapshot(
     running: int,
     degraded: bool,
     failed_starts: int,
-    actors: Mapping[int, tuple[str, ...]] | None = None,
+    placement: Mapping[int, tuple[str, ...]] | None = None,
     paused: bool = False,
     size_range: tuple[int, int] | None = None,
+    actors: tuple[ActorInfo, ...] = (),
+    actor_restarts: int = 0,
 ) -> PoolStatistics:
     """A frozen ``PoolStatistics`` from the master's own records (no child is asked)."""
     now = time.monotonic()
@@ -243,7 +266,7 @@ def snapshot(
             age=now - child.started_at,
             current_job_age=(now - child.job.started_at) if child.job is not None else None,
             memory_rss=_rss_of(child.pid) or child.last_rss or None,
-            actors=actors.get(child.id, ()) if actors else (),
+            actors=placement.get(child.id, ()) if placement else (),
         )
         for child in sorted(children, key=lambda ch: ch.id)
     )
@@ -271,6 +294,8 @@ def snapshot(
         paused=paused,
         min_size=size_range[0] if size_range else None,
         max_size=size_range[1] if size_range else None,
+        actors=actors,
+        actor_restarts=actor_restarts,
     )
 
 

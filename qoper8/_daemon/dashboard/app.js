@@ -242,8 +242,9 @@
     body.replaceChildren();
     for (const a of actors) {
       const row = el("tr", null, "actor");
-      row.append(el("td", a.name), el("td", a.role), el("td", a.child), el("td", a.pid),
-        el("td", a.state), el("td", number(a.calls)));
+      row.append(el("td", a.name), el("td", a.type), el("td", a.child ?? "–"),
+        el("td", a.pid ?? "–"), el("td", a.state), el("td", number(a.restarts)),
+        el("td", number(a.queued)), el("td", number(a.calls)));
       body.append(row);
     }
   }
