@@ -17,6 +17,7 @@ import orjson
 from ._daemon.http_wire import KILL_ON_CANCEL_HEADER, TIMEOUT_HEADER
 from ._engine.protocol import encode_action
 from ._engine.results import validate_result
+from ._engine.tracing import carrier
 from ._types import DEFAULT
 from .errors import (
     JobTimeout,
@@ -184,6 +185,9 @@ class Client:
         """
         body = _encode(action)
         headers = {"Content-Type": "application/json"}
+        trace = carrier()  # OpenTelemetry's active span: the daemon's spans continue it
+        if trace is not None:
+            headers.update(trace)
         if kill_on_cancel:
             headers[KILL_ON_CANCEL_HEADER] = "1"
         if timeout is _UNSET:

@@ -83,3 +83,10 @@ def exit_hard() -> None:
 @worker.handler("otel.pid")
 def pid() -> int:
     return os.getpid()
+
+
+@worker.handler("otel.block")
+def block(path: str) -> str:
+    """Wait until the test writes a line into the FIFO at ``path``."""
+    with open(path) as f:
+        return f.readline().strip()

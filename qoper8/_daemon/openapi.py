@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from .._engine.tracing import TRACE_FIELDS
 from .http_wire import KILL_ON_CANCEL_HEADER, TIMEOUT_HEADER
 from .openapi_schemas import component_schemas, ref
 
@@ -102,6 +103,17 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
                 "replace its child",
                 "schema": _TEXT,
             },
+            *(
+                {
+                    "name": name,
+                    "in": "header",
+                    "required": False,
+                    "description": "W3C trace context (OpenTelemetry): the job's spans, and "
+                    "its handler's, continue the caller's trace",
+                    "schema": _TEXT,
+                }
+                for name in TRACE_FIELDS
+            ),
         ),
     ),
     Operation(

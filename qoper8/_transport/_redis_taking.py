@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 
+from .._engine.tracing import continued
 from ..errors import JobError, JobTimeout, PoolClosed, Qoper8Error, QueueFull, StartFailed
 from ._redis_connection import BLOCK_SECONDS, _retrying
 from ._redis_consumer_base import _Running
@@ -134,7 +135,7 @@ class _Taking(_Leases, _Outcomes):
 
     def _start(self, raw: list[Any]) -> None:
         job_id = _text(raw[0])
-        execution_id = raw[7]
+        execution_id = raw[8]
         running = _Running(
             job_id=job_id,
             execution_id=execution_id,
@@ -145,16 +146,21 @@ class _Taking(_Leases, _Outcomes):
         )
         self._running[running.member] = running
         self.taken += 1
-        task = asyncio.create_task(self._run_job(running, raw[1], raw[2], raw[4]))
+        task = asyncio.create_task(self._run_job(running, raw[1], raw[2], raw[4], raw[7]))
         running.task = task
         self._jobs_task.add(task)
         task.add_done_callback(self._jobs_task.discard)
 
     async def _run_job(
-        self, running: _Running, data: bytes, timeout_raw: object, deadline_raw: object
+        self,
+        running: _Running,
+        data: bytes,
+        timeout_raw: object,
+        deadline_raw: object,
+        trace: bytes | None,
     ) -> None:
         try:
-            outcome = await self._execute(running, data, timeout_raw, deadline_raw)
+            outcome = await self._execute(running, data, timeout_raw, deadline_raw, trace)
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if not running.stop_requested or self._stopping or task is None:
@@ -186,7 +192,12 @@ class _Taking(_Leases, _Outcomes):
         await self._write_outcome(running, outcome)
 
     async def _execute(
-        self, running: _Running, data: bytes, timeout_raw: object, deadline_raw: object
+        self,
+        running: _Running,
+        data: bytes,
+        timeout_raw: object,
+        deadline_raw: object,
+        trace: bytes | None = None,
     ) -> _Outcome:
         job_id = running.job_id
         try:
@@ -210,7 +221,9 @@ class _Taking(_Leases, _Outcomes):
         if not self.pool.has_capacity():
             raise _NoIdleChild
         try:
-            value = await self.pool.submit(action, timeout=timeout, kill_on_cancel=True)
+            # The caller's span (OpenTelemetry), if it sent one: the pool's spans continue it.
+            with continued(trace):
+                value = await self.pool.submit(action, timeout=timeout, kill_on_cancel=True)
         except (PoolClosed, StartFailed, QueueFull) as exc:
             raise _HandBack(str(exc)) from None
         except Qoper8Error as exc:

@@ -53,7 +53,8 @@ local function take(queue, wip, claim, t)
     local jk = 'rq:job:' .. id
     -- pcall: a key of the wrong type (written by anyone) is skipped, not an error
     local f = redis.pcall('HMGET', jk, 'data', 'status', 'timeout', 'retries_left',
-                          'qoper8_reply', 'qoper8_deadline', 'result_ttl', 'failure_ttl')
+                          'qoper8_reply', 'qoper8_deadline', 'result_ttl', 'failure_ttl',
+                          'qoper8_trace')
     local why = false
     if f.err then
       f, why = {}, 'not a hash'
@@ -81,7 +82,7 @@ local function take(queue, wip, claim, t)
       redis.call('ZADD', 'rq:executions:' .. id, t[2] + 60, t[4])
       redis.call('EXPIRE', 'rq:executions:' .. id, t[7])
       return {id, f[1] or '', f[3] or false, f[5] or false, f[6] or false, f[7] or false,
-              f[8] or false}
+              f[8] or false, f[9] or false}
     end
     id = redis.call('LPOP', queue)
   end
