@@ -58,7 +58,7 @@ def _finished(job: Job) -> bool:
 
 
 def _job_hashes(client: redis.Redis, queue: str) -> list[dict[bytes, bytes]]:
-    members: list[Any] = client.zrange(f"rq:finished:{queue}", 0, -1)  # type: ignore[assignment]
+    members: list[Any] = client.zrange(f"rq:finished:{queue}", 0, -1)
     ids = [bytes(m).decode().split(":")[0] for m in members]
     return [client.hgetall(f"rq:job:{i}") for i in ids]  # type: ignore[misc]
 
