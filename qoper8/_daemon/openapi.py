@@ -19,6 +19,7 @@ from .openapi_ops import (
     KILL_ON_CANCEL_PARAMETER,
     TEXT,
     TIMEOUT_PARAMETER,
+    TRACE_PARAMETERS,
     Operation,
     Reply,
 )
@@ -66,7 +67,7 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
             "5XX": Reply("JobFailed: a HandlerError with the status its handler chose"),
         },
         request=ref("Action"),
-        headers=(TIMEOUT_PARAMETER, KILL_ON_CANCEL_PARAMETER),
+        headers=(TIMEOUT_PARAMETER, KILL_ON_CANCEL_PARAMETER, *TRACE_PARAMETERS),
     ),
     Operation(
         "status",

@@ -11,6 +11,7 @@ from .openapi_ops import (
     KILL_ON_CANCEL_PARAMETER,
     TEXT,
     TIMEOUT_PARAMETER,
+    TRACE_PARAMETERS,
     Operation,
     Reply,
     path_parameter,
@@ -66,7 +67,7 @@ MESSAGE_OPERATIONS: Final[tuple[Operation, ...]] = (
             ),
         },
         request=ref("Action"),
-        headers=(TIMEOUT_PARAMETER, KILL_ON_CANCEL_PARAMETER),
+        headers=(TIMEOUT_PARAMETER, KILL_ON_CANCEL_PARAMETER, *TRACE_PARAMETERS),
     ),
     Operation(
         "broadcast",

@@ -33,7 +33,9 @@ Redis keys touched (rq's data model under the prefix ``rq``, plus three of qoper
                                              started_at, ended_at, worker_name, exc_info, and
                                              qoper8_reply / qoper8_deadline / qoper8_error,
                                              qoper8_cancel (its caller cancelled it with
-                                             kill_on_cancel; the host stops it)
+                                             kill_on_cancel; the host stops it),
+                                             qoper8_trace (JSON W3C trace context: the
+                                             caller's span, which the host continues)
     rq:wip:{queue}                   zset    StartedJobRegistry: "{id}:{execution}" scored by
                                              the lease's expiry (unix seconds)
     rq:execution:{id}:{execution}    hash    rq's record of one execution

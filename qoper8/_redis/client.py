@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Final
 import orjson
 from redis.exceptions import RedisError, ResponseError
 
+from .._engine.tracing import carrier
 from ..errors import (
     JobTimeout,
     PoolClosed,
@@ -148,6 +149,7 @@ class RedisClient:
             timeout=timeout,
             reply_key=self.reply_key,
             result_ttl=self.result_ttl,
+            trace=carrier(),  # OpenTelemetry's active span: the host continues it
         )
         loop = asyncio.get_running_loop()
         pending = _Pending(loop.create_future(), mapping)

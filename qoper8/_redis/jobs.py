@@ -153,9 +153,11 @@ def encode_job(
     timeout: float | None,
     reply_key: str | None,
     result_ttl: int | None = None,
+    trace: Mapping[str, str] | None = None,
 ) -> dict[str, bytes | str | int | float]:
     """The rq job hash for an action, as rq's Job.to_dict writes it with the JSON
-    serializer: ``func_name`` is the action type, the other fields are kwargs.
+    serializer: ``func_name`` is the action type, the other fields are kwargs; ``trace``, the
+    caller's W3C trace context (OpenTelemetry), goes in ``qoper8_trace`` for the host.
 
     Raises:
         InvalidAction: the action is not JSON-encodable.
@@ -193,6 +195,8 @@ def encode_job(
         mapping["qoper8_reply"] = reply_key
     if result_ttl is not None:
         mapping["result_ttl"] = result_ttl
+    if trace:
+        mapping["qoper8_trace"] = orjson.dumps(trace)
     return mapping
 
 

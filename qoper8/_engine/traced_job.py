@@ -1,0 +1,165 @@
+"""``TracedJob``: a job submitted while an OpenTelemetry span was active in its caller.
+
+It carries the caller's trace context to its child (a TRACE frame written together with its
+own, so that a handler's spans are children of the caller's) and, when it ends, records two
+spans under the caller's span from the timestamps every job keeps anyway: "qoper8 queued"
+(submit to dispatch) and "qoper8 run" (dispatch to answer). Nothing is timed or recorded on
+the way, and only such jobs pay for any of it: ``Jobs._new_job`` makes one only when
+OpenTelemetry's context is set, which costs a plain job one C call.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any, Final
+
+from ..errors import ChildDied, InvalidAction, JobFailed, JobTimeout, PoolClosed
+from . import protocol as proto
+from .job import Job
+from .tracing import carrier
+
+if TYPE_CHECKING:
+    import asyncio
+    from collections.abc import Mapping
+
+    from .child import Child
+    from .job import JobKind
+
+__all__ = ["QUEUED_SPAN", "RUN_SPAN", "TracedJob"]
+
+logger = logging.getLogger("qoper8")
+
+# Span names and attribute keys: dashboards and alerts are built on them, so renaming one
+# breaks those (they follow OpenTelemetry's lower-case, dotted convention).
+QUEUED_SPAN: Final = "qoper8 queued"
+RUN_SPAN: Final = "qoper8 run"
+ACTION_TYPE: Final = "qoper8.action_type"
+JOB_ID: Final = "qoper8.job_id"
+CHILD_ID: Final = "qoper8.child_id"
+PID: Final = "qoper8.pid"
+OUTCOME: Final = "qoper8.outcome"
+
+_TRACE_FRAME: Final = int(proto.Kind.TRACE)
+_SLOT_CHILD: Final[Any] = vars(Job)["child"]  # the slot behind Job.child, wrapped below
+_tracer: Any = None
+
+
+class TracedJob(Job):
+    """A job whose caller had an active span (see the module docstring). Made with the
+    caller's OpenTelemetry ``context``; without a valid span in it, it is a plain job."""
+
+    __slots__ = ("context", "ran_on")
+
+    def __init__(
+        self,
+        job_id: int,
+        kind: JobKind,
+        frame: bytes,
+        future: asyncio.Future[Any],
+        submitted_at: float,
+        action_type: str,
+        context: Mapping[str, object],
+    ) -> None:
+        # The child that ran it: Job.child is cleared when the job ends, before any span
+        # could read it.
+        self.ran_on: Child | None = None
+        carried = carrier(context)
+        self.context = context if carried is not None else None
+        if carried is not None:
+            body = proto.dumps(carried)
+            frame = proto.HEADER.pack(len(body), _TRACE_FRAME, job_id, 0) + body + frame
+            future.add_done_callback(self._record)
+        super().__init__(job_id, kind, frame, future, submitted_at, action_type)
+
+    # Dispatch sets ``child``, ending clears it: remember the child for the spans.
+    @property
+    def child(self) -> Child | None:
+        found: Child | None = _SLOT_CHILD.__get__(self)
+        return found
+
+    @child.setter
+    def child(self, child: Child | None) -> None:
+        _SLOT_CHILD.__set__(self, child)
+        if child is not None:
+            self.ran_on = child
+
+    def _record(self, future: asyncio.Future[Any]) -> None:
+        """The job's future is done: record its spans (never fails the job)."""
+        try:
+            _record_spans(self, *_outcome(future))
+        except Exception:
+            logger.exception("job %s: its OpenTelemetry spans could not be recorded", self.id)
+
+
+def _outcome(future: asyncio.Future[Any]) -> tuple[str, BaseException | None]:
+    """The job's outcome as the spans name it, and the error it ended with."""
+    if future.cancelled():
+        return "cancelled", None  # the caller went away
+    error = future.exception()
+    if error is None:
+        return "completed", None
+    if isinstance(error, JobFailed):
+        return "failed", error
+    if isinstance(error, InvalidAction):
+        return "invalid", error
+    if isinstance(error, JobTimeout):
+        return "timed_out", error
+    if isinstance(error, ChildDied):
+        return "died", error
+    if isinstance(error, PoolClosed):
+        return "cancelled", error  # the pool closed before the job could end
+    return "failed", error  # StartFailed: no child could start to run it
+
+
+def _record_spans(job: TracedJob, outcome: str, error: BaseException | None) -> None:
+    global _tracer
+    if _tracer is None:
+        from opentelemetry import trace
+
+        from .. import __version__
+
+        _tracer = trace.get_tracer("qoper8", __version__)
+    # Monotonic seconds (the job's clock) to the epoch nanoseconds spans take.
+    now = time.time_ns()
+    offset = now - time.monotonic_ns()
+    attributes: dict[str, str | int] = {ACTION_TYPE: job.action_type, JOB_ID: job.id}
+    child = job.ran_on
+    if child is not None:
+        attributes[CHILD_ID] = child.id
+        if child.pid is not None:
+            attributes[PID] = child.pid
+    queued = _tracer.start_span(
+        QUEUED_SPAN,
+        context=job.context,
+        attributes=attributes,
+        start_time=int(job.submitted_at * 1e9) + offset,
+    )
+    if child is None:  # it never reached a child: the queued span tells how it ended
+        _end(queued, outcome, error, now)
+        return
+    dispatched = int(job.started_at * 1e9) + offset
+    queued.end(end_time=dispatched)
+    run = _tracer.start_span(
+        RUN_SPAN, context=job.context, attributes=attributes, start_time=dispatched
+    )
+    _end(run, outcome, error, now)
+
+
+def _end(span: Any, outcome: str, error: BaseException | None, now: int) -> None:
+    """End ``span`` with the job's outcome; an error makes its status ERROR and is recorded
+    as the span's exception (a handler's with the child's type, message and traceback)."""
+    span.set_attribute(OUTCOME, outcome)
+    if error is not None:
+        from opentelemetry.trace import Status, StatusCode
+
+        span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+        remote: dict[str, str] = {}
+        if isinstance(error, JobFailed):
+            remote = {
+                "exception.type": error.remote_type or type(error).__name__,
+                "exception.message": error.remote_message or str(error),
+                "exception.stacktrace": error.remote_traceback or "",
+            }
+        span.record_exception(error, attributes=remote, timestamp=now)
+    span.end(end_time=now)
