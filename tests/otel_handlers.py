@@ -8,9 +8,12 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import qoper8
+
+if TYPE_CHECKING:
+    from collections.abc import Generator
 
 worker = qoper8.Worker()
 
@@ -57,6 +60,13 @@ def seen_context() -> dict[str, Any]:
 
 @worker.handler("otel.seen")
 def seen() -> dict[str, Any]:
+    return seen_context()
+
+
+@worker.handler("otel.stream")
+def stream() -> Generator[dict[str, Any], None, dict[str, Any]]:
+    """A streaming job: where it runs, as a message and then as its result."""
+    yield seen_context()
     return seen_context()
 
 

@@ -197,6 +197,43 @@ async def test_a_job_cancelled_while_queued_records_only_its_queued_span(
     assert span.status.status_code is StatusCode.UNSET, "the caller's doing, not an error"
 
 
+async def test_a_stream_under_a_span_runs_in_the_callers_context_and_records_spans(
+    plain_pool: qoper8.Pool, exporter: InMemorySpanExporter
+) -> None:
+    async with asyncio.timeout(10):
+        with tracer().start_as_current_span("caller") as caller:
+            async with plain_pool.stream({"type": "otel.stream"}) as stream:
+                messages = [m async for m in stream]
+                result = stream.result
+    inside = {"imported": True, "valid": True, **hex_ids(caller)}
+    assert messages == [inside]
+    assert result == inside
+    _, run = _one_job(exporter)
+    assert _attributes(run)[ACTION_TYPE] == "otel.stream"
+    assert _attributes(run)[OUTCOME] == "completed"
+
+
+async def test_a_pool_of_roles_traces_a_job_through_the_role_that_runs_it(
+    monkeypatch: pytest.MonkeyPatch, exporter: InMemorySpanExporter
+) -> None:
+    monkeypatch.setenv("TEST_QOPER8_OTEL_SDK", "1")
+    roles = {
+        "users": qoper8.Role("tests.roles.users:worker", children=1),
+        "otel": qoper8.Role(HANDLERS, children=1),
+    }
+    async with asyncio.timeout(15), qoper8.Pool(roles=roles) as pool:
+        with tracer().start_as_current_span("caller") as caller:
+            inside = await pool.submit({"type": "otel.span"})
+        (child,) = pool.role("otel").statistics().children
+    assert isinstance(inside, dict)
+    assert inside["parent"] == hex_ids(caller), "the handler's span is the caller's child"
+    assert inside["pid"] == child.pid
+    for span in _one_job(exporter):
+        assert span.parent is not None
+        assert span.parent.span_id == caller.get_span_context().span_id
+        assert (_attributes(span)[CHILD_ID], _attributes(span)[PID]) == (child.id, child.pid)
+
+
 async def test_without_a_span_nothing_is_sent_to_the_child_nor_recorded(
     plain_pool: qoper8.Pool, exporter: InMemorySpanExporter
 ) -> None:

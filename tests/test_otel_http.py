@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
+import orjson
 import pytest
 
 import qoper8
@@ -90,3 +91,39 @@ async def test_without_a_span_the_client_sends_no_trace(exporter: InMemorySpanEx
         seen = await client.submit({"type": "otel.seen"})
     assert seen == {"imported": False, "valid": False}, "no trace context reached the child"
     assert exporter.get_finished_spans() == ()
+
+
+async def test_the_client_streams_under_the_callers_span_and_the_daemon_continues_it(
+    monkeypatch: pytest.MonkeyPatch, exporter: InMemorySpanExporter
+) -> None:
+    monkeypatch.setenv("TEST_QOPER8_OTEL_SDK", "1")
+    async with asyncio.timeout(15), serving(HANDLERS) as api, qoper8.Client(api.url) as client:
+        with tracer().start_as_current_span("caller") as caller:
+            async with client.stream({"type": "otel.stream"}) as stream:
+                messages = [m async for m in stream]
+                result = stream.result
+    inside = {"imported": True, "valid": True, **hex_ids(caller)}
+    assert messages == [inside], "the child ran the streamed job in the caller's context"
+    assert result == inside
+    spans = job_spans(exporter)
+    assert [s.name for s in spans] == [QUEUED_SPAN, RUN_SPAN]
+    for span in spans:
+        assert span.parent is not None
+        assert span.parent.span_id == caller.get_span_context().span_id
+        assert span.parent.is_remote, "continued from the headers, not inherited"
+
+
+async def test_the_stream_route_continues_a_traceparent_any_caller_sends(
+    exporter: InMemorySpanExporter,
+) -> None:
+    headers = {"traceparent": TRACEPARENT, "Accept": "application/x-ndjson"}
+    async with asyncio.timeout(15), serving(HANDLERS) as api:
+        url = api.url + "/v1/stream"
+        async with api.session.post(url, json={"type": "otel.stream"}, headers=headers) as resp:
+            assert resp.status == 200
+            lines = [orjson.loads(line) async for line in resp.content if line.strip()]
+    seen = {"imported": True, "valid": True, "trace_id": TRACE_ID, "span_id": SPAN_ID}
+    assert lines == [{"message": seen}, {"result": seen}]
+    spans = job_spans(exporter)
+    assert [s.name for s in spans] == [QUEUED_SPAN, RUN_SPAN]
+    assert all(s.parent is not None and format(s.parent.span_id, "016x") == SPAN_ID for s in spans)
