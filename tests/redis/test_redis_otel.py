@@ -34,6 +34,7 @@ pytestmark = pytest.mark.redis
 HANDLERS = "tests.otel_handlers:worker"
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 SPAN_ID = "00f067aa0ba902b7"
+OTHER_SPAN_ID = "b7ad6b7169203331"
 
 
 @pytest.fixture
@@ -111,10 +112,13 @@ async def test_without_a_span_the_job_hash_carries_no_trace(
 async def test_a_host_continues_a_trace_any_producer_writes_and_ignores_garbage(
     redis_url: str, queue_name: str, sync_redis: redis.Redis, exporter: InMemorySpanExporter
 ) -> None:
-    """A plain rq producer may set ``qoper8_trace`` itself; a malformed one is ignored."""
+    """A plain rq producer may set ``qoper8_trace`` itself; a malformed one is ignored. The
+    host takes the first job with the take script and the next ones with the finish of the
+    one before (one child): the trace comes through both."""
     queue = Queue(queue_name, connection=sync_redis, serializer=JSONSerializer)
     carried = {"traceparent": f"00-{TRACE_ID}-{SPAN_ID}-01"}
-    fields: list[Any] = [orjson.dumps(carried), b"{not json", b'["a list"]', b""]
+    later = {"traceparent": f"00-{TRACE_ID}-{OTHER_SPAN_ID}-01"}
+    fields: list[Any] = [orjson.dumps(carried), b"{not json", orjson.dumps(later), b'["a"]', b""]
     jobs = []
     for value in fields:
         job = queue.enqueue("otel.seen")
@@ -124,9 +128,12 @@ async def test_a_host_continues_a_trace_any_producer_writes_and_ignores_garbage(
         for job in jobs:
             await wait_until(partial(_finished, job), what=f"rq job {job.id} finished")
     results: list[Any] = [job.return_value(refresh=True) for job in jobs]
-    assert results[0] == {"imported": True, "valid": True, "trace_id": TRACE_ID, "span_id": SPAN_ID}
-    for other in results[1:]:
+    seen = {"imported": True, "valid": True, "trace_id": TRACE_ID}
+    assert results[0] == {**seen, "span_id": SPAN_ID}
+    assert results[2] == {**seen, "span_id": OTHER_SPAN_ID}
+    for other in (results[1], *results[3:]):
         assert other["valid"] is False
     spans = job_spans(exporter)
-    assert [s.name for s in spans] == [QUEUED_SPAN, RUN_SPAN]
-    assert all(s.parent is not None and format(s.parent.span_id, "016x") == SPAN_ID for s in spans)
+    assert [s.name for s in spans] == [QUEUED_SPAN, RUN_SPAN] * 2
+    parents = [format(s.parent.span_id, "016x") for s in spans if s.parent is not None]
+    assert parents == [SPAN_ID, SPAN_ID, OTHER_SPAN_ID, OTHER_SPAN_ID]
