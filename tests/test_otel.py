@@ -205,6 +205,9 @@ async def test_a_stream_under_a_span_runs_in_the_callers_context_and_records_spa
             async with plain_pool.stream({"type": "otel.stream"}) as stream:
                 messages = [m async for m in stream]
                 result = stream.result
+        # The stream may end on seeing the job done, before the job's done-callbacks (its
+        # spans) have run: they run at the loop's next turn.
+        await wait_until(lambda: len(job_spans(exporter)) == 2, what="the job's spans")
     inside = {"imported": True, "valid": True, **hex_ids(caller)}
     assert messages == [inside]
     assert result == inside
