@@ -83,11 +83,16 @@ async def main_async(burst: int, ms: float, rounds: int) -> None:
         f"{burst} x {ms:g} ms ({work:.1f} child-s of work), {IDLE_BEFORE:g} s idle before, "
         f"{IDLE_AFTER:g} s after, idle_timeout {IDLE_TIMEOUT:g} s"
     )
-    print("| pool | p50 ms | p99 ms | child-seconds |")
+    print("| pool | p50 ms | p99 ms (min-max) | child-seconds (min-max) |")
     print("|---|---:|---:|---:|")
     for name, m in med.items():
+        rows = results[name]
+        p99s = [r["p99"] * 1000 for r in rows]
+        secs = [r["child_seconds"] for r in rows]
         print(
-            f"| {name} | {m['p50'] * 1000:.0f} | {m['p99'] * 1000:.0f} | {m['child_seconds']:.2f} |"
+            f"| {name} | {m['p50'] * 1000:.0f} | {m['p99'] * 1000:.0f} "
+            f"({min(p99s):.0f}-{max(p99s):.0f}) | {m['child_seconds']:.2f} "
+            f"({min(secs):.2f}-{max(secs):.2f}) |"
         )
     auto, eight, one = med["autoscaled (1, 8)"], med["fixed 8"], med["fixed 1"]
     budget = one["child_seconds"] + work

@@ -10,7 +10,9 @@ processes); only the master is counted.
     .venv/bin/python -m bench.callgrind                    # every face, N1=1000, N2=5000
     .venv/bin/python -m bench.callgrind --face submit --face raw
 
-Faces: ``submit`` (``await pool.submit`` of a no-op action, 256 in flight), ``run`` (``await
+Faces: ``submit`` (``await pool.submit`` of a no-op action, 256 in flight, a task each:
+``asyncio.gather``), ``submit_loop`` (the same from 256 long-lived callers, no task per job),
+``map`` (``await pool.map`` of 256 actions at a time), ``run`` (``await
 pool.run`` of a no-op function), ``executor`` (``loop.run_in_executor(pool.executor(), ...)``),
 ``sync`` (``qoper8.sync.Pool.submit`` from one thread, sequential), ``raw`` (the bare asyncio
 master of bench/raw.py: the floor). Results go to ``bench/results/callgrind.json`` and a
@@ -35,7 +37,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
-FACES = ("submit", "run", "executor", "sync", "raw")
+FACES = ("submit", "submit_loop", "map", "run", "executor", "sync", "raw")
 CHILDREN = 2
 IN_FLIGHT = 256
 WORKER = "bench.workers:worker"
@@ -71,6 +73,14 @@ async def _async_face(face: str, n: int) -> None:
             batch = min(IN_FLIGHT, n - done)
             if face == "submit":
                 await asyncio.gather(*(pool.submit({"type": "echo"}) for _ in range(batch)))
+            elif face == "map":
+                await pool.map({"type": "echo"} for _ in range(batch))
+            elif face == "submit_loop":
+                # 256 long-lived callers, each awaiting one submit after another (a server's
+                # request handlers): no task per job, unlike ``submit``'s gather.
+                share = [n // IN_FLIGHT + (i < n % IN_FLIGHT) for i in range(IN_FLIGHT)]
+                await asyncio.gather(*(_caller(pool, k) for k in share if k))
+                return
             elif face == "run":
                 await asyncio.gather(*(pool.run(workers.echo) for _ in range(batch)))
             else:
@@ -78,6 +88,11 @@ async def _async_face(face: str, n: int) -> None:
                     *(loop.run_in_executor(ex, workers.echo) for _ in range(batch))
                 )
             done += batch
+
+
+async def _caller(pool: Any, k: int) -> None:
+    for _ in range(k):
+        await pool.submit({"type": "echo"})
 
 
 def _sync_face(n: int) -> None:

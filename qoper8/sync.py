@@ -17,7 +17,7 @@ from ._engine.pool import Pool as AsyncPool
 
 if TYPE_CHECKING:
     import concurrent.futures
-    from collections.abc import Callable, Coroutine, Iterator, Mapping
+    from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
     from types import TracebackType
 
     from pydantic import BaseModel
@@ -163,6 +163,27 @@ class Pool:
                 wait_for_room=wait_for_room,
                 result_type=result_type,
                 on_progress=on_progress,
+            )
+        )
+
+    def map(
+        self,
+        actions: Iterable[Mapping[str, Any] | BaseModel],
+        *,
+        role: str | None = None,
+        timeout: float | None = _UNSET,
+        return_exceptions: bool = False,
+        result_type: type[T] | None = None,
+    ) -> list[Any]:
+        """As ``qoper8.Pool.map``: every action in one hop onto the pool's thread, the
+        results in order."""
+        return self._call(
+            self._pool.map(
+                list(actions),
+                role=role,
+                timeout=timeout,
+                return_exceptions=return_exceptions,
+                result_type=result_type,
             )
         )
 

@@ -182,3 +182,9 @@ def takes_timeout(x: int, timeout: float = 1.0) -> float:
 def hang_call() -> None:
     """``hang`` for Pool.run: blocks until killed."""
     signal.pause()
+
+
+def sleep_for(seconds: float) -> float:
+    """A function that takes a while, for Pool.run and executors."""
+    time.sleep(seconds)
+    return seconds

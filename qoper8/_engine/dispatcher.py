@@ -14,22 +14,24 @@ from __future__ import annotations
 
 import contextlib
 import time
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 
+from .._types import DEFAULT
 from ..errors import PoolClosed
 from . import protocol as proto
+from .batch import BatchSlot
 from .child import ChildState
-from .job import JobState
+from .job import Job, JobKind, JobState
 from .jobs import Jobs, Phase
 from .replacing import mark
 from .settle import child_died, settle, undecodable
 
 if TYPE_CHECKING:
+    from .batch import Batch
     from .child import Child
     from .delivery import Delivery
-    from .job import Job
 
 __all__ = ["Dispatcher", "Phase"]
 
@@ -37,6 +39,10 @@ __all__ = ["Dispatcher", "Phase"]
 SAMPLE_FOLD: Final = 4096
 
 _monotonic: Final = time.monotonic
+_HEADER_PACK: Final = proto.HEADER.pack
+_UNSET: Final[Any] = DEFAULT
+_ACTION_FRAME: Final = int(proto.Kind.ACTION)
+_CALL_FRAME: Final = int(proto.Kind.CALL)
 _loads: Final = orjson.loads
 # Bound once: reading a member off an Enum class is slow in Python 3.11 (hot path).
 _IDLE: Final = ChildState.IDLE
@@ -162,6 +168,49 @@ class Dispatcher(Jobs):
                 self.counters.died += 1
                 job.fail(child_died(child, job))
         return job
+
+    def enqueue_batch(
+        self, kind: JobKind, encoded: list[tuple[bytes, str]], batch: Batch, timeout: float | None
+    ) -> None:
+        """Make a job per (payload, type) of ``batch``: idle children take the first ones,
+        the rest go into the queue in one step, under one deadline timer (``Batch``).
+
+        Raises:
+            PoolClosed, StartFailed, InvalidAction (a bad timeout): before any job is made.
+        """
+        self.admit(timeout)
+        loop = self.loop
+        assert loop is not None
+        if timeout is _UNSET:
+            timeout = self.default_timeout
+        first = self._next_job_id
+        self._next_job_id = first + len(encoded)
+        frame_kind = _ACTION_FRAME if kind is JobKind.ACTION else _CALL_FRAME
+        now = _monotonic()
+        deadline = None if timeout is None else now + timeout
+        jobs = batch.jobs
+        for index, (payload, action_type) in enumerate(encoded):
+            job_id = first + index
+            frame = _HEADER_PACK(len(payload), frame_kind, job_id, 0) + payload
+            job = Job(job_id, kind, frame, BatchSlot(batch, index), now, action_type)  # type: ignore[arg-type]
+            job.deadline = deadline
+            jobs.append(job)
+        self.counters.submitted += len(jobs)
+        if timeout is not None:
+            batch.timer = loop.call_later(timeout, batch.expire, self._on_deadline, timeout)
+        start = 0
+        idle = self._idle
+        if not self.queued:
+            while idle and start < len(jobs):
+                child = idle.pop()
+                if not self._start_job(child, jobs[start]):
+                    idle.append(child)
+                start += 1
+        if start < len(jobs):
+            self._queue.extend(jobs[start:] if start else jobs)
+            self.queued += len(jobs) - start
+            if self.on_waiting is not None:
+                self.on_waiting()
 
     def close(self) -> None:
         """The pool closed: every waiter returns."""

@@ -14,6 +14,8 @@ import asyncio
 import concurrent.futures
 import contextlib
 import threading
+import time
+from collections import deque
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from .._types import DEFAULT
@@ -21,7 +23,10 @@ from ..errors import JobFailed, RemoteTraceback
 from .job import JobKind
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Coroutine, Iterable, Iterator
+    from typing import TypeAlias
+
+    MapCalls: TypeAlias = Callable[..., Coroutine[Any, Any, list[Any]]]
 
     from .dispatcher import Dispatcher
     from .job import Job
@@ -30,6 +35,9 @@ T = TypeVar("T")
 Encoded = tuple[bytes, str]  # a pickled call and the function's name
 _CALL: Final = JobKind.CALL
 _UNSET: Final[Any] = DEFAULT  # the pool's default timeout
+# Calls per batch of ``map`` from another thread: larger batches cost fewer thread hops;
+# smaller ones give the first results sooner.
+MAP_BATCH: Final = 1024
 
 
 class PoolExecutor(concurrent.futures.Executor):
@@ -42,10 +50,12 @@ class PoolExecutor(concurrent.futures.Executor):
         dispatcher: Dispatcher,
         encode_call: Callable[[Callable[..., Any], tuple[Any, ...], dict[str, Any]], Encoded],
         loop: asyncio.AbstractEventLoop,
+        map_calls: MapCalls | None = None,
     ) -> None:
         self._dispatcher = dispatcher
         self._encode_call = encode_call
         self._loop = loop
+        self._map_calls = map_calls
         self._lock = threading.Lock()
         self._shutdown = False
         self._calls: set[concurrent.futures.Future[Any]] = set()
@@ -69,6 +79,55 @@ class PoolExecutor(concurrent.futures.Executor):
             except RuntimeError:  # the loop is closed: the pool is long gone
                 self._fail(handle, _closed())
         return handle
+
+    def map(
+        self,
+        fn: Callable[..., T],
+        *iterables: Iterable[Any],
+        timeout: float | None = None,
+        chunksize: int = 1,
+    ) -> Iterator[T]:
+        """As ``Executor.map``: every call is queued now, results come in order, the first
+        error is raised where its result would be, ``timeout`` counts from this call. From
+        another thread than the pool's loop, calls go in batches of ``MAP_BATCH`` (one hop
+        onto the loop and one back per batch, not per call); ``chunksize`` is ignored (each
+        call is its own job, as with ``ProcessPoolExecutor``'s default).
+        """
+        if self._map_calls is None or _running_loop() is self._loop:
+            return super().map(fn, *iterables, timeout=timeout, chunksize=chunksize)
+        calls = list(zip(*iterables, strict=False))
+        end = None if timeout is None else time.monotonic() + timeout
+        handles: deque[concurrent.futures.Future[list[Any]]] = deque()
+        for start in range(0, len(calls), MAP_BATCH):
+            chunk = calls[start : start + MAP_BATCH]
+            columns = [list(column) for column in zip(*chunk, strict=True)] if chunk else []
+            with self._lock:
+                if self._shutdown:
+                    for handle in handles:
+                        handle.cancel()
+                    raise RuntimeError("cannot schedule new futures after shutdown")
+                coro = self._map_calls(fn, *columns, return_exceptions=True)
+                handle = asyncio.run_coroutine_threadsafe(coro, self._loop)
+                self._calls.add(handle)
+            handle.add_done_callback(self._forget)
+            handles.append(handle)
+        return self._results(handles, end)
+
+    @staticmethod
+    def _results(
+        handles: deque[concurrent.futures.Future[list[Any]]], end: float | None
+    ) -> Iterator[Any]:
+        try:
+            while handles:
+                left = None if end is None else end - time.monotonic()
+                for value in handles[0].result(left):
+                    if isinstance(value, BaseException):
+                        raise _remote(value)
+                    yield value
+                handles.popleft()
+        finally:
+            for handle in handles:
+                handle.cancel()  # the caller left early: its queued calls never run
 
     def _forget(self, handle: concurrent.futures.Future[Any]) -> None:
         with self._lock:

@@ -138,13 +138,10 @@ class Jobs:
             PoolClosed, StartFailed, QueueFull (full and ``wait_for_room`` is False),
             InvalidAction (a timeout that is not a positive number of seconds or None).
         """
+        # admit(), inlined: this is the hot path.
         phase = self.phase
         if phase is not Phase.OPEN and phase is not Phase.STARTING:
-            # While STARTING, jobs queue and go to children as they become ready (a daemon
-            # takes requests while its pool starts); a failed start fails them.
-            raise PoolClosed(
-                "the pool is closed" if phase is not Phase.NEW else "the pool is not started"
-            )
+            self.admit(timeout)  # raises, worded
         if timeout is not _UNSET and timeout is not None:
             check_timeout(timeout)
         if self.broken is not None:
@@ -160,6 +157,29 @@ class Jobs:
                 raise QueueFull(f"the queue holds {self.queued} jobs (max_queue={max_queue})")
             return None
         return self._new_job(kind, payload, action_type, timeout, _monotonic(), handle)
+
+    @property
+    def bounded(self) -> bool:
+        """Whether the queue has a ``max_queue``."""
+        return self._max_queue is not None
+
+    def admit(self, timeout: float | None) -> None:
+        """Whether the pool takes a job now.
+
+        Raises:
+            PoolClosed, StartFailed, InvalidAction (a bad timeout).
+        """
+        phase = self.phase
+        if phase is not Phase.OPEN and phase is not Phase.STARTING:
+            # While STARTING, jobs queue and go to children as they become ready (a daemon
+            # takes requests while its pool starts); a failed start fails them.
+            raise PoolClosed(
+                "the pool is closed" if phase is not Phase.NEW else "the pool is not started"
+            )
+        if timeout is not _UNSET and timeout is not None:
+            check_timeout(timeout)
+        if self.broken is not None:
+            raise copy_start_failed(self.broken)
 
     async def enqueue_when_room(
         self,

@@ -28,6 +28,7 @@ from .job import JobKind
 from .main_module import IMPORTING_MAIN_ENV
 from .messages import Messenger
 from .output import StderrWriter
+from .pool_batch import PoolBatch
 from .pool_calls import PoolCalls
 from .pool_messages import PoolMessages
 from .pool_size import PoolSize
@@ -65,7 +66,7 @@ _JOB_ACTION: Final = JobKind.ACTION
 _default_output: Final = StderrWriter()
 
 
-class Pool(PoolCalls, PoolMessages, PoolSize, PoolView):
+class Pool(PoolCalls, PoolBatch, PoolMessages, PoolSize, PoolView):
     """A pool of pre-started child processes that run a worker module's handlers.
 
     Example:

@@ -15,7 +15,7 @@ from .job import JobKind
 from .jobs import Phase
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Coroutine
     from concurrent.futures import Executor
 
     from .dispatcher import Dispatcher
@@ -33,6 +33,10 @@ class PoolCalls:
 
     _dispatcher: Dispatcher
     _supervisor: Supervisor
+
+    # PoolBatch's (the executor's map runs through it); declared, not defined, here: a
+    # definition would shadow PoolBatch's in the Pool's bases.
+    map_calls: Callable[..., Coroutine[Any, Any, list[Any]]]
 
     async def run(
         self,
@@ -106,4 +110,4 @@ class PoolCalls:
         loop = self._dispatcher.loop
         if loop is None or self._dispatcher.phase is Phase.CLOSED:
             raise PoolClosed("start the pool first" if loop is None else "the pool is closed")
-        return PoolExecutor(self._dispatcher, self._encode_call, loop)
+        return PoolExecutor(self._dispatcher, self._encode_call, loop, self.map_calls)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import itertools
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final, TypeVar
@@ -30,10 +29,10 @@ from .encoding import encode_action
 from .pool import Pool
 from .role import role_configs, unknown_role
 from .roles_actors import RolesActors
-from .stats import merge_counters, snapshot
+from .roles_view import RolesView
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import AsyncIterator, Callable, Iterable
     from concurrent.futures import Executor
 
     from pydantic import BaseModel
@@ -42,9 +41,8 @@ if TYPE_CHECKING:
     from ..config import PoolConfig
     from .delivery import Notice
     from .role import Role
-    from .stats import ChildStatistics, PoolStatistics
+    from .stats import ChildStatistics
     from .stream import Stream
-    from .worker import HandlerInfo
 
 __all__ = ["RolesPool"]
 
@@ -52,7 +50,7 @@ T = TypeVar("T")
 _UNSET: Final[Any] = DEFAULT
 
 
-class RolesPool(Pool):
+class RolesPool(RolesView, Pool):
     """A pool of several worker modules (see the module docstring). ``qoper8.Pool`` makes
     one when given ``roles=``; its methods are ``Pool``'s, with ``role=`` where a role must
     be chosen."""
@@ -217,6 +215,58 @@ class RolesPool(Pool):
         ) as stream:
             yield stream
 
+    async def map(
+        self,
+        actions: Iterable[Mapping[str, Any] | BaseModel],
+        *,
+        role: str | None = None,
+        timeout: float | None = _UNSET,
+        return_exceptions: bool = False,
+        kill_on_cancel: bool = False,
+        result_type: type[T] | None = None,
+    ) -> list[Any]:
+        """As ``Pool.map``: each role runs its share of the actions as one batch; the
+        results come back in the order given."""
+        actions = list(actions)
+        shares: dict[str, list[int]] = {}
+        for index, action in enumerate(actions):
+            try:
+                pool = await self._pick(action, role)
+            except InvalidAction as exc:
+                raise InvalidAction(f"action {index}: {exc}", errors=exc.errors) from None
+            shares.setdefault(pool._name, []).append(index)
+        names = list(shares)
+        parts = await asyncio.gather(
+            *(
+                self._roles[n].map(
+                    [actions[i] for i in shares[n]],
+                    timeout=timeout,
+                    return_exceptions=return_exceptions,
+                    kill_on_cancel=kill_on_cancel,
+                    result_type=result_type,
+                )
+                for n in names
+            )
+        )
+        results: list[Any] = [None] * len(actions)
+        for name, part in zip(names, parts, strict=True):
+            for index, value in zip(shares[name], part, strict=True):
+                results[index] = value
+        return results
+
+    async def map_calls(
+        self,
+        func: Callable[..., T],
+        /,
+        *iterables: Iterable[Any],
+        timeout: float | None = _UNSET,
+        return_exceptions: bool = False,
+    ) -> list[T]:
+        """As ``Pool.map_calls``, on the first role's children."""
+        return await self._first.map_calls(
+            func, *iterables, timeout=timeout, return_exceptions=return_exceptions
+        )
+
     async def run(self, func: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         """As ``Pool.run``, on the first role's children (``pool.role(name).run`` for
         another's)."""
@@ -295,92 +345,3 @@ class RolesPool(Pool):
             for pool in self._pools:
                 await pool.reload()
         self._index()
-
-    # ================================================================ views
-
-    @property
-    def _pools(self) -> list[Pool]:
-        return list(self._roles.values())
-
-    @property
-    def is_open(self) -> bool:
-        return all(p.is_open for p in self._pools)
-
-    @property
-    def is_degraded(self) -> bool:
-        return any(p.is_degraded for p in self._pools)
-
-    @property
-    def is_broken(self) -> bool:
-        return any(p.is_broken for p in self._pools)
-
-    @property
-    def is_paused(self) -> bool:
-        return all(p.is_paused for p in self._pools)
-
-    async def wait_broken(self) -> StartFailed:
-        waits = [asyncio.ensure_future(p.wait_broken()) for p in self._pools]
-        try:
-            done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for wait in waits:
-                wait.cancel()
-        return next(iter(done)).result()
-
-    async def wait_idle(self) -> None:
-        await asyncio.gather(*(p.wait_idle() for p in self._pools))
-
-    def has_capacity(self) -> bool:
-        """Whether some role would start a job at once (``role(name).has_capacity()``
-        for one role)."""
-        return any(p.has_capacity() for p in self._pools)
-
-    async def wait_capacity(self) -> None:
-        waits = [asyncio.ensure_future(p.wait_capacity()) for p in self._pools]
-        try:
-            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for wait in waits:
-                wait.cancel()
-
-    @property
-    def handlers(self) -> dict[str, HandlerInfo]:
-        merged: dict[str, HandlerInfo] = {}
-        for pool in reversed(self._pools):  # the first role's entry wins a shared type
-            merged.update(pool.handlers)
-        return merged
-
-    @property
-    def generation(self) -> int:
-        return max(p.generation for p in self._pools)
-
-    @property
-    def size(self) -> int:
-        return sum(p.size for p in self._pools)
-
-    def statistics(self, *, role: str | None = None) -> PoolStatistics:
-        """The whole pool's snapshot (each child names its role), or one role's."""
-        if role is not None:
-            return _tagged(self.role(role).statistics(), role)
-        parts = {name: _tagged(p.statistics(), name) for name, p in self._roles.items()}
-        stats = list(parts.values())
-        whole = snapshot(
-            (),
-            merge_counters(p._dispatcher.counters for p in self._pools),
-            target_size=sum(s.target_size for s in stats),
-            generation=self.generation,
-            queue_length=sum(s.queue_length for s in stats),
-            running=sum(s.running for s in stats),
-            degraded=any(s.degraded for s in stats),
-            failed_starts=sum(s.failed_starts for s in stats),
-            paused=all(s.paused for s in stats),
-            actors=tuple(sorted((a for s in stats for a in s.actors), key=lambda a: a.name)),
-            actor_restarts=sum(s.actor_restarts for s in stats),
-        )
-        children = sorted((c for s in stats for c in s.children), key=lambda c: c.id)
-        return dataclasses.replace(whole, children=tuple(children))
-
-
-def _tagged(stats: PoolStatistics, role: str) -> PoolStatistics:
-    children = tuple(dataclasses.replace(c, role=role) for c in stats.children)
-    return dataclasses.replace(stats, children=children)
