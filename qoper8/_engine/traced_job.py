@@ -5,7 +5,11 @@ own, so that a handler's spans are children of the caller's) and, when it ends, 
 spans under the caller's span from the timestamps every job keeps anyway: "qoper8 queued"
 (submit to dispatch) and "qoper8 run" (dispatch to answer). Nothing is timed or recorded on
 the way, and only such jobs pay for any of it: ``Jobs._new_job`` makes one only when
-OpenTelemetry's context is set, which costs a plain job one C call.
+OpenTelemetry's context is set, which costs a plain job one C call. A batch (``Pool.map``)
+makes the same check once for all its jobs (``batch_trace``); its traced jobs have a
+``TracedSlot``, which records their spans when it is settled. A batch's job dropped before
+it ended (the caller left, or the batch raised its first error) has no slot result, so no
+spans.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from ..errors import ChildDied, InvalidAction, JobFailed, JobTimeout, PoolClosed
 from . import protocol as proto
+from .batch import BatchSlot
 from .job import Job
 from .tracing import carrier
 
@@ -23,10 +28,11 @@ if TYPE_CHECKING:
     import asyncio
     from collections.abc import Mapping
 
+    from .batch import Batch
     from .child import Child
     from .job import JobKind
 
-__all__ = ["QUEUED_SPAN", "RUN_SPAN", "TracedJob"]
+__all__ = ["QUEUED_SPAN", "RUN_SPAN", "BatchTrace", "TracedJob", "TracedSlot", "batch_trace"]
 
 logger = logging.getLogger("qoper8")
 
@@ -56,21 +62,27 @@ class TracedJob(Job):
         job_id: int,
         kind: JobKind,
         frame: bytes,
-        future: asyncio.Future[Any],
+        future: asyncio.Future[Any] | TracedSlot,
         submitted_at: float,
         action_type: str,
         context: Mapping[str, object],
+        body: bytes | None = None,
     ) -> None:
         # The child that ran it: Job.child is cleared when the job ends, before any span
         # could read it.
         self.ran_on: Child | None = None
-        carried = carrier(context)
-        self.context = context if carried is not None else None
-        if carried is not None:
-            body = proto.dumps(carried)
+        if body is None:  # the TRACE frame's body: a batch found it once for all its jobs
+            carried = carrier(context)
+            body = None if carried is None else proto.dumps(carried)
+        self.context = context if body is not None else None
+        if body is not None:
             frame = proto.HEADER.pack(len(body), _TRACE_FRAME, job_id, 0) + body + frame
-            future.add_done_callback(self._record)
-        super().__init__(job_id, kind, frame, future, submitted_at, action_type)
+            if isinstance(future, TracedSlot):
+                future.job = self
+            else:
+                future.add_done_callback(self._record)
+        # A slot stands in for a future (BatchSlot's docstring).
+        super().__init__(job_id, kind, frame, future, submitted_at, action_type)  # type: ignore[arg-type]
 
     # Dispatch sets ``child``, ending clears it: remember the child for the spans.
     @property
@@ -85,18 +97,77 @@ class TracedJob(Job):
             self.ran_on = child
 
     def _record(self, future: asyncio.Future[Any]) -> None:
-        """The job's future is done: record its spans (never fails the job)."""
+        """The job's future is done: record its spans."""
+        if future.cancelled():
+            self.settled(None, cancelled=True)  # the caller went away
+        else:
+            self.settled(future.exception())
+
+    def settled(self, error: BaseException | None, *, cancelled: bool = False) -> None:
+        """The job ended (with ``error``): record its spans (never fails the job)."""
         try:
-            _record_spans(self, *_outcome(future))
+            outcome = ("cancelled", None) if cancelled else _outcome(error)
+            _record_spans(self, *outcome)
         except Exception:
             logger.exception("job %s: its OpenTelemetry spans could not be recorded", self.id)
 
 
-def _outcome(future: asyncio.Future[Any]) -> tuple[str, BaseException | None]:
+class TracedSlot(BatchSlot):
+    """A traced batch job's slot: settling it records the job's spans, as a traced job's
+    future does with its done-callback (a slot has no callbacks)."""
+
+    __slots__ = ("job",)
+
+    def __init__(self, batch: Batch, index: int) -> None:
+        super().__init__(batch, index)
+        self.job: TracedJob | None = None
+
+    def set_result(self, value: Any) -> None:
+        super().set_result(value)
+        if self.job is not None:
+            self.job.settled(None)
+
+    def set_exception(self, error: BaseException) -> None:
+        super().set_exception(error)
+        if self.job is not None:
+            self.job.settled(error)
+
+
+class BatchTrace:
+    """The caller's trace for every job of one batch: its context and the TRACE frame's
+    body, found once."""
+
+    __slots__ = ("body", "context")
+
+    def __init__(self, context: Mapping[str, object], body: bytes) -> None:
+        self.context = context
+        self.body = body
+
+    def job(
+        self,
+        job_id: int,
+        kind: JobKind,
+        frame: bytes,
+        batch: Batch,
+        index: int,
+        submitted_at: float,
+        action_type: str,
+    ) -> TracedJob:
+        slot = TracedSlot(batch, index)
+        return TracedJob(
+            job_id, kind, frame, slot, submitted_at, action_type, self.context, self.body
+        )
+
+
+def batch_trace(context: Mapping[str, object]) -> BatchTrace | None:
+    """The trace a batch made in ``context`` carries, or None when no valid span is active
+    in it (its jobs are then plain jobs)."""
+    carried = carrier(context)
+    return None if carried is None else BatchTrace(context, proto.dumps(carried))
+
+
+def _outcome(error: BaseException | None) -> tuple[str, BaseException | None]:
     """The job's outcome as the spans name it, and the error it ended with."""
-    if future.cancelled():
-        return "cancelled", None  # the caller went away
-    error = future.exception()
     if error is None:
         return "completed", None
     if isinstance(error, JobFailed):
