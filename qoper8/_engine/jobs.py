@@ -25,6 +25,7 @@ from .settle import (
     ran_too_long,
 )
 from .stats import Counters
+from .thread_handle import HandleSlot
 from .waiting import Waiters
 
 if TYPE_CHECKING:
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     from ..config import PoolConfig
     from .actors import Actor
     from .child import Child
+    from .thread_handle import ThreadHandle
     from .worker import HandlerInfo
 
 __all__ = ["Jobs", "Phase"]
@@ -123,7 +125,7 @@ class Jobs:
         action_type: str,
         timeout: float | None,
         wait_for_room: bool,
-        handle: concurrent.futures.Future[Any] | None = None,
+        handle: ThreadHandle | None = None,
     ) -> Job | None:
         """Make the job and send it to an idle child or queue it. Returns None when the
         queue is full and the caller waits for room (``enqueue_when_room``).
@@ -181,7 +183,7 @@ class Jobs:
         payload: bytes,
         action_type: str,
         timeout: float | None,
-        handle: concurrent.futures.Future[Any] | None = None,
+        handle: ThreadHandle | None = None,
     ) -> Job:
         """The slow path of ``enqueue``: wait for room in the queue within the job's
         deadline, which keeps counting from now."""
@@ -202,7 +204,7 @@ class Jobs:
         action_type: str,
         timeout: float | None,
         submitted_at: float,
-        handle: concurrent.futures.Future[Any] | None = None,
+        handle: ThreadHandle | None = None,
     ) -> Job:
         loop = self.loop
         assert loop is not None
@@ -215,12 +217,13 @@ class Jobs:
             job_id,
             kind,
             _HEADER_PACK(len(payload), frame_kind, job_id, 0) + payload,
-            loop.create_future(),
+            loop.create_future() if handle is None else HandleSlot(handle),  # type: ignore[arg-type]
             submitted_at,
             action_type,
         )
         if handle is not None:
             job.handle = handle
+            handle.job = job
         self.counters.submitted += 1
         if timeout is not None:
             job.deadline = _monotonic() + timeout
