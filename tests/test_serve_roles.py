@@ -131,13 +131,21 @@ async def test_hup_reloads_every_role_and_refuses_a_change_of_roles(tmp_path: Pa
     with _serve(tmp_path, config) as d:
         async with d.client() as client:
             assert await client.resize(2, role="users") == 2
-            # A plain HUP: a new generation for each role; users keeps the size set above.
+            assert await client.resize((0, 3), role="reports") == 1  # its one child stays
+            # A plain HUP: a new generation for each role; each keeps the size or range set
+            # above (the file's did not change), so reports may go down to 0 now.
             d.signal(signal.SIGHUP)
-            await wait_status(
+            reloaded = await wait_status(
                 client,
-                lambda s: _ready(s, "users", 2, 2) and _ready(s, "reports", 1, 2),
+                lambda s: _ready(s, "users", 2, 2) and _role(s, "reports")["generation"] == 2,
                 daemon=d,
                 what="both roles at generation 2",
+            )
+            reports = _role(reloaded, "reports")
+            assert (reports["min_size"], reports["max_size"]) == (0, 3)
+            assert await client.resize(1, role="reports") == 1
+            await wait_status(
+                client, lambda s: _ready(s, "reports", 1, 2), daemon=d, what="reports at 1"
             )
             # The file's size changed: it applies, to that role only.
             _config(tmp_path, users=3)
