@@ -13,6 +13,7 @@ from .openapi_schemas import ref
 __all__ = [
     "JSON",
     "KILL_ON_CANCEL_PARAMETER",
+    "ROLE_QUERY_PARAMETER",
     "TEXT",
     "TIMEOUT_PARAMETER",
     "Operation",
@@ -70,6 +71,17 @@ KILL_ON_CANCEL_PARAMETER: Final = {
     "in": "header",
     "required": False,
     "description": "'1': if the client goes away while the job runs, kill and replace its child",
+    "schema": TEXT,
+}
+
+
+ROLE_QUERY_PARAMETER: Final = {
+    "name": "role",
+    "in": "query",
+    "required": False,
+    "description": "the role to run the job (a daemon of several roles finds it from the "
+    "action's type; a type several roles handle needs it); an unknown role is 422 "
+    "InvalidAction",
     "schema": TEXT,
 }
 
