@@ -265,11 +265,6 @@ def test_qoper8_resize_refuses_anything_else(text: str) -> None:
         resize_request(text)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine: a role autoscaled from 0 knows its action types only once one of its "
-    "children has started, so routing by type misses it until then (role= works)",
-)
 async def test_a_role_at_zero_children_is_found_by_type() -> None:
     roles = {
         "users": qoper8.Role(USERS, children=1),
