@@ -49,6 +49,7 @@ class RedisSubscription:
         self._missed = 0
         self._waiter: asyncio.Future[None] | None = None
         self._opened = False
+        self._live = False  # Redis confirmed its channel since it joined
         self._closed = False
         self.ended: str | None = None
         """Why the iteration ended ("destroyed"), once it did."""
@@ -148,6 +149,8 @@ class EventHub:
             )
             self._pubsub = self._redis.pubsub()
         confirmed = self._confirmed.get(channel)
+        if confirmed is not None and confirmed.done():
+            sub._live = True
         if confirmed is None:
             confirmed = asyncio.get_running_loop().create_future()
             self._confirmed[channel] = confirmed
@@ -191,8 +194,12 @@ class EventHub:
                 confirmed = self._confirmed.get(channel)
                 if confirmed is not None and not confirmed.done():
                     confirmed.set_result(None)
+                for sub in self._subs.get(channel, ()):
+                    sub._live = True
             elif msg.get("type") == "message":
-                for sub in list(self._subs.get(channel, ())):
+                # A message before its subscriber's confirmation was published before it
+                # joined (to an earlier subscription of the channel, being unsubscribed).
+                for sub in [s for s in self._subs.get(channel, ()) if s._live]:
                     sub.push(msg["data"])
 
     async def aclose(self) -> None:

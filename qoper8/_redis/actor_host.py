@@ -64,7 +64,7 @@ class ActorHosting(_Serving):
             return
         self._stopping = True
         await self._stop_loops()
-        busy = [t for h in self._held.values() for t in h.tasks if not t.done()]
+        busy = [h.serving for h in self._held.values() if h.serving and not h.serving.done()]
         if busy:
             await asyncio.wait(busy, timeout=self.grace if grace is None else max(0.0, grace))
         await self._hand_back_all()
@@ -261,7 +261,7 @@ class ActorHosting(_Serving):
             return
         held.started = True
         if not held.busy:
-            self._spawn(self._serve(held), held.tasks)  # calls that waited for it
+            self._serve_soon(held)  # calls that waited for it
 
     async def _release(self, held: _Held, why: str) -> None:
         keys = [self._key(RECORD_PREFIX, held.name), self._registry, self._placing]

@@ -92,6 +92,7 @@ class _Held:
     busy: bool = False
     poke: bool = False  # woken while busy: take again when done
     gone: bool = False  # no longer ours (destroyed, or moved while this host was away)
+    serving: asyncio.Task[None] | None = None  # taking and running its calls
     running: str | None = None  # the id of the call in flight
     call: asyncio.Future[Any] | None = None
     sub: Subscription | None = None
@@ -169,7 +170,11 @@ class _Serving:
         if held.busy or not held.started:
             held.poke = True
         elif not held.gone:
-            self._spawn(self._serve(held), held.tasks)
+            self._serve_soon(held)
+
+    def _serve_soon(self, held: _Held) -> None:
+        held.busy = True  # from now: a wake meanwhile pokes it
+        held.serving = self._spawn(self._serve(held), held.tasks)
 
     async def _serve(self, held: _Held) -> None:
         held.busy = True
