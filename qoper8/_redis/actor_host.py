@@ -42,9 +42,12 @@ class ActorHosting(_Serving):
         """Host actors until ``stop()``; returns at once if the pool has no actors."""
         if not self.local.supported:
             return
+        # No actor type yet: a worker module without actors (no connection is opened for
+        # it), or no child has started yet (an autoscaled pool at zero). Nothing notifies.
+        while not self.local.types():  # noqa: ASYNC110
+            await asyncio.sleep(self.lease * HEARTBEAT_FRACTION)
         self._wire = self._wire_factory(self.url)
         self._blocking = self._wire_factory(self.url)
-        self._done = asyncio.Event()
         self._loops = [
             asyncio.create_task(self._heartbeat_loop()),
             asyncio.create_task(self._wake_loop()),
@@ -72,6 +75,8 @@ class ActorHosting(_Serving):
 
     async def _abandon(self) -> None:
         self._stopping = True
+        if self._wire is None:
+            return
         await self._stop_loops()
         try:
             async with asyncio.timeout(ABANDON_TIMEOUT):
@@ -86,8 +91,10 @@ class ActorHosting(_Serving):
     async def _stop_loops(self) -> None:
         for task in self._loops:
             task.cancel()
-        await self._blocking.aclose()
-        await asyncio.wait(self._loops)
+        if self._blocking is not None:
+            await self._blocking.aclose()
+        if self._loops:
+            await asyncio.wait(self._loops)
 
     async def _hand_back_all(self) -> None:
         died = orjson.dumps(
@@ -160,6 +167,7 @@ class ActorHosting(_Serving):
     # ------------------------------------------------------------ hints
     async def _wake_loop(self) -> None:
         backoff = _Backoff(f"consumer {self.name} actor hints", self.url, self._health)
+        assert self._blocking is not None
         while not self._stopping:
             free = self._free() > 0 and bool(self.local.types())
             keys = [self._wake_key, self._placing] if free else [self._wake_key]

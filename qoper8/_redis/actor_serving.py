@@ -123,6 +123,9 @@ class _Serving:
         self._health = health
         self._wire_factory = wire_factory
         self._wire: Wire | None = None
+        self._blocking: Wire | None = None  # BLPOP on hints; closing it ends the wait
+        self._loops: list[asyncio.Task[None]] = []
+        self._done = asyncio.Event()
         self._registry = REGISTRY_PREFIX + queue
         self._placing = PLACING_PREFIX + queue
         self._wake_key = f"{WAKE_PREFIX}{queue}:{name}"
