@@ -163,7 +163,8 @@ return {1, c or false}
 # host already told the caller, who ignores a second answer). Sent again after a lost
 # answer, it finds its call recorded (no longer in flight) and answers the same.
 # KEYS: record, calls. ARGV: holder, reply key, reply, snapshot op ('keep', 'set', 'del'),
-# snapshot, restarts, the call. Returns {0} the actor is no longer this host's, else
+# snapshot, restarts, the call, child id, pid (where it runs now: a restart moves it).
+# Returns {0} the actor is no longer this host's, else
 # {1, next call or false}.
 FINISH_LUA: Final = (
     """
@@ -185,7 +186,7 @@ if ARGV[4] == 'set' then
 elseif ARGV[4] == 'del' then
   redis.call('HDEL', KEYS[1], 'snapshot')
 end
-redis.call('HSET', KEYS[1], 'restarts', ARGV[6])
+redis.call('HSET', KEYS[1], 'restarts', ARGV[6], 'child', ARGV[8], 'pid', ARGV[9])
 redis.call('HDEL', KEYS[1], 'woken', 'cancel')
 local c = redis.call('LPOP', KEYS[2])
 if c then redis.call('HSET', KEYS[1], 'running', c) else redis.call('HDEL', KEYS[1], 'running') end

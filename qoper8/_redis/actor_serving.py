@@ -14,6 +14,7 @@ job.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
@@ -211,15 +212,13 @@ class _Serving:
             reply = await self._outcome(held, call)
         self.calls += 1
         op, snapshot = self._snapshot_change(held)
-        restarts = held.base
-        state = "ready"
-        try:
+        restarts, state, child, pid = held.base, "unavailable", "", ""
+        with contextlib.suppress(ActorNotFound):
             assert held.ref is not None
             info = held.ref.info()
             restarts, state = held.base + info.restarts, info.state
-        except ActorNotFound:
-            state = "unavailable"
-        args = [held.holder, reply_key, reply, op, snapshot, restarts, raw]
+            child, pid = info.child or "", info.pid or ""
+        args = [held.holder, reply_key, reply, op, snapshot, restarts, raw, child, pid]
         answer = await self._retry("finish", "finish", keys, args)
         if answer is not None and int(answer[0]) == 1 and state == "unavailable":
             await self._give_up(held, None, "its restarts are used up", first=False)

@@ -270,3 +270,27 @@ async def test_hostile_input_is_refused_and_nothing_runs(
         assert await room.call("say", user="a", text="ok") == 1  # none of them ran
         assert not sync_redis.exists("victim")
         assert (await room.info()).queued == 0
+
+
+async def test_a_cancelled_running_call_with_kill_on_cancel_kills_its_child(
+    redis_url: str, queue_name: str, tmp_path: Path, sync_redis: redis.Redis
+) -> None:
+    async with (
+        asyncio.timeout(30),
+        actor_host(redis_url, queue_name, lease=1.2),  # heartbeats every 0.2 s
+        qoper8.RedisPool(redis_url, queue=queue_name, timeout=20) as rp,
+    ):
+        room = await rp.actors.create("room", "lobby", args={"title": "Lobby"}, max_restarts=1)
+        await room.call("join", user="ada")
+        before = await room.info()
+        fifo = new_fifo(tmp_path, "gate")
+        blocked = asyncio.ensure_future(room.call("wait", fifo=fifo, kill_on_cancel=True))
+        await wait_until(lambda: calls_in_redis(sync_redis, queue_name, "lobby") == 1)
+        blocked.cancel()
+        state = await room.call("state")  # runs once the cancelled call has ended
+        assert isinstance(state, dict)
+        assert state["users"] == ["ada"]  # restarted from its snapshot
+        after = await room.info()
+        assert after.pid != before.pid
+        assert after.pid == state["pid"]
+        assert after.restarts == 1
