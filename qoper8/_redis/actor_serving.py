@@ -212,7 +212,9 @@ class _Serving:
             reply = await self._outcome(held, call)
         self.calls += 1
         op, snapshot = self._snapshot_change(held)
-        restarts, state, child, pid = held.base, "unavailable", "", ""
+        restarts, state = held.base, "unavailable"
+        child: int | str = ""
+        pid: int | str = ""
         with contextlib.suppress(ActorNotFound):
             assert held.ref is not None
             info = held.ref.info()
