@@ -6,9 +6,11 @@ the actor emits. ``actor_host`` owns the rest (claiming, leases, stopping).
 A call is lighter than an rq job: one JSON entry in the actor's list, its outcome pushed to
 the caller's reply list. No job hash, registries, execution record nor results stream: a
 call is not an rq job anyone would inspect with ``rq info``, its order and its one-at-a-time
-run are the actor's, and its "lease" is the actor's own. Measured on one machine (bench in
-the report): about 3 Redis round trips a call, against 5 and five times the keys for an rq
-job.
+run are the actor's, and its "lease" is the actor's own. A call writes its list entry, a
+few fields of the actor's hash and the reply; a job writes its hash, the StartedJobRegistry,
+an execution hash and set, the finished registry and the results stream. Measured on one
+loaded 2-CPU machine, 1000 sequential round trips in one run: p50 318 µs for an actor call
+against 434 µs for a ``RedisPool.submit`` of an echo job (and 26 µs for a local actor call).
 """
 
 from __future__ import annotations
