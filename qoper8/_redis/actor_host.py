@@ -52,6 +52,8 @@ class ActorHosting(_Serving):
             asyncio.create_task(self._heartbeat_loop()),
             asyncio.create_task(self._wake_loop()),
         ]
+        for loop in self._loops:
+            loop.add_done_callback(self._failed)
         try:
             await self._done.wait()
         except asyncio.CancelledError:
@@ -176,7 +178,9 @@ class ActorHosting(_Serving):
                     "BLPOP", *keys, BLOCK_SECONDS, block=BLOCK_SECONDS
                 )
             except Exception as exc:
-                if self._stopping or not is_redis_failure(exc):
+                if self._stopping:
+                    return  # stop() closed the connection under the BLPOP
+                if not is_redis_failure(exc):
                     raise
                 await backoff.failed(exc)
                 continue
@@ -205,6 +209,10 @@ class ActorHosting(_Serving):
         return self.local.capacity() - len(self._held) - len(others)
 
     async def _claim(self) -> None:
+        async with self._claiming:
+            await self._claim_free()
+
+    async def _claim_free(self) -> None:
         free = self._free()
         if free <= 0 or self._stopping or not self.local.types():
             return

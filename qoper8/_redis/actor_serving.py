@@ -135,6 +135,7 @@ class _Serving:
         self._held: dict[str, _Held] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stopping = False
+        self._claiming = asyncio.Lock()  # one claim at a time: each counts the free slots
         self.calls = 0  # served by this host (for tests and logs)
 
     def _key(self, prefix: str, name: str) -> str:
@@ -146,11 +147,17 @@ class _Serving:
 
     def _spawn(self, coro: Any, owner: set[asyncio.Task[Any]] | None = None) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro)
+        task.add_done_callback(self._failed)
         for tasks in (self._tasks, owner):
             if tasks is not None:
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
         return task
+
+    def _failed(self, task: asyncio.Task[Any]) -> None:
+        """A bug in a task of this host's actor side is logged, not left unretrieved."""
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            logger.error("consumer %s: actor task failed", self.name, exc_info=exc)
 
     def _stopping_now(self) -> bool:
         return self._stopping
