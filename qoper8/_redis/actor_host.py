@@ -178,7 +178,7 @@ class ActorHosting(_Serving):
                     "BLPOP", *keys, BLOCK_SECONDS, block=BLOCK_SECONDS
                 )
             except Exception as exc:
-                if self._stopping:
+                if self._stopping_now():
                     return  # stop() closed the connection under the BLPOP
                 if not is_redis_failure(exc):
                     raise
