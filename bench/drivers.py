@@ -190,6 +190,23 @@ class Qoper8Run(Qoper8Submit):
         return self.pool.run(FUNCS[op], *_args(op, arg))
 
 
+class Qoper8Map(Qoper8Submit):
+    """The fan-out face: one ``pool.map`` for the whole throughput run (a batch: one queue
+    insertion, one future; see qoper8/_engine/batch.py)."""
+
+    name = "qoper8 map"
+    how = "await pool.map(actions)"
+    variant = True
+
+    async def run_throughput(self, n: int) -> float:
+        t0 = time.perf_counter()
+        results = await self.pool.map({"type": "echo", "value": i} for i in range(n))
+        dt = time.perf_counter() - t0
+        if results[-1] != n - 1:
+            raise AssertionError(f"wrong result {results[-1]!r}")
+        return dt
+
+
 class Qoper8Executor(Qoper8Submit):
     name = "qoper8 executor"
     how = "loop.run_in_executor(pool.executor(), ...)"
@@ -471,6 +488,7 @@ class Loky(Driver):
 
 ALL_DRIVERS: list[type[Driver]] = [
     Qoper8Submit,
+    Qoper8Map,
     Qoper8Run,
     Qoper8Executor,
     Qoper8Sync,

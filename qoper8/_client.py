@@ -12,6 +12,7 @@ import contextlib
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final, TypeVar, final, overload
+from urllib.parse import quote
 
 import orjson
 
@@ -74,6 +75,7 @@ class Client(ClientOperations):
         self,
         action: Mapping[str, Any] | BaseModel,
         *,
+        role: str | None = ...,
         timeout: float | None = ...,
         kill_on_cancel: bool = ...,
         wait_for_room: bool = ...,
@@ -84,6 +86,7 @@ class Client(ClientOperations):
         self,
         action: Mapping[str, Any] | BaseModel,
         *,
+        role: str | None = ...,
         timeout: float | None = ...,
         kill_on_cancel: bool = ...,
         wait_for_room: bool = ...,
@@ -94,6 +97,7 @@ class Client(ClientOperations):
         self,
         action: Mapping[str, Any] | BaseModel,
         *,
+        role: str | None = None,
         timeout: float | None = _UNSET,
         kill_on_cancel: bool = False,
         wait_for_room: bool = True,
@@ -104,6 +108,8 @@ class Client(ClientOperations):
         Args:
             action: a mapping with a string ``type`` and JSON-able fields, or a pydantic
                 model with a ``type`` field (encoded exactly as ``Pool.submit`` encodes it).
+            role: the daemon's role to run it (sent as ``?role=``); a daemon of several
+                roles finds it from the type, and needs it for a type several handle.
             timeout: seconds until ``JobTimeout``; None for no deadline; the client's
                 ``timeout`` (or else the daemon's) when omitted.
             kill_on_cancel: if this call is cancelled while its job runs, the daemon kills
@@ -122,9 +128,10 @@ class Client(ClientOperations):
             TransportError: the daemon could not be reached or answered garbage.
         """
         body = encode(action)
+        path = _with_role("/v1/submit", role)
 
         async def send(headers: dict[str, str], limit: float | None) -> Any:
-            return await self._request("POST", "/v1/submit", body, headers, limit)
+            return await self._request("POST", path, body, headers, limit)
 
         data = await self._with_room(send, timeout, kill_on_cancel, wait_for_room)
         if not isinstance(data, dict) or "result" not in data:
@@ -176,6 +183,7 @@ class Client(ClientOperations):
         self,
         action: Mapping[str, Any] | BaseModel,
         *,
+        role: str | None = None,
         timeout: float | None = _UNSET,
         kill_on_cancel: bool = False,
         on_progress: Callable[[Any], object] | None = None,
@@ -193,7 +201,7 @@ class Client(ClientOperations):
             ```
 
         Args:
-            action, timeout, kill_on_cancel, wait_for_room: as ``submit``.
+            action, role, timeout, kill_on_cancel, wait_for_room: as ``submit``.
             on_progress: called with each progress value (``stream.progress`` keeps the
                 newest); an async function runs as a task.
 
@@ -207,10 +215,11 @@ class Client(ClientOperations):
             messages sent before the failure.
         """
         body = encode(action)
+        path = _with_role("/v1/stream", role)
 
         async def send(headers: dict[str, str], limit: float | None) -> ClientStream:
             response = await self._open_response(
-                "POST", "/v1/stream", body, {**headers, "Accept": NDJSON_TYPE}, limit
+                "POST", path, body, {**headers, "Accept": NDJSON_TYPE}, limit
             )
             return ClientStream(response, f"the daemon's stream at {self.url}", on_progress)
 
@@ -292,3 +301,8 @@ class Client(ClientOperations):
         if self._actors is None:
             self._actors = RemoteActors(self)
         return self._actors
+
+
+def _with_role(path: str, role: str | None) -> str:
+    """A job route with the role to run it (``?role=NAME``, quoted)."""
+    return path if role is None else f"{path}?role={quote(role, safe='')}"

@@ -40,21 +40,30 @@ class ClientOperations(ClientBase):
             raise TransportError(f"cannot reach the daemon at {self.url}: {exc}") from exc
 
     async def resize(
-        self, children: int | None = None, *, delta: int | None = None, force: bool = False
+        self,
+        children: int | tuple[int, int] | None = None,
+        *,
+        delta: int | None = None,
+        force: bool = False,
+        role: str | None = None,
     ) -> int:
         """Set the number of children (or change it by ``delta``); returns the new size.
 
         Args:
-            children: the new number of children.
-            delta: change the number by this much instead.
+            children: the new number of children, or a range ``(min, max)`` to autoscale
+                between (a number on an autoscaled role fixes its size).
+            delta: change the number by this much instead (an autoscaled role: its least,
+                as TTIN and TTOU do).
             force: allow more than 4 children per CPU of the daemon's machine (a likely
                 typo otherwise, refused with ``ConfigError``).
+            role: the role to resize (a daemon of several roles needs it).
         """
-        body: dict[str, object] = (
-            {"children": children} if children is not None else {"delta": delta}
-        )
+        value = list(children) if isinstance(children, tuple) else children
+        body: dict[str, object] = {"children": value} if children is not None else {"delta": delta}
         if force:
             body["force"] = True
+        if role is not None:
+            body["role"] = role
         data = object_of(await self._request("POST", "/v1/resize", orjson.dumps(body)))
         return int(data["children"])
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from pydantic import ValidationError
 
+from ._config_roles import build_roles, read_roles
 from ._text import did_you_mean, suggest
 from ._values import parse_bind
 from .config import ENV_PREFIX, PoolConfig, ServeConfig
@@ -20,15 +21,19 @@ from .errors import ConfigError
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+    from .config import RoleConfig
+
 __all__ = ["load_config", "merge_sources", "read_env", "read_toml", "unknown_variables"]
 
 logger = logging.getLogger("qoper8.config")
 
 _POOL_FIELDS: Final = frozenset(PoolConfig.model_fields)
-_SERVE_FIELDS: Final = frozenset(ServeConfig.model_fields) - {"pool"}
+_SERVE_FIELDS: Final = frozenset(ServeConfig.model_fields) - {"pool", "roles"}
+# Several worker modules ([roles.NAME], --role, QOPER8_ROLES): read by ``_config_roles``.
+ROLES: Final = "roles"
 # `bind` is shorthand, not a field: it expands into host, port and unix in its own source.
 BIND: Final = "bind"
-SETTINGS: Final = frozenset(_POOL_FIELDS | _SERVE_FIELDS | {BIND})
+SETTINGS: Final = frozenset(_POOL_FIELDS | _SERVE_FIELDS | {BIND, ROLES})
 # QOPER8_* variables read by something other than the daemon's settings (the client
 # commands), so not worth a warning.
 _OTHER_VARIABLES: Final = frozenset({"URL", "UPGRADE"})  # UPGRADE: a USR2's new master
@@ -162,8 +167,11 @@ def load_config(
     merged, origin = merge_sources(path, environ=environ, overrides=overrides)
     pool = {k: v for k, v in merged.items() if k in _POOL_FIELDS}
     serve = {k: v for k, v in merged.items() if k in _SERVE_FIELDS}
+    data: dict[str, Any] = {"pool": pool, **serve}
+    if ROLES in merged:
+        data = {"roles": _roles(merged, origin, pool), **serve}
     try:
-        return ServeConfig.model_validate({"pool": pool, **serve})
+        return ServeConfig.model_validate(data)
     except ValidationError as exc:
         lines = []
         for err in exc.errors():
@@ -172,6 +180,29 @@ def load_config(
                 loc = loc[1:]
             name = ".".join(loc)
             where = f" ({origin[loc[0]]})" if loc and loc[0] in origin else ""
+            if not loc and ROLES in origin:
+                where = f" (roles, {origin[ROLES]})"
             msg = err["msg"].removeprefix("Value error, ")
             lines.append(f"{name}{where}: {msg}" if name else msg)
         raise ConfigError("invalid setting: " + "; ".join(lines)) from None
+
+
+def _roles(
+    merged: Mapping[str, Any], origin: Mapping[str, str], pool: Mapping[str, Any]
+) -> dict[str, RoleConfig]:
+    """The roles, from the highest source that gives any, over the top-level pool settings.
+
+    Raises:
+        ConfigError: roles beside a worker, or a queue (each role consumes its own), or a
+            bad role (``_config_roles``).
+    """
+    where = origin[ROLES]
+    for single in ("worker", "queue"):
+        if single in merged:
+            what = "worker module" if single == "worker" else "Redis queue (each role has its own)"
+            raise ConfigError(
+                f"invalid setting: give either {single} ({origin[single]}) or roles ({where}), "
+                f"not both: {single} is the single {what}"
+            )
+    defaults = {k: v for k, v in pool.items() if k != "worker"}
+    return build_roles(read_roles(merged[ROLES], where), defaults, where=where, origin=origin)

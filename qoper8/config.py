@@ -22,6 +22,7 @@ __all__ = [
     "DEFAULT_MAX_MESSAGE_BYTES",
     "MAX_CHILDREN",
     "PoolConfig",
+    "RoleConfig",
     "ServeConfig",
     "validation_message",
 ]
@@ -161,6 +162,19 @@ def is_loopback(host: str) -> bool:
         return False  # any other name may resolve to anything
 
 
+class RoleConfig(BaseModel):
+    """One role of a daemon that runs several worker modules (``[roles.NAME]``, ``--role``):
+    its pool's settings, the top-level ones filling in what its own leave out, and the Redis
+    queue it consumes in Redis mode."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    pool: PoolConfig
+    # Redis mode: the rq queue this role's children serve (None: the role's name). One
+    # queue per role, so that one role's backlog never delays another's.
+    queue: str | None = Field(default=None, min_length=1)
+
+
 class ServeConfig(BaseModel):
     """How ``qoper8 serve`` runs: the pool's settings plus the daemon's own.
 
@@ -170,7 +184,11 @@ class ServeConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    # The one worker module's settings; with roles, the first role's (given or not, it is
+    # taken from ``roles``), which is the one TTIN and TTOU act on.
     pool: PoolConfig
+    # Several worker modules by role name, in order; empty: the one worker module of ``pool``.
+    roles: dict[str, RoleConfig] = Field(default_factory=dict)
     host: str = Field(default=DEFAULT_HOST, min_length=1)
     port: int = Field(default=DEFAULT_PORT, ge=0, le=65535)
     unix: Path | None = Field(default=None, description="listen on this Unix socket instead")
@@ -205,6 +223,31 @@ class ServeConfig(BaseModel):
 
     _sizes = field_validator("max_body_bytes", mode="before")(parse_bytes)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _first_role(cls, data: Any) -> Any:
+        """With roles, ``pool`` is the first role's settings."""
+        if isinstance(data, dict) and data.get("roles") and "pool" not in data:
+            first = next(iter(data["roles"].values()))
+            pool = first.pool if isinstance(first, RoleConfig) else first.get("pool")
+            data = {**data, "pool": pool}
+        return data
+
+    def pool_configs(self) -> dict[str, PoolConfig]:
+        """Every role's settings by name (a single worker module's: one role, named after
+        its module as ``Pool.roles`` names it)."""
+        if self.roles:
+            return {name: role.pool for name, role in self.roles.items()}
+        from ._engine.role import role_name  # (it imports this module)
+
+        return {role_name(self.pool.worker): self.pool}
+
+    def queues(self) -> dict[str, str]:
+        """Redis mode: the queue of each role (a single worker module: ``queue``)."""
+        if not self.roles:
+            return {next(iter(self.pool_configs())): self.queue}
+        return {name: role.queue or name for name, role in self.roles.items()}
+
     @field_validator("fd", mode="before")
     @classmethod
     def _descriptors(cls, value: object) -> object:
@@ -231,6 +274,18 @@ class ServeConfig(BaseModel):
     @classmethod
     def _lower(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _one_queue_per_role(self) -> ServeConfig:
+        owners: dict[str, str] = {}
+        for name, queue in self.queues().items():
+            if queue in owners:
+                raise ValueError(
+                    f"roles {owners[queue]!r} and {name!r} both consume the Redis queue "
+                    f"{queue!r}: give each its own (queue in [roles.NAME])"
+                )
+            owners[queue] = name
+        return self
 
     @model_validator(mode="after")
     def _token_off_loopback(self) -> ServeConfig:

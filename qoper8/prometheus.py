@@ -17,7 +17,7 @@ the hosts' pools, whose metrics are the hosts' own (the daemon's ``/metrics``, o
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from prometheus_client.metrics_core import Metric
 
@@ -82,8 +82,10 @@ class PoolCollector:
             self._loop = None  # qoper8.sync.Pool: its statistics() crosses threads itself
 
     def collect(self) -> Iterator[Metric]:
-        """The pool's metric families, as ``prometheus_client`` asks of a collector."""
-        for family in metric_families(self._snapshot()):
+        """The pool's metric families, as ``prometheus_client`` asks of a collector (a
+        pool of several roles: one series per role, labelled ``role``, as ``/metrics``)."""
+        whole, roles = self._snapshot()
+        for family in metric_families(whole, roles=roles):
             # prometheus_client names a counter family without "_total" and adds it back
             # when it writes the text; its samples keep their full names.
             name = family.name.removesuffix("_total") if family.type == "counter" else family.name
@@ -92,10 +94,10 @@ class PoolCollector:
                 metric.add_sample(sample.name, dict(sample.labels), float(sample.value))
             yield metric
 
-    def _snapshot(self) -> PoolStatistics:
+    def _snapshot(self) -> tuple[PoolStatistics, dict[str, PoolStatistics] | None]:
         loop = self._loop
         if loop is None or not loop.is_running() or _running_loop() is loop:
-            return self._pool.statistics()
+            return _snapshots(self._pool)
         return asyncio.run_coroutine_threadsafe(_statistics(self._pool), loop).result(
             SNAPSHOT_TIMEOUT
         )
@@ -108,5 +110,18 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return None
 
 
-async def _statistics(pool: StatisticsSource) -> PoolStatistics:
-    return pool.statistics()
+async def _statistics(
+    pool: StatisticsSource,
+) -> tuple[PoolStatistics, dict[str, PoolStatistics] | None]:
+    return _snapshots(pool)
+
+
+def _snapshots(pool: StatisticsSource) -> tuple[PoolStatistics, dict[str, PoolStatistics] | None]:
+    """The whole pool's snapshot, and each role's when it has several (``qoper8.Pool`` and
+    ``qoper8.sync.Pool`` take ``statistics(role=...)``)."""
+    roles: tuple[str, ...] = getattr(pool, "roles", ())
+    whole = pool.statistics()
+    if len(roles) < 2:
+        return whole, None
+    by_role: Any = pool.statistics
+    return whole, {name: by_role(role=name) for name in roles}

@@ -12,8 +12,12 @@ import contextlib
 import threading
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
+from ._engine.encoding import encode_action
 from ._engine.pool import _UNSET
 from ._engine.pool import Pool as AsyncPool
+from ._engine.results import validate_result
+from ._engine.role import unknown_role
+from ._engine.thread_handle import ThreadHandle
 
 if TYPE_CHECKING:
     import concurrent.futures
@@ -154,6 +158,30 @@ class Pool:
     ) -> T | JSONValue:
         """As ``qoper8.Pool.submit``, blocking until the result (``on_progress`` is called
         on the pool's own thread: keep it quick)."""
+        pool, loop = self._pool, self._loop
+        if on_progress is None and loop is not None and type(pool) is AsyncPool:
+            # The direct path: encoded here, queued by one hop onto the loop, settled by the
+            # master straight into the handle this thread waits on (no task, no coroutine).
+            if role is not None and role != pool.roles[0]:
+                raise unknown_role(role, pool.roles)
+            dispatcher = pool._dispatcher
+            action_type, payload = encode_action(action, dispatcher.handlers, dispatcher.max_bytes)
+            handle = ThreadHandle()
+            loop.call_soon_threadsafe(
+                pool._enqueue_handle, payload, action_type, timeout, wait_for_room, handle
+            )
+            try:
+                result: JSONValue = handle.result()
+            except (KeyboardInterrupt, SystemExit):
+                # Ctrl-C while waiting: a queued job is dropped, a running one runs on (or
+                # its child is killed with kill_on_cancel), as a cancelled task's would.
+                if not handle.cancel() and handle.job is not None:
+                    loop.call_soon_threadsafe(dispatcher.cancel, handle.job, kill_on_cancel)
+                raise
+            if result_type is None:
+                return result
+            job_id = handle.job.id if handle.job is not None else None
+            return validate_result(result_type, result, job_id=job_id)
         return self._call(
             self._pool.submit(
                 action,

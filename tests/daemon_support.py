@@ -75,6 +75,7 @@ class Daemon:
         tmp: Path,
         *args: str,
         children: int = 2,
+        worker: str | None = HANDLERS,
         env: dict[str, str] | None = None,
         tcp: bool = True,
         token: str | None = None,
@@ -87,12 +88,11 @@ class Daemon:
         self.output = tmp / "serve.out"
         self.token = token
         self.url = f"http://127.0.0.1:{self.port}"
+        # worker=None: the arguments name what it runs (--role, or a config file).
+        pool = ["--worker", worker, "--children", str(children)] if worker is not None else []
         self.args = [
             "serve",
-            "--worker",
-            HANDLERS,
-            "--children",
-            str(children),
+            *pool,
             "--port",
             str(self.port),
             "--pidfile",

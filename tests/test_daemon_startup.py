@@ -132,7 +132,7 @@ class _Starting:
     async def wait_started(self) -> None:
         await self.started.wait()
 
-    async def resize(self, children: int) -> int:
+    async def resize(self, children: int | tuple[int, int], *, role: str | None = None) -> int:
         raise AssertionError("not used")
 
     async def reload(self) -> int:

@@ -51,8 +51,8 @@ class Control:
     async def wait_started(self) -> None:
         return None
 
-    async def resize(self, children: int) -> int:
-        return children
+    async def resize(self, children: int | tuple[int, int], *, role: str | None = None) -> int:
+        return children if isinstance(children, int) else children[0]
 
     async def reload(self) -> int:
         return 1

@@ -161,3 +161,71 @@ def save_screenshot(driver: WebDriver, tmp_path: Path) -> None:
     wanted = os.environ.get("TEST_QOPER8_SCREENSHOT")
     if wanted:
         shutil.copyfile(shot, wanted)
+
+
+def test_the_dashboard_groups_children_by_role_with_each_roles_queue(tmp_path: Path) -> None:
+    """A daemon of two roles: a section per role, its children under it, and its own queue
+    length (one role's backlog shows in that role only)."""
+    need_chromium()
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    gate = tmp_path / "gate"
+    roles = (
+        "--role",
+        "users=tests.roles.users:worker:2",
+        "--role",
+        "reports=tests.roles.reports:worker:1",
+    )
+    with running(tmp_path, *roles, worker=None, token=TOKEN) as d, chromium(tmp_path) as driver:
+        wait = WebDriverWait(driver, WAIT)
+        driver.get(d.url + "/")
+        wait.until(ec.visibility_of_element_located((By.ID, "token-form")))
+        driver.find_element(By.ID, "token-input").send_keys(TOKEN)
+        driver.find_element(By.CSS_SELECTOR, "#token-form button").click()
+        wait.until(ec.text_to_be_present_in_element((By.ID, "conn"), "live"))
+
+        def pids_of(drv: WebDriver, role: str) -> set[str]:
+            found = drv.execute_script(
+                f"return [...document.querySelectorAll('#role-{role} tr.child')]"
+                ".map((r) => r.dataset.pid)"
+            )
+            assert isinstance(found, list)
+            return {str(p) for p in found}
+
+        def queued(drv: WebDriver, role: str) -> str:
+            return str(drv.find_element(By.CSS_SELECTOR, f"#role-{role} .role-queue").text)
+
+        status = d.status()
+        by_id = {c["id"]: c for c in status["children"]}
+        expected = {
+            role["name"]: {str(by_id[i]["pid"]) for i in role["children"]}
+            for role in status["roles"]
+        }
+
+        def shown(drv: WebDriver) -> bool:
+            return all(pids_of(drv, name) == pids for name, pids in expected.items())
+
+        wait.until(shown)
+        assert len(pids_of(driver, "users")) == 2
+        assert len(pids_of(driver, "reports")) == 1
+
+        # The one reports child busy and two more reports waiting: its queue only.
+        action = {"type": "report.wait", "path": str(gate)}
+        held = [
+            threading.Thread(target=d.json, args=("POST", "/v1/submit?role=reports", action))
+            for _ in range(3)
+        ]
+        for thread in held:
+            thread.start()
+        try:
+            wait.until(lambda drv: queued(drv, "reports") == "2")
+            assert queued(driver, "users") == "0"
+            assert d.json("POST", "/v1/submit", {"type": "user.get", "id": 1})[0] == 200
+        finally:
+            gate.touch()
+            for thread in held:
+                thread.join(WAIT)
+        wait.until(lambda drv: queued(drv, "reports") == "0")
+        save_screenshot(driver, tmp_path)

@@ -36,7 +36,7 @@ class FakeControl:
     def __init__(self) -> None:
         self.draining = False
         self.default_timeout: float | None = None
-        self.resized: list[int] = []
+        self.resized: list[int | tuple[int, int]] = []
         self.redis: dict[str, Any] | None = None
 
     def info(self) -> dict[str, Any]:
@@ -48,9 +48,9 @@ class FakeControl:
     async def wait_started(self) -> None:
         return None
 
-    async def resize(self, children: int) -> int:
+    async def resize(self, children: int | tuple[int, int], *, role: str | None = None) -> int:
         self.resized.append(children)
-        return children
+        return children if isinstance(children, int) else children[0]
 
     async def reload(self) -> int:
         return 2
@@ -198,6 +198,9 @@ async def test_growing_past_four_children_per_cpu_needs_force(api: Api) -> None:
     assert (await api.call("POST", "/v1/resize", data=body))[2] == {
         "children": many,
         "generation": 1,
+        "role": "daemon_handlers",
+        "min_size": None,
+        "max_size": None,
     }
     assert api.control.resized == [many]
 

@@ -62,10 +62,10 @@ class FakeControl:
     async def wait_started(self) -> None:
         return None
 
-    async def resize(self, children: int) -> int:
+    async def resize(self, children: int | tuple[int, int], *, role: str | None = None) -> int:
         if self.resize_error is not None:
             raise self.resize_error
-        return children
+        return children if isinstance(children, int) else children[0]
 
     async def reload(self) -> int:
         if self.reload_error is not None:

@@ -276,6 +276,19 @@ async def test_pool_run_carries_the_span_to_the_child_too(
     assert _attributes(run)[OUTCOME] == "completed"
 
 
+async def test_the_executor_from_another_thread_carries_that_threads_span(
+    plain_pool: qoper8.Pool, exporter: InMemorySpanExporter
+) -> None:
+    executor = plain_pool.executor()
+    async with asyncio.timeout(10):
+        with tracer().start_as_current_span("caller") as caller:
+            # to_thread runs the call in a copy of this context: the thread's span is ours
+            seen = await asyncio.to_thread(lambda: executor.submit(seen_context).result(10))
+    assert seen == {"imported": True, "valid": True, **hex_ids(caller)}
+    _, run = _one_job(exporter)
+    assert _attributes(run)[OUTCOME] == "completed"
+
+
 def test_the_sync_pool_carries_the_calling_threads_span(
     monkeypatch: pytest.MonkeyPatch, exporter: InMemorySpanExporter
 ) -> None:

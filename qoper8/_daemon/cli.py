@@ -121,7 +121,11 @@ _SWITCHES: Final = (
 )  # fmt: skip
 
 # `serve` flags of their own shape: (flags, setting); their options are in _parser().
-_OTHER_FLAGS: Final = ((("--fd",), "fd"), (("--no-dashboard",), "dashboard"))
+_OTHER_FLAGS: Final = (
+    (("--fd",), "fd"),
+    (("--no-dashboard",), "dashboard"),
+    (("--role",), "roles"),
+)
 
 # Settings that only the TOML file and the environment set, named in `serve --help`.
 _NO_FLAG: Final = ", ".join(
@@ -137,11 +141,19 @@ settings:
   only): {_NO_FLAG}. Sizes take a unit: 64KiB, 512M, 2G (K, M, G and
   KiB, MiB, GiB are powers of 1024; KB, MB, GB of 1000).
 
+roles:
+  Several worker modules, each with its own children, queue and settings: --role flags,
+  {ENV_PREFIX}ROLES="users=workers.users:worker:8 reports=workers.reports:worker:0:2", or
+  [roles.NAME] tables in the file (worker = "...", any pool setting, queue = "..." for
+  --redis). Top-level pool settings are every role's defaults. TTIN and TTOU act on the
+  first role; WINCH, HUP and TERM on all of them.
+
 signals:
   TERM        stop taking jobs, let queued and running ones finish (up to --grace), exit
   INT, QUIT   stop at once: running jobs fail with PoolClosed
   HUP         reload the settings and start a new generation of children (no job lost)
-  TTIN, TTOU  one child more, one child fewer (after WINCH, TTIN restores the size)
+  TTIN, TTOU  one child more, one child fewer, of the first role (after WINCH, TTIN
+              restores every role's size)
   WINCH       retire every child gracefully, keep the master (jobs wait; health: paused)
   USR1        reopen the log file
   USR2        upgrade: start the installed qoper8 on the same sockets, hand over, exit
@@ -186,6 +198,16 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
         "systemd's LISTEN_FDS is found without it)",
     )
     serve.add_argument(
+        "--role",
+        dest="roles",
+        metavar="NAME=REF[:N|:MIN:MAX]",
+        action="append",
+        default=None,
+        help="one role of several worker modules, e.g. users=workers.users:worker:8 or "
+        "reports=workers.reports:worker:0:2 (repeatable, instead of --worker; the other pool "
+        "flags are every role's defaults; replaces the file's [roles.NAME] tables)",
+    )
+    serve.add_argument(
         "--no-dashboard",
         dest="dashboard",
         action="store_const",
@@ -222,13 +244,31 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     submit.add_argument("action", help="the action as JSON, or - to read it from stdin")
     submit.add_argument("--timeout", type=float, default=None, help="job deadline (seconds)")
     submit.add_argument(
+        "--role",
+        default=None,
+        help="the role to run it (a daemon of several roles finds it from the action's type; "
+        "a type several roles handle needs it)",
+    )
+    submit.add_argument(
         "--stream",
         action="store_true",
         help="print each message the handler sends as a JSON line as it comes (progress on "
         "stderr), then the result",
     )
-    resize = client("resize", "set the number of children (N, +N or -N)")
-    resize.add_argument("children", help="N, or +N / -N to change it by N")
+    resize = client("resize", "set a role's number of children (N, +N, -N) or range (MIN:MAX)")
+    resize.usage = "qoper8 resize [-h] [--force] [--url URL] [--token TOKEN] [-c FILE] [ROLE] SIZE"
+    resize.add_argument(
+        "children",
+        metavar="ROLE",
+        help="the role to resize (needed when the daemon has several; else SIZE alone)",
+    )
+    resize.add_argument(
+        "size",
+        nargs="?",
+        metavar="SIZE",
+        help="N; +N / -N to change it by N (an autoscaled role: its least, as TTIN and TTOU); "
+        "or MIN:MAX to autoscale between the two",
+    )
     resize.add_argument(
         "--force", action="store_true", help="allow more than 4 children per CPU of the daemon"
     )

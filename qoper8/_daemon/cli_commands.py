@@ -153,7 +153,9 @@ async def _submit(client: Client, args: argparse.Namespace) -> int:
     if not isinstance(action, dict):
         _err("qoper8 submit: the action must be a JSON object with a 'type' field")
         return EXIT_USAGE
-    kwargs = {} if args.timeout is None else {"timeout": args.timeout}
+    kwargs: dict[str, Any] = {} if args.timeout is None else {"timeout": args.timeout}
+    if getattr(args, "role", None) is not None:
+        kwargs["role"] = args.role
     if getattr(args, "stream", False):
         return await _stream(client, action, kwargs)
     result = await client.submit(action, **kwargs)
@@ -176,18 +178,35 @@ async def _stream(client: Client, action: dict[str, Any], kwargs: dict[str, Any]
     return EXIT_OK
 
 
-async def _resize(client: Client, args: argparse.Namespace) -> int:
-    text = args.children.strip()
+def resize_request(text: str) -> dict[str, Any]:
+    """``qoper8 resize``'s SIZE as ``Client.resize``'s arguments: ``N``, ``+N`` / ``-N``
+    (a delta) or ``MIN:MAX`` (a range).
+
+    Raises:
+        ValueError: none of these.
+    """
+    text = text.strip()
     try:
+        if ":" in text:
+            least, most = text.split(":", 1)
+            return {"children": (int(least), int(most))}
         number = int(text)
     except ValueError:
-        _err(f"qoper8 resize: {text!r} is not N, +N or -N")
+        raise ValueError(f"{text!r} is not N, +N, -N or MIN:MAX") from None
+    return {"delta": number} if text.startswith(("+", "-")) else {"children": number}
+
+
+async def _resize(client: Client, args: argparse.Namespace) -> int:
+    role, text = (args.children, args.size) if args.size is not None else (None, args.children)
+    try:
+        request = resize_request(text)
+    except ValueError as exc:
+        _err(f"qoper8 resize: {exc}")
         return EXIT_USAGE
-    if text.startswith(("+", "-")):
-        size = await client.resize(delta=number, force=args.force)
-    else:
-        size = await client.resize(number, force=args.force)
-    _out(f"children: {size}")
+    size = await client.resize(**request, force=args.force, role=role)
+    scaled = request.get("children")
+    also = f" (autoscaling {scaled[0]}:{scaled[1]})" if isinstance(scaled, tuple) else ""
+    _out(f"children: {size}{also}" + (f" (role {role})" if role else ""))
     return EXIT_OK
 
 

@@ -20,18 +20,7 @@ def _seconds(value: object) -> str:
     return f"{value:.1f}s"
 
 
-def format_status(status: dict[str, Any]) -> str:
-    """``/v1/status`` as the readable table ``qoper8 status`` prints."""
-    children = status.get("children") or []
-    lines = [
-        f"qoper8 {status.get('version', '?')}, master pid {status.get('pid')}, "
-        f"worker {status.get('worker')}, up {_seconds(status.get('uptime'))}"
-        + (", DRAINING" if status.get("draining") else "")
-        + (", PAUSED (WINCH; TTIN brings the children back)" if status.get("paused") else ""),
-        f"{plural(len(children), 'child', 'children')} (target {status.get('target_size')}), "
-        f"generation {status.get('generation')}",
-        "",
-    ]
+def _table(children: list[dict[str, Any]]) -> list[str]:
     header = ("ID", "PID", "GEN", "STATE", "JOBS", "AGE", "CURRENT JOB", "RSS")
     rows = [header]
     for c in children:
@@ -49,10 +38,55 @@ def format_status(status: dict[str, Any]) -> str:
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    lines += [
+    return [
         "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
         for row in rows
     ]
+
+
+def _role_line(role: dict[str, Any]) -> str:
+    """One role's heading: its worker module, size (or range), queue and generation."""
+    size = f"target {role.get('target_size')}"
+    if role.get("max_size") is not None:
+        size += f" (autoscaling {role.get('min_size')}:{role.get('max_size')})"
+    return (
+        f"role {role.get('name')}: {role.get('worker')}, {size}, "
+        f"{role.get('queue_length')} queued, {role.get('running')} running, "
+        f"generation {role.get('generation')}" + (", PAUSED" if role.get("paused") else "")
+    )
+
+
+def format_status(status: dict[str, Any]) -> str:
+    """``/v1/status`` as the readable table ``qoper8 status`` prints."""
+    children = status.get("children") or []
+    roles = [r for r in status.get("roles") or [] if isinstance(r, dict)]
+    runs = (
+        f"roles {', '.join(str(r.get('name')) for r in roles)}"
+        if len(roles) > 1
+        else f"worker {status.get('worker')}"
+    )
+    scaled = (
+        f", autoscaling {status.get('min_size')}:{status.get('max_size')}"
+        if status.get("max_size") is not None
+        else ""
+    )
+    lines = [
+        f"qoper8 {status.get('version', '?')}, master pid {status.get('pid')}, "
+        f"{runs}, up {_seconds(status.get('uptime'))}"
+        + (", DRAINING" if status.get("draining") else "")
+        + (", PAUSED (WINCH; TTIN brings the children back)" if status.get("paused") else ""),
+        f"{plural(len(children), 'child', 'children')} (target {status.get('target_size')}"
+        f"{scaled}), generation {status.get('generation')}",
+        "",
+    ]
+    if len(roles) > 1:
+        by_id = {c.get("id"): c for c in children}
+        for role in roles:
+            mine = [by_id[i] for i in role.get("children") or [] if i in by_id]
+            lines += [_role_line(role), *_table(mine), ""]
+        lines.pop()
+    else:
+        lines += _table(children)
     wait = status.get("queue_wait") or {}
     run = status.get("run_time") or {}
     lines += [

@@ -19,7 +19,6 @@ import time
 from typing import TYPE_CHECKING, Any, Final
 
 from .. import __version__
-from .._engine.pool import Pool
 from .._text import plural
 from ..errors import ConfigError, PoolClosed, Qoper8Error, StartFailed
 from .http_api import HttpApi
@@ -28,6 +27,7 @@ from .listeners import is_public, open_sockets, url_of
 from .log import DaemonLog
 from .pidfile import remove_pidfile, write_pidfile
 from .redis_hook import RedisIntake
+from .roles import describe_workers, make_pool
 from .signal_actions import SignalActions
 from .sizing import Sizing
 from .upgrade import Upgrade, notify_ready, take_ready_fd
@@ -86,7 +86,7 @@ class Daemon(SignalActions):
     ) -> None:
         self.config = config
         self._reload_config = reload_config
-        self.pool = Pool(config=config.pool, on_output=self._child_output)
+        self.pool = make_pool(config, self._child_output)
         self.sizing = Sizing(self.pool)
         self.upgrade = Upgrade(argv, config.pidfile)
         self.api = HttpApi(
@@ -217,7 +217,7 @@ class Daemon(SignalActions):
                     return EXIT_OK
             except StartFailed as exc:
                 self._start_ended(exc)
-                logger.error("children of %r failed to start: %s", cfg.pool.worker, exc)
+                logger.error("children of %r failed to start: %s", describe_workers(cfg), exc)
                 if exc.remote_traceback:
                     logger.error("the child's traceback:\n%s", exc.remote_traceback.rstrip())
                 return EXIT_START_FAILED
@@ -229,7 +229,7 @@ class Daemon(SignalActions):
                 "ready: %s, %s of %r (pid %d)",
                 " ".join(self.api.urls),
                 plural(self.pool.size, "child", "children"),
-                cfg.pool.worker,
+                describe_workers(cfg),
                 os.getpid(),
             )
             async with asyncio.TaskGroup() as tg:
@@ -258,7 +258,9 @@ class Daemon(SignalActions):
         except PoolClosed:
             return  # the daemon is stopping anyway
         logger.error(
-            "children of %r keep failing to start; stopping: %s", self.config.pool.worker, why
+            "children of %r keep failing to start; stopping: %s",
+            describe_workers(self.config),
+            why,
         )
         self._exit_code = EXIT_START_FAILED
         self.inbox.put_signal(signal.SIGQUIT)
@@ -288,7 +290,7 @@ class Daemon(SignalActions):
         return {
             "pid": os.getpid(),
             "version": __version__,
-            "worker": self.config.pool.worker,
+            "worker": describe_workers(self.config),
             "uptime": time.time() - self._started,
             "draining": self._stopping,
             "handlers": sorted(self.pool.handlers),
@@ -299,12 +301,13 @@ class Daemon(SignalActions):
     def redis_state(self) -> dict[str, Any] | None:
         return self._redis.state()
 
-    async def resize(self, children: int) -> int:
-        """Change the number of children, in turn with signals; returns the new size."""
+    async def resize(self, children: int | tuple[int, int], *, role: str | None = None) -> int:
+        """Change a role's number of children (or its autoscaling range), in turn with
+        signals; returns its new size. ``role``: the first (the only one) when None."""
 
         async def run() -> int:
-            await self.sizing.resize(children)
-            return self.pool.size
+            await self.sizing.resize(children, role)
+            return self.pool.role(role or self.sizing.first).size
 
         return await self.inbox.submit(run)
 

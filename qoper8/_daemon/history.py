@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
     from .._engine.actor_ref import Actors
     from .._engine.delivery import BroadcastResult
+    from .._engine.pool import Pool
     from .._engine.pool_like import PoolLike
     from .._engine.stats import ChildStatistics, Histogram, PoolStatistics
     from .._engine.stream import Stream
@@ -179,6 +180,17 @@ class RecordingPool:
     def handlers(self) -> dict[str, HandlerInfo]:
         return self._pool.handlers
 
+    @property
+    def roles(self) -> tuple[str, ...]:
+        return self._pool.roles
+
+    def role(self, name: str) -> Pool:
+        return self._pool.role(name)
+
+    def recording(self, role: str) -> RecordingPool:
+        """One role's pool, its errors kept in the same history (a role's Redis intake)."""
+        return RecordingPool(self._pool.role(role), self._history)
+
     async def submit(self, action: Mapping[str, Any] | BaseModel, **options: Any) -> JSONValue:
         # Options pass through as given: an explicit timeout=None (no deadline) must not
         # become the pool's default.
@@ -212,8 +224,8 @@ class RecordingPool:
     def actors(self) -> Actors:
         return self._pool.actors
 
-    def statistics(self) -> PoolStatistics:
-        return self._pool.statistics()
+    def statistics(self, *, role: str | None = None) -> PoolStatistics:
+        return self._pool.statistics(role=role)
 
     def has_capacity(self) -> bool:
         return self._pool.has_capacity()

@@ -13,7 +13,7 @@ The routes are declared once, in ``openapi.OPERATIONS`` (served as ``/v1/openapi
     GET  /v1/status   pool statistics, roles, children with pid/state/generation, daemon info
     GET  /v1/health   200 when every child is ready, 503 otherwise
     GET  /metrics     Prometheus text format
-    POST /v1/resize   {"children": N} or {"delta": +-N}, optionally "force": true
+    POST /v1/resize   {"children": N | [MIN, MAX]} or {"delta": +-N}; "role", "force": true
     POST /v1/reload   reload the config and start a new generation of children
     GET  /v1/events   Server-Sent Events for the dashboard (``events``)
     GET  /            the dashboard (``dashboard``; static, no token)
@@ -42,11 +42,13 @@ from .http_actors import ActorRoutes
 from .http_input import (
     Refused,
     read_json,
+    resize_role,
     resize_target,
     token_matches,
 )
 from .http_messages import Messages
 from .http_replies import error_reply, json_reply, qoper8_error_reply
+from .http_roles import chosen_role, role_statistics, roles_status
 from .http_server import HttpServer
 from .http_stream import JobStreams
 from .http_submit import Submits
@@ -100,7 +102,9 @@ class Control(Protocol):
         """Return once the pool is open; raise StartFailed or PoolClosed if it never will."""
         ...
 
-    async def resize(self, children: int) -> int: ...
+    async def resize(self, children: int | tuple[int, int], *, role: str | None = None) -> int:
+        """Set a role's size or autoscaling range; return its new size."""
+        ...
 
     async def reload(self) -> int: ...
 
@@ -313,7 +317,9 @@ class HttpApi:
 
     def status_data(self) -> dict[str, Any]:
         """The body of ``/v1/status`` (and of each ``/v1/events`` event)."""
-        return status_body(self._control.info(), self.pool.statistics(), held=self.held)
+        stats = self.pool.statistics()
+        roles = roles_status(self.pool, role_statistics(self.pool, stats))
+        return status_body(self._control.info(), stats, held=self.held, roles=roles)
 
     async def _status(self, request: web.Request) -> web.Response:
         return json_reply(self.status_data())
@@ -329,17 +335,31 @@ class HttpApi:
         return json_reply(body, 200 if body["status"] == "ready" else 503)
 
     async def _metrics(self, request: web.Request) -> web.Response:
-        text = render_metrics(self.pool.statistics())
+        stats = self.pool.statistics()
+        parts = role_statistics(self.pool, stats)
+        text = render_metrics(stats, roles=parts if len(parts) > 1 else None)
         return web.Response(body=text.encode(), headers={"Content-Type": METRICS_TYPE})
 
     async def _resize(self, request: web.Request) -> web.Response:
         body = await read_json(request, self._max_body)
-        children = resize_target(body, self.pool.size)
+        role = chosen_role(self.pool, resize_role(body))
+        now = self.pool.statistics(role=role)
+        scaled = None if now.max_size is None else (now.min_size or 0, now.max_size)
+        children = resize_target(body, now.target_size, scaled=scaled)
         try:
-            size = await self._control.resize(children)
+            size = await self._control.resize(children, role=role)
         except Qoper8Error as exc:
             return self._error_response(exc)
-        return json_reply({"children": size, "generation": self.pool.generation})
+        after = self.pool.statistics(role=role)
+        return json_reply(
+            {
+                "children": size,
+                "generation": self.pool.generation,
+                "role": role,
+                "min_size": after.min_size,
+                "max_size": after.max_size,
+            }
+        )
 
     async def _reload(self, request: web.Request) -> web.Response:
         try:

@@ -26,6 +26,7 @@ __all__ = [
     "Refused",
     "parse_timeout",
     "read_json",
+    "resize_role",
     "resize_target",
     "token_matches",
 ]
@@ -35,7 +36,7 @@ logger = logging.getLogger("qoper8.http")
 # A resize to more than this many children per CPU needs "force": past it the children
 # mostly wait for a CPU (and memory), so it is more likely a typo ("40" for "4") than a plan.
 FORCE_FACTOR: Final = 4
-_RESIZE_FIELDS: Final = frozenset({"children", "delta", "force"})
+_RESIZE_FIELDS: Final = frozenset({"children", "delta", "force", "role"})
 
 
 class Refused(Exception):
@@ -116,21 +117,45 @@ def parse_timeout(raw: str) -> float | None:
     return value
 
 
-def resize_target(body: object, size: int, cpus: int | None = None) -> int:
-    """The size ``POST /v1/resize`` asks for, from ``{"children": N}`` or ``{"delta": ±N}``
-    (exactly one of them, plus an optional ``"force": true``).
-
-    Args:
-        body: the decoded request body.
-        size: the pool's current size (for ``delta``).
-        cpus: the machine's CPU count (default ``os.cpu_count()``).
+def resize_role(body: object) -> str | None:
+    """The role ``POST /v1/resize`` names (None: the only one).
 
     Raises:
-        Refused: a malformed request (400); a size out of 1..MAX_CHILDREN, or growing past
-            FORCE_FACTOR children per CPU without ``force`` (422 ConfigError).
+        Refused: not a JSON object, or a role that is not a string (400).
     """
     if not isinstance(body, dict):
         raise _bad_resize("the body must be a JSON object")
+    role = body.get("role")
+    if role is not None and not isinstance(role, str):
+        raise _bad_resize("role must be a role's name")
+    return role
+
+
+def resize_target(
+    body: object,
+    size: int,
+    cpus: int | None = None,
+    *,
+    scaled: tuple[int, int] | None = None,
+) -> int | tuple[int, int]:
+    """The size ``POST /v1/resize`` asks for, from ``{"children": N}``, ``{"children":
+    [MIN, MAX]}`` (autoscale between the two) or ``{"delta": ±N}`` (exactly one of them,
+    plus an optional ``"force": true`` and ``"role"``).
+
+    Args:
+        body: the decoded request body.
+        size: the role's current size (for ``delta``).
+        cpus: the machine's CPU count (default ``os.cpu_count()``).
+        scaled: the role's autoscaling range, if it has one: ``delta`` moves its least (and
+            its most, when the least would pass it), as TTIN and TTOU do.
+
+    Raises:
+        Refused: a malformed request (400); a size out of 1..MAX_CHILDREN, a range out of
+            0..MAX_CHILDREN, or growing past FORCE_FACTOR children per CPU without
+            ``force`` (422 ConfigError).
+    """
+    resize_role(body)
+    assert isinstance(body, dict)
     unknown = sorted(set(body) - _RESIZE_FIELDS)
     if unknown:
         raise _bad_resize(f"unknown fields {unknown}")
@@ -138,25 +163,57 @@ def resize_target(body: object, size: int, cpus: int | None = None) -> int:
     if len(given) != 1:
         raise _bad_resize("give exactly one of children and delta")
     value = body[given[0]]
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise _bad_resize(f"{given[0]} must be a whole number")
     force = body.get("force", False)
     if not isinstance(force, bool):
         raise _bad_resize("force must be true or false")
-    target = value if given[0] == "children" else size + value
-    if not 1 <= target <= MAX_CHILDREN:
-        err = ConfigError(f"children must be between 1 and {MAX_CHILDREN}, not {target}")
-        raise Refused(err, 422)
+    target: int | tuple[int, int]
+    if given[0] == "children" and isinstance(value, list):
+        if len(value) != 2 or not all(_whole(v) for v in value):
+            raise _bad_resize("a range of children is [MIN, MAX], two whole numbers")
+        target = (value[0], value[1])
+    elif not _whole(value):
+        raise _bad_resize(f"{given[0]} must be a whole number")
+    elif given[0] == "children":
+        target = value
+    elif scaled is not None:
+        least = scaled[0] + value
+        target = (least, max(scaled[1], least))
+    else:
+        target = size + value
+    _check_bounds(target)
+    most = target[1] if isinstance(target, tuple) else target
+    before = scaled[1] if scaled is not None else size
     cpus = cpus or os.cpu_count() or 1
-    if target > size and target > FORCE_FACTOR * cpus and not force:
+    if most > before and most > FORCE_FACTOR * cpus and not force:
         err = ConfigError(
-            f"{target} children is more than {FORCE_FACTOR} per CPU ({cpus} CPUs here); "
+            f"{most} children is more than {FORCE_FACTOR} per CPU ({cpus} CPUs here); "
             'send "force": true (qoper8 resize --force) if you mean it'
         )
         raise Refused(err, 422)
     return target
 
 
+def _whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_bounds(target: int | tuple[int, int]) -> None:
+    if isinstance(target, tuple):
+        least, most = target
+        if not (0 <= least <= most <= MAX_CHILDREN and most >= 1):
+            err = ConfigError(
+                f"a range of children must be [MIN, MAX] with 0 <= MIN <= MAX <= "
+                f"{MAX_CHILDREN} and MAX >= 1, not [{least}, {most}]"
+            )
+            raise Refused(err, 422)
+    elif not 1 <= target <= MAX_CHILDREN:
+        err = ConfigError(f"children must be between 1 and {MAX_CHILDREN}, not {target}")
+        raise Refused(err, 422)
+
+
 def _bad_resize(why: str) -> Refused:
-    err = ConfigError(f'send {{"children": N}} or {{"delta": +-N}} (optional "force"): {why}')
+    err = ConfigError(
+        f'send {{"children": N}}, {{"children": [MIN, MAX]}} or {{"delta": +-N}} (optional '
+        f'"force", "role"): {why}'
+    )
     return Refused(err, 400)

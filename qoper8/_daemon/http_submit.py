@@ -24,7 +24,11 @@ if TYPE_CHECKING:
     from .._engine.pool_like import PoolLike
     from .http_api import Control
 
-__all__ = ["MIN_TIMEOUT", "STARTING", "Submits", "job_options", "read_action"]
+__all__ = ["MIN_TIMEOUT", "ROLE_PARAMETER", "STARTING", "Submits", "job_options", "read_action"]
+
+# The query parameter that names the role to run a job (a pool of roles finds it from the
+# action's type; a type several roles handle needs it).
+ROLE_PARAMETER: Final = "role"
 
 # The error type of a submit whose deadline passed while the daemon was still starting
 # (503 with Retry-After: the daemon will serve, just not yet).
@@ -50,12 +54,17 @@ async def read_action(request: web.Request, max_body: int) -> dict[str, Any]:
 
 
 def job_options(request: web.Request) -> dict[str, Any]:
-    """The job's options from the request's headers: its deadline and kill_on_cancel.
+    """The job's options from the request: its deadline and kill_on_cancel (headers), and
+    the role to run it (``?role=NAME``: the body stays the action as the caller wrote it).
+    An unknown role is the pool's to refuse (422 InvalidAction, with the roles it has).
 
     Raises:
         Refused: a malformed deadline (400).
     """
     kwargs: dict[str, Any] = {}
+    role = request.query.get(ROLE_PARAMETER)
+    if role is not None:
+        kwargs["role"] = role
     raw = request.headers.get(TIMEOUT_HEADER)
     if raw is not None:
         kwargs["timeout"] = parse_timeout(raw)

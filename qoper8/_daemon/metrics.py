@@ -13,15 +13,20 @@ from typing import TYPE_CHECKING
 from .._engine.metrics import CHILD_STATES, metric_families
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from .._engine.stats import PoolStatistics
 
 __all__ = ["CHILD_STATES", "render_metrics"]
 
 
-def render_metrics(stats: PoolStatistics) -> str:
-    """The pool's statistics in the Prometheus text exposition format (version 0.0.4)."""
+def render_metrics(
+    stats: PoolStatistics, *, roles: Mapping[str, PoolStatistics] | None = None
+) -> str:
+    """The pool's statistics in the Prometheus text exposition format (version 0.0.4);
+    with ``roles`` (several), one series per role, labelled ``role``."""
     lines: list[str] = []
-    for family in metric_families(stats):
+    for family in metric_families(stats, roles=roles):
         lines.append(f"# HELP {family.name} {family.help}")
         lines.append(f"# TYPE {family.name} {family.type}")
         for sample in family.samples:

@@ -17,6 +17,7 @@ from .openapi_messages import MESSAGE_OPERATIONS, message_schemas
 from .openapi_ops import (
     JSON,
     KILL_ON_CANCEL_PARAMETER,
+    ROLE_QUERY_PARAMETER,
     TEXT,
     TIMEOUT_PARAMETER,
     TRACE_PARAMETERS,
@@ -56,7 +57,10 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
             200: Reply("the handler's result", ref("Result")),
             400: Reply("the body is not a JSON object, or a header is malformed"),
             413: Reply("the body is over max_body_bytes"),
-            422: Reply("InvalidAction: unknown type, arguments the handler refuses"),
+            422: Reply(
+                "InvalidAction: unknown type or role, a type several roles handle without "
+                "role, arguments the handler refuses"
+            ),
             500: Reply("JobFailed: the handler raised (its traceback with --debug)"),
             502: Reply("ChildDied: the child died running the job"),
             503: Reply(
@@ -67,7 +71,12 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
             "5XX": Reply("JobFailed: a HandlerError with the status its handler chose"),
         },
         request=ref("Action"),
-        headers=(TIMEOUT_PARAMETER, KILL_ON_CANCEL_PARAMETER, *TRACE_PARAMETERS),
+        headers=(
+            TIMEOUT_PARAMETER,
+            KILL_ON_CANCEL_PARAMETER,
+            ROLE_QUERY_PARAMETER,
+            *TRACE_PARAMETERS,
+        ),
     ),
     Operation(
         "status",
@@ -99,12 +108,15 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
         "resize",
         "POST",
         "/v1/resize",
-        "Set the number of children (or change it by a delta)",
+        "Set a role's number of children or autoscaling range (or change it by a delta)",
         {
             200: Reply("the new size", ref("Resized")),
-            400: Reply("not one of the two request forms"),
+            400: Reply("not one of the request forms"),
             413: Reply("the body is over max_body_bytes"),
-            422: Reply("ConfigError: a size out of range, or over 4 per CPU without force"),
+            422: Reply(
+                "ConfigError: a size out of range, over 4 per CPU without force, no role "
+                "where the daemon has several, or an unknown role"
+            ),
             503: Reply("PoolClosed (draining) or StartFailed (new children did not start)"),
         },
         request=ref("ResizeRequest"),

@@ -9,6 +9,7 @@ from typing import Any, Final
 
 from .openapi_ops import (
     KILL_ON_CANCEL_PARAMETER,
+    ROLE_QUERY_PARAMETER,
     TEXT,
     TIMEOUT_PARAMETER,
     TRACE_PARAMETERS,
@@ -61,13 +62,21 @@ MESSAGE_OPERATIONS: Final[tuple[Operation, ...]] = (
             ),
             400: Reply("the body is not a JSON object, or a header is malformed"),
             413: _R413,
-            422: Reply("InvalidAction: unknown type, arguments the handler refuses"),
+            422: Reply(
+                "InvalidAction: unknown type or role, a type several roles handle without "
+                "role, arguments the handler refuses"
+            ),
             503: Reply(
                 "QueueFull, PoolClosed (draining), StartFailed or Starting; see Retry-After"
             ),
         },
         request=ref("Action"),
-        headers=(TIMEOUT_PARAMETER, KILL_ON_CANCEL_PARAMETER, *TRACE_PARAMETERS),
+        headers=(
+            TIMEOUT_PARAMETER,
+            KILL_ON_CANCEL_PARAMETER,
+            ROLE_QUERY_PARAMETER,
+            *TRACE_PARAMETERS,
+        ),
     ),
     Operation(
         "broadcast",

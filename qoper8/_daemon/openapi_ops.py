@@ -14,6 +14,7 @@ from .openapi_schemas import ref
 __all__ = [
     "JSON",
     "KILL_ON_CANCEL_PARAMETER",
+    "ROLE_QUERY_PARAMETER",
     "TEXT",
     "TIMEOUT_PARAMETER",
     "TRACE_PARAMETERS",
@@ -87,6 +88,17 @@ TRACE_PARAMETERS: Final = tuple(
     }
     for name in TRACE_FIELDS
 )
+
+
+ROLE_QUERY_PARAMETER: Final = {
+    "name": "role",
+    "in": "query",
+    "required": False,
+    "description": "the role to run the job (a daemon of several roles finds it from the "
+    "action's type; a type several roles handle needs it); an unknown role is 422 "
+    "InvalidAction",
+    "schema": TEXT,
+}
 
 
 def path_parameter(name: str, description: str) -> dict[str, Any]:

@@ -115,8 +115,22 @@ def component_schemas() -> dict[str, Any]:
         description="The qoper8 error class (or an HTTP-only type: Unauthorized, NotFound, "
         "MethodNotAllowed, Starting, TooManyStreams) and its message.",
     )
-    children = {"type": "integer", "minimum": 1, "maximum": MAX_CHILDREN}
+    children = {
+        "anyOf": [
+            {"type": "integer", "minimum": 1, "maximum": MAX_CHILDREN},
+            {
+                "type": "array",
+                "items": {"type": "integer", "minimum": 0, "maximum": MAX_CHILDREN},
+                "minItems": 2,
+                "maxItems": 2,
+                "description": "[MIN, MAX]: autoscale between the two",
+            },
+        ],
+        "description": "the size, or a range to autoscale between (a size fixes it)",
+    }
     force = {"type": "boolean", "description": "allow more than 4 children per CPU"}
+    role = {"type": "string", "description": "the role (needed when the daemon has several)"}
+    size_or_none = _nullable(_INT)
     return {
         **defs,
         "Action": {
@@ -135,12 +149,18 @@ def component_schemas() -> dict[str, Any]:
                 "name": _STRING,
                 "worker": _STRING,
                 "target_size": _INT,
+                "min_size": size_or_none,
+                "max_size": size_or_none,
+                "paused": _BOOL,
                 "generation": _INT,
                 "queue_length": _INT,
                 "running": _INT,
+                "completed": _INT,
+                "failed": _INT,
                 "children": {"type": "array", "items": _INT, "description": "child ids"},
             },
-            description="A group of children running one worker module (today: the one).",
+            description="A group of children running one worker module, with its own queue "
+            "and size (min_size, max_size: its autoscaling range, null for a fixed size).",
         ),
         "Health": _object(
             {
@@ -155,10 +175,21 @@ def component_schemas() -> dict[str, Any]:
         ),
         "ResizeRequest": {
             "oneOf": [
-                _object({"children": children, "force": force}, optional=("force",)),
-                _object({"delta": _INT, "force": force}, optional=("force",)),
+                _object(
+                    {"children": children, "force": force, "role": role},
+                    optional=("force", "role"),
+                ),
+                _object({"delta": _INT, "force": force, "role": role}, optional=("force", "role")),
             ]
         },
-        "Resized": _object({"children": _INT, "generation": _INT}),
+        "Resized": _object(
+            {
+                "children": _INT,
+                "generation": _INT,
+                "role": _STRING,
+                "min_size": size_or_none,
+                "max_size": size_or_none,
+            }
+        ),
         "Reloaded": _object({"generation": _INT, "children": _INT}),
     }

@@ -1,5 +1,7 @@
 """The daemon's Redis intake (``--redis``): the ``RedisConsumer`` it runs beside the HTTP
-API, started once the pool is ready and stopped first on TERM, INT or QUIT.
+API, started once the pool is ready and stopped first on TERM, INT or QUIT. With several
+roles, one consumer per role, on that role's own pool and queue (its name, or ``queue`` in
+``[roles.NAME]``), so one role's backlog never delays another's.
 
 Imported by the daemon whatever its settings; the Redis modules themselves are imported
 only when ``--redis`` is set, so a daemon without it needs neither redis nor rq.
@@ -14,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 from ..errors import ConfigError
 
 if TYPE_CHECKING:
-    from .._engine.pool_like import PoolLike
     from ..config import ServeConfig
+    from .history import RecordingPool
 
 __all__ = ["RedisIntake"]
 
@@ -23,13 +25,14 @@ logger = logging.getLogger("qoper8.daemon")
 
 
 class RedisIntake:
-    """The Redis consumer of one daemon, or nothing when ``config.redis`` is not set."""
+    """The Redis consumers of one daemon (one per role), or nothing when ``config.redis`` is
+    not set."""
 
-    def __init__(self, pool: PoolLike, config: ServeConfig) -> None:
+    def __init__(self, pool: RecordingPool, config: ServeConfig) -> None:
         self._pool = pool
         self._config = config
-        self._consumer: Any = None
-        self._task: asyncio.Task[None] | None = None
+        self._consumers: list[Any] = []
+        self._tasks: list[asyncio.Task[None]] = []
 
     def check(self) -> None:
         """Raise ``ConfigError`` now, before anything starts, if Redis mode is asked for
@@ -52,10 +55,10 @@ class RedisIntake:
         runs (the pool still starting) it counts as not connected."""
         if self._config.redis is None:
             return None
-        consumer = self._consumer
-        if consumer is None:
+        if not self._consumers:
             return {"connected": False, "last_error": None}
-        return {"connected": bool(consumer.connected), "last_error": consumer.last_error}
+        errors = [c.last_error for c in self._consumers if not c.connected]
+        return {"connected": not errors, "last_error": next(filter(None, errors), None)}
 
     def start(self, tg: asyncio.TaskGroup) -> None:
         """Start consuming in ``tg`` (nothing without ``--redis``)."""
@@ -63,27 +66,38 @@ class RedisIntake:
         if cls is None:
             return
         cfg = self._config
-        self._consumer = cls(
-            self._pool,
-            url=cfg.redis,
-            queue=cfg.queue,
-            lease=cfg.redis_lease,
-            max_retries=cfg.redis_max_retries,
-            grace=cfg.grace,
-        )
-        self._task = tg.create_task(self._consumer.run())
-        logger.info("consuming Redis queue %r", cfg.queue)
+        queues = cfg.queues()
+        for role, queue in queues.items():
+            # A single worker module's consumer feeds the whole pool, as it always did.
+            pool = self._pool.recording(role) if cfg.roles else self._pool
+            consumer = cls(
+                pool,
+                url=cfg.redis,
+                queue=queue,
+                lease=cfg.redis_lease,
+                max_retries=cfg.redis_max_retries,
+                grace=cfg.grace,
+            )
+            self._consumers.append(consumer)
+            self._tasks.append(tg.create_task(consumer.run()))
+            if cfg.roles:
+                logger.info("consuming Redis queue %r for role %s", queue, role)
+            else:
+                logger.info("consuming Redis queue %r", queue)
 
     async def stop(self, limit: float | None, grace: float | None = None) -> None:
         """Stop taking Redis jobs; running ones get ``grace`` (default: the daemon's) to
         finish before they are handed back to the queue. Waits up to ``limit`` seconds."""
-        task = self._task
-        if task is None or task.done():
+        running = [
+            (c, t) for c, t in zip(self._consumers, self._tasks, strict=True) if not t.done()
+        ]
+        if not running:
             return
         try:
             async with asyncio.timeout(limit):
-                await self._consumer.stop(grace=grace)
-                await asyncio.wait({task})
+                await asyncio.gather(*(c.stop(grace=grace) for c, _ in running))
+                await asyncio.wait({t for _, t in running})
         except TimeoutError:
             logger.warning("the Redis consumer did not stop within %gs; cancelling it", limit)
-        task.cancel()
+        for _, task in running:
+            task.cancel()

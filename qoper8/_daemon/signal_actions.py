@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from .._engine.pool import Pool
-    from ..config import ServeConfig
+    from ..config import PoolConfig, ServeConfig
     from .http_api import HttpApi
     from .inbox import Inbox
     from .log import DaemonLog
@@ -83,24 +83,39 @@ class SignalActions:
 
     async def _reload_now(self) -> int:
         """HUP: read the settings again and start a new generation of children with them
-        (old ones retire as each finishes its job). Return the new generation.
+        (old ones retire as each finishes its job), role by role. Return the new generation.
 
         The pool's settings (worker module, timeouts, limits) take effect with the new
-        generation. Its size follows the file only when the file's ``children`` changed, so
-        a size set by TTIN/TTOU or resize survives a plain HUP.
+        generation. A role's size follows the file only when the file's ``children``
+        changed, so a size set by TTIN/TTOU or resize survives a plain HUP.
 
         Raises:
-            ConfigError: the new settings are invalid; nothing changed.
-            StartFailed: the new children failed to start; the old ones, and all the old
-                settings, keep serving.
+            ConfigError: the new settings are invalid, or add or remove roles (a restart
+                does that: USR2); nothing changed.
+            StartFailed: a role's new children failed to start; its old ones, and all the
+                old settings, keep serving (the roles before it have their new generation).
         """
         old = self.config
         new = self._reload_config() if self._reload_config is not None else old
-        pool_config = new.pool
-        if new.pool.children == old.pool.children:
-            # (After WINCH, the size before it: a HUP ends a pause.)
-            pool_config = new.pool.model_copy(update={"children": self.sizing.size})
-        await self.pool.reload(pool_config)
+        if not old.roles and not new.roles:
+            await self.pool.reload(self._kept_size(self.pool, old.pool, new.pool))
+        else:
+            before, after = old.pool_configs(), new.pool_configs()
+            if list(before) != list(after) or not new.roles or not old.roles:
+                raise ConfigError(
+                    f"the roles changed ({', '.join(before)} -> {', '.join(after)}): roles are "
+                    f"added or removed at a restart (USR2 upgrades without a refused "
+                    f"connection); the running roles keep serving"
+                )
+            done: list[str] = []
+            for name, config in after.items():
+                kept = self._kept_size(self.pool.role(name), before[name], config)
+                try:
+                    await self.pool.reload(kept, role=name)
+                except StartFailed as exc:
+                    also = f" (reloaded before it: {', '.join(done)})" if done else ""
+                    raise StartFailed(f"role {name!r}: {exc}{also}") from exc
+                done.append(name)
         self._apply_daemon_settings(new)
         logger.info(
             "reloaded: generation %d, %s",
@@ -108,6 +123,15 @@ class SignalActions:
             plural(self.pool.size, "child", "children"),
         )
         return self.pool.generation
+
+    @staticmethod
+    def _kept_size(pool: Pool, old: PoolConfig, new: PoolConfig) -> PoolConfig:
+        """``new``, with the size or range the role runs at now when the file's did not
+        change (after WINCH, the size before it: a HUP ends a pause)."""
+        if (new.children, new.max_children) != (old.children, old.max_children):
+            return new
+        now = pool.config
+        return new.model_copy(update={"children": now.children, "max_children": now.max_children})
 
     async def reload_logged(self) -> None:
         try:
@@ -120,6 +144,8 @@ class SignalActions:
     def _apply_daemon_settings(self, new: ServeConfig) -> None:
         old = self.config
         fixed = [name for name in RESTART_ONLY if getattr(new, name) != getattr(old, name)]
+        if new.queues() != old.queues() and "queue" not in fixed:
+            fixed.append("queue")
         if fixed:
             logger.warning("settings that take effect at restart only: %s", ", ".join(fixed))
         self.api.set_token(new.token)

@@ -14,37 +14,59 @@ from .._engine.role import DEFAULT_ROLE, role_name
 if TYPE_CHECKING:
     from .._engine.stats import PoolStatistics
 
-__all__ = ["DEFAULT_ROLE", "health_body", "role_name", "roles_of", "status_body"]
+__all__ = [
+    "DEFAULT_ROLE",
+    "health_body",
+    "role_name",
+    "role_status",
+    "roles_of",
+    "status_body",
+]
 
 # Child states that serve jobs.
 _READY: Final = frozenset({"idle", "busy"})
 
 
+def role_status(name: str, worker: str, stats: PoolStatistics) -> dict[str, Any]:
+    """One role of ``/v1/status``: its worker module, size (and range when it autoscales),
+    queue, generation, children (their ids: ``children`` has the details) and totals."""
+    return {
+        "name": name,
+        "worker": worker,
+        "target_size": stats.target_size,
+        "min_size": stats.min_size,
+        "max_size": stats.max_size,
+        "paused": stats.paused,
+        "generation": stats.generation,
+        "queue_length": stats.queue_length,
+        "running": stats.running,
+        "completed": stats.completed,
+        "failed": stats.failed,
+        "children": [c.id for c in stats.children],
+    }
+
+
 def roles_of(worker: object, stats: PoolStatistics) -> list[dict[str, Any]]:
-    """The pool's roles: today one, running the daemon's worker module, with the ids of
-    its children (a pool of several worker modules will list one each)."""
-    return [
-        {
-            "name": role_name(worker),
-            "worker": str(worker or ""),
-            "target_size": stats.target_size,
-            "generation": stats.generation,
-            "queue_length": stats.queue_length,
-            "running": stats.running,
-            "children": [c.id for c in stats.children],
-        }
-    ]
+    """The one role of a pool of one worker module, named after its module."""
+    return [role_status(role_name(worker), str(worker or ""), stats)]
 
 
-def status_body(info: dict[str, Any], stats: PoolStatistics, *, held: int) -> dict[str, Any]:
+def status_body(
+    info: dict[str, Any],
+    stats: PoolStatistics,
+    *,
+    held: int,
+    roles: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     """``/v1/status``: the daemon's ``info``, the pool's statistics, whether the pool is
-    paused (WINCH), the submits held at start-up, and the roles."""
+    paused (WINCH), the submits held at start-up, and the roles (``role_status`` each;
+    default: the one role of ``info``'s worker)."""
     return {
         **info,
         **stats.to_dict(),
         "paused": stats.paused,
         "held": held,
-        "roles": roles_of(info.get("worker"), stats),
+        "roles": roles if roles is not None else roles_of(info.get("worker"), stats),
     }
 
 

@@ -212,6 +212,19 @@ class Actors:
             InvalidAction: an unknown type, arguments its ``__init__`` refuses, not JSON.
             JobFailed: its ``__init__`` raised. ActorUnavailable: ``max_actors`` reached.
         """
+        return await self._create(type, name, args, if_exists, max_restarts, None)
+
+    async def _create(
+        self,
+        type: str,
+        name: str,
+        args: Mapping[str, Any] | None,
+        if_exists: Literal["error", "get"],
+        max_restarts: int,
+        snapshot: bytes | None,
+    ) -> ActorRef:
+        """``create``, with the state of an actor moved from another host (Redis mode): it
+        starts from ``snapshot`` (JSON) as a restart would."""
         _check_name(name)
         existing = self._host.actors.get(name)
         if existing is not None:
@@ -227,6 +240,7 @@ class Actors:
         except (TypeError, ValueError) as exc:
             raise InvalidAction(str(exc)) from None
         actor = Actor(name, type, plain, max_restarts)
+        actor.snapshot = snapshot
         self._host.add(actor)  # the name is taken from here on, atomically
         try:
             await asyncio.shield(actor.started)

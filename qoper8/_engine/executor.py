@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 from .._types import DEFAULT
 from ..errors import JobFailed, RemoteTraceback
 from .job import JobKind
+from .thread_handle import ThreadHandle
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine, Iterable, Iterator
@@ -63,7 +64,7 @@ class PoolExecutor(concurrent.futures.Executor):
     def submit(
         self, fn: Callable[..., T], /, *args: Any, **kwargs: Any
     ) -> concurrent.futures.Future[T]:
-        handle: concurrent.futures.Future[T] = concurrent.futures.Future()
+        handle = _CallHandle()
         with self._lock:
             if self._shutdown:
                 raise RuntimeError("cannot schedule new futures after shutdown")
@@ -135,7 +136,7 @@ class PoolExecutor(concurrent.futures.Executor):
 
     def _start(
         self,
-        handle: concurrent.futures.Future[Any],
+        handle: ThreadHandle,
         fn: Callable[..., Any],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
@@ -158,7 +159,7 @@ class PoolExecutor(concurrent.futures.Executor):
             return
         self._follow(job, handle)
 
-    def _when_room(self, task: asyncio.Task[Job], handle: concurrent.futures.Future[Any]) -> None:
+    def _when_room(self, task: asyncio.Task[Job], handle: ThreadHandle) -> None:
         if task.cancelled():
             self._fail(handle, _closed())
         elif (exc := task.exception()) is not None:
@@ -167,7 +168,7 @@ class PoolExecutor(concurrent.futures.Executor):
             self._follow(task.result(), handle)
 
     def _follow(self, job: Job, handle: concurrent.futures.Future[Any]) -> None:
-        job.future.add_done_callback(lambda done: _settle(done, handle))
+        # The job settles ``handle`` itself (``thread_handle.py``); a cancel drops it.
         handle.add_done_callback(lambda h: self._cancelled(h, job))
 
     def _cancelled(self, handle: concurrent.futures.Future[Any], job: Job) -> None:
@@ -224,21 +225,6 @@ def _closed() -> BaseException:
     return PoolClosed("the pool closed before the call reached a child")
 
 
-def _settle(done: asyncio.Future[Any], handle: concurrent.futures.Future[Any]) -> None:
-    """Copy the job's outcome to the caller's handle (on the loop thread)."""
-    if handle.done():
-        return
-    if done.cancelled():
-        exc: BaseException | None = _closed()
-    else:
-        exc = done.exception()
-    with contextlib.suppress(concurrent.futures.InvalidStateError):  # cancelled meanwhile
-        if exc is None:
-            handle.set_result(done.result())
-        else:
-            handle.set_exception(_remote(exc))
-
-
 def _remote(exc: BaseException) -> BaseException:
     """Code written for executors catches the function's own exception: give it that, with
     the child's traceback as the cause (``ProcessPoolExecutor``'s ``_RemoteTraceback``).
@@ -249,3 +235,10 @@ def _remote(exc: BaseException) -> BaseException:
             original.__cause__ = RemoteTraceback(exc.remote_traceback)
         return original
     return exc
+
+
+class _CallHandle(ThreadHandle):
+    """An executor call's handle: its error is the function's own exception (``_remote``)."""
+
+    def settle_error(self, error: BaseException) -> None:
+        self.set_exception(_remote(error))

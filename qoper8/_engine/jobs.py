@@ -26,7 +26,8 @@ from .settle import (
     ran_too_long,
 )
 from .stats import Counters
-from .traced_job import TracedJob
+from .thread_handle import HandleSlot
+from .traced_job import traced_job
 from .waiting import Waiters
 
 if TYPE_CHECKING:
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
     from ..config import PoolConfig
     from .actors import Actor
     from .child import Child
+    from .thread_handle import ThreadHandle
     from .worker import HandlerInfo
 
 __all__ = ["Jobs", "Phase"]
@@ -129,7 +131,7 @@ class Jobs:
         action_type: str,
         timeout: float | None,
         wait_for_room: bool,
-        handle: concurrent.futures.Future[Any] | None = None,
+        handle: ThreadHandle | None = None,
     ) -> Job | None:
         """Make the job and send it to an idle child or queue it. Returns None when the
         queue is full and the caller waits for room (``enqueue_when_room``).
@@ -187,7 +189,7 @@ class Jobs:
         payload: bytes,
         action_type: str,
         timeout: float | None,
-        handle: concurrent.futures.Future[Any] | None = None,
+        handle: ThreadHandle | None = None,
     ) -> Job:
         """The slow path of ``enqueue``: wait for room in the queue within the job's
         deadline, which keeps counting from now."""
@@ -208,7 +210,7 @@ class Jobs:
         action_type: str,
         timeout: float | None,
         submitted_at: float,
-        handle: concurrent.futures.Future[Any] | None = None,
+        handle: ThreadHandle | None = None,
     ) -> Job:
         loop = self.loop
         assert loop is not None
@@ -220,13 +222,13 @@ class Jobs:
         frame = _HEADER_PACK(len(payload), frame_kind, job_id, 0) + payload
         otel = self.otel
         if otel is None or not (context := otel()):
-            job = Job(job_id, kind, frame, loop.create_future(), submitted_at, action_type)
-        else:
-            job = TracedJob(
-                job_id, kind, frame, loop.create_future(), submitted_at, action_type, context
-            )
+            future: Any = loop.create_future() if handle is None else HandleSlot(handle)
+            job = Job(job_id, kind, frame, future, submitted_at, action_type)
+        else:  # OpenTelemetry's context is set: a TracedJob if a span is active in it
+            job = traced_job(job_id, kind, frame, loop, handle, submitted_at, action_type, context)
         if handle is not None:
             job.handle = handle
+            handle.job = job
         self.counters.submitted += 1
         if timeout is not None:
             job.deadline = _monotonic() + timeout

@@ -7,13 +7,22 @@ renders it its own way. A name or label changed here changes every dashboard bui
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Final, Literal
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from .stats import Histogram, PoolStatistics
 
-__all__ = ["ACTOR_STATES", "CHILD_STATES", "MetricFamily", "Sample", "metric_families"]
+__all__ = [
+    "ACTOR_STATES",
+    "CHILD_STATES",
+    "ROLE_LABEL",
+    "MetricFamily",
+    "Sample",
+    "metric_families",
+]
 
 # Every state a child can be in, so that each one has a series even at 0 (a series that
 # appears and disappears breaks rate() and alerts). Mirrors ``ChildState``.
@@ -21,6 +30,9 @@ CHILD_STATES: Final = ("starting", "idle", "busy", "retiring", "dead")
 # The same for actors; mirrors ``ActorState`` (a destroyed actor leaves the list, so
 # "stopped" stays 0 but keeps its series).
 ACTOR_STATES: Final = ("starting", "ready", "restarting", "unavailable", "stopped")
+# The label that tells a pool's roles apart (first on each series). A pool of one worker
+# module has no such label, so its series are what they were before roles existed.
+ROLE_LABEL: Final = "role"
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,8 +70,33 @@ def _histogram(name: str, help_text: str, hist: Histogram) -> MetricFamily:
     return MetricFamily(name, help_text, "histogram", tuple(samples))
 
 
-def metric_families(stats: PoolStatistics) -> list[MetricFamily]:
-    """The pool's metrics, in the order the daemon's ``/metrics`` lists them."""
+def metric_families(
+    stats: PoolStatistics, *, roles: Mapping[str, PoolStatistics] | None = None
+) -> list[MetricFamily]:
+    """The pool's metrics, in the order the daemon's ``/metrics`` lists them.
+
+    Args:
+        stats: the whole pool's snapshot.
+        roles: a pool of several roles: each role's snapshot by name. Every series is
+            then one per role, with a ``role`` label (``sum without (role)`` gives the
+            whole pool); without it, the series carry no role label.
+    """
+    if not roles:
+        return _families(stats)
+    merged: dict[str, MetricFamily] = {}
+    for name, part in roles.items():
+        for family in _families(part):
+            samples = tuple(
+                Sample(s.name, ((ROLE_LABEL, name), *s.labels), s.value) for s in family.samples
+            )
+            known = merged.get(family.name)
+            merged[family.name] = replace(
+                family, samples=samples if known is None else known.samples + samples
+            )
+    return list(merged.values())
+
+
+def _families(stats: PoolStatistics) -> list[MetricFamily]:
     outcomes = {
         "completed": stats.completed,
         "failed": stats.failed,

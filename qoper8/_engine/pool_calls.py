@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
     from .dispatcher import Dispatcher
     from .supervisor import Supervisor
+    from .thread_handle import ThreadHandle
 
 __all__ = ["PoolCalls"]
 
@@ -82,6 +83,32 @@ class PoolCalls:
             raise
         return result
 
+    def _enqueue_handle(
+        self,
+        payload: bytes,
+        action_type: str,
+        timeout: float | None,
+        wait_for_room: bool,
+        handle: ThreadHandle,
+    ) -> None:
+        """On the loop thread, for ``qoper8.sync``: queue an action (encoded by the caller's
+        thread) whose outcome settles ``handle`` directly (``thread_handle.py``)."""
+        dispatcher = self._dispatcher
+        try:
+            job = dispatcher.enqueue(
+                JobKind.ACTION, payload, action_type, timeout, wait_for_room, handle
+            )
+        except BaseException as exc:
+            handle.set_exception(exc)
+            return
+        if job is None:  # the queue is full: wait for room, as submit would
+            loop = dispatcher.loop
+            assert loop is not None
+            waiting = loop.create_task(
+                dispatcher.enqueue_when_room(JobKind.ACTION, payload, action_type, timeout, handle)
+            )
+            waiting.add_done_callback(lambda task: _room_failed(task, handle))
+
     def _encode_call(
         self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> tuple[bytes, str]:
@@ -111,3 +138,8 @@ class PoolCalls:
         if loop is None or self._dispatcher.phase is Phase.CLOSED:
             raise PoolClosed("start the pool first" if loop is None else "the pool is closed")
         return PoolExecutor(self._dispatcher, self._encode_call, loop, self.map_calls)
+
+
+def _room_failed(task: asyncio.Task[Any], handle: ThreadHandle) -> None:
+    if not task.cancelled() and (exc := task.exception()) is not None and not handle.done():
+        handle.set_exception(exc)

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from .._types import JSONValue
     from .actor_ref import Actors
     from .delivery import BroadcastResult
+    from .pool import Pool
     from .stats import ChildStatistics, PoolStatistics
     from .stream import Stream
     from .worker import HandlerInfo
@@ -43,10 +44,16 @@ class PoolLike(Protocol):
     @property
     def handlers(self) -> dict[str, HandlerInfo]: ...
 
+    @property
+    def roles(self) -> tuple[str, ...]: ...
+
+    def role(self, name: str) -> Pool: ...
+
     async def submit(
         self,
         action: Mapping[str, Any] | BaseModel,
         *,
+        role: str | None = ...,
         timeout: float | None = ...,
         kill_on_cancel: bool = ...,
         wait_for_room: bool = ...,
@@ -56,6 +63,7 @@ class PoolLike(Protocol):
         self,
         action: Mapping[str, Any] | BaseModel,
         *,
+        role: str | None = ...,
         timeout: float | None = ...,
         kill_on_cancel: bool = ...,
         on_progress: Callable[[Any], object] | None = ...,
@@ -84,7 +92,7 @@ class PoolLike(Protocol):
     @property
     def actors(self) -> Actors: ...
 
-    def statistics(self) -> PoolStatistics: ...
+    def statistics(self, *, role: str | None = ...) -> PoolStatistics: ...
 
     def has_capacity(self) -> bool: ...
 

@@ -19,12 +19,33 @@ if TYPE_CHECKING:
     from ..config import PoolConfig
     from ..errors import ErrorEntry
 
-__all__ = ["DEFAULT_ROLE", "Role", "role_configs", "role_name", "unknown_role"]
+__all__ = [
+    "DEFAULT_ROLE",
+    "Role",
+    "check_role_name",
+    "role_configs",
+    "role_name",
+    "unknown_role",
+]
 
 # The one role of a pool whose worker module has no usable name.
 DEFAULT_ROLE: Final = "default"
 # A role's name goes into URLs, metric labels, Redis keys and a CLI argument: keep it plain.
 _NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,63}")
+
+
+def check_role_name(name: object) -> str:
+    """``name`` if it can name a role (the pool's, the daemon's ``[roles.NAME]`` and
+    ``--role NAME=...`` alike).
+
+    Raises:
+        ConfigError: it cannot.
+    """
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise ConfigError(
+            f"role name {name!r} must be a letter or _ then up to 63 letters, digits, _ or -"
+        )
+    return name
 
 
 def role_name(worker: object) -> str:
@@ -82,10 +103,7 @@ def role_configs(
         raise ConfigError("roles must name at least one role")
     configs: dict[str, PoolConfig] = {}
     for name, role in roles.items():
-        if not isinstance(name, str) or not _NAME.fullmatch(name):
-            raise ConfigError(
-                f"role name {name!r} must be a letter or _ then up to 63 letters, digits, _ or -"
-            )
+        check_role_name(name)
         if isinstance(role, str):
             role = Role(role)
         if not isinstance(role, Role):

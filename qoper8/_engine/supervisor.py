@@ -172,6 +172,11 @@ class Supervisor(Generations):
             StartFailed: one failed; the rest were killed and reaped.
         """
         self.begin()
+        if not self.target and self.config.max_children is not None:
+            # Autoscaled from none: one child starts all the same, so that the worker module
+            # is checked now (a broken one fails the start, not the first job) and its
+            # handlers are known (a pool of roles routes by them); it retires when idle.
+            self.target = 1
         await self.start_children([self.new_child() for _ in range(self.target)])
 
     def begin(self) -> None:

@@ -7,9 +7,9 @@ spans under the caller's span from the timestamps every job keeps anyway: "qoper
 the way, and only such jobs pay for any of it: ``Jobs._new_job`` makes one only when
 OpenTelemetry's context is set, which costs a plain job one C call. A batch (``Pool.map``)
 makes the same check once for all its jobs (``batch_trace``); its traced jobs have a
-``TracedSlot``, which records their spans when it is settled. A batch's job dropped before
-it ended (the caller left, or the batch raised its first error) has no slot result, so no
-spans.
+``TracedSlot``, which records their spans when it is settled, as a job submitted from
+another thread has a ``TracedHandleSlot``. Such a job dropped before it ended (its caller
+left, or its batch raised its first error) is never settled, so it records no spans.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from ..errors import ChildDied, InvalidAction, JobFailed, JobTimeout, PoolClosed
 from . import protocol as proto
 from .batch import BatchSlot
 from .job import Job
+from .thread_handle import HandleSlot
 from .tracing import carrier
 
 if TYPE_CHECKING:
@@ -31,8 +32,18 @@ if TYPE_CHECKING:
     from .batch import Batch
     from .child import Child
     from .job import JobKind
+    from .thread_handle import ThreadHandle
 
-__all__ = ["QUEUED_SPAN", "RUN_SPAN", "BatchTrace", "TracedJob", "TracedSlot", "batch_trace"]
+__all__ = [
+    "QUEUED_SPAN",
+    "RUN_SPAN",
+    "BatchTrace",
+    "TracedHandleSlot",
+    "TracedJob",
+    "TracedSlot",
+    "batch_trace",
+    "traced_job",
+]
 
 logger = logging.getLogger("qoper8")
 
@@ -62,7 +73,7 @@ class TracedJob(Job):
         job_id: int,
         kind: JobKind,
         frame: bytes,
-        future: asyncio.Future[Any] | TracedSlot,
+        future: asyncio.Future[Any] | TracedSlot | TracedHandleSlot,
         submitted_at: float,
         action_type: str,
         context: Mapping[str, object],
@@ -77,7 +88,7 @@ class TracedJob(Job):
         self.context = context if body is not None else None
         if body is not None:
             frame = proto.HEADER.pack(len(body), _TRACE_FRAME, job_id, 0) + body + frame
-            if isinstance(future, TracedSlot):
+            if isinstance(future, TracedSlot | TracedHandleSlot):
                 future.job = self
             else:
                 future.add_done_callback(self._record)
@@ -131,6 +142,43 @@ class TracedSlot(BatchSlot):
         super().set_exception(error)
         if self.job is not None:
             self.job.settled(error)
+
+
+class TracedHandleSlot(HandleSlot):
+    """A traced job's slot when it was submitted from another thread (``qoper8.sync.Pool``,
+    the executor): settling it records the job's spans, as ``TracedSlot`` does."""
+
+    __slots__ = ("job",)
+
+    def __init__(self, handle: ThreadHandle) -> None:
+        super().__init__(handle)
+        self.job: TracedJob | None = None
+
+    def set_result(self, value: Any) -> None:
+        super().set_result(value)
+        if self.job is not None:
+            self.job.settled(None)
+
+    def set_exception(self, error: BaseException) -> None:
+        super().set_exception(error)
+        if self.job is not None:
+            self.job.settled(error)
+
+
+def traced_job(
+    job_id: int,
+    kind: JobKind,
+    frame: bytes,
+    loop: asyncio.AbstractEventLoop,
+    handle: ThreadHandle | None,
+    submitted_at: float,
+    action_type: str,
+    context: Mapping[str, object],
+) -> TracedJob:
+    """``Jobs._new_job``'s job when OpenTelemetry's context is set: its future, or the slot
+    of its thread's handle, records its spans."""
+    future = loop.create_future() if handle is None else TracedHandleSlot(handle)
+    return TracedJob(job_id, kind, frame, future, submitted_at, action_type, context)
 
 
 class BatchTrace:

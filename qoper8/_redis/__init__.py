@@ -23,6 +23,13 @@ installed, and say so only when started); the code lives in:
     outcome            a job's outcome as rq records it and RedisPool reads it
     leases             the heartbeat that renews leases; handing jobs back
     reaper             requeuing (or failing) expired leases, dead consumers' claims
+    actor_client     RedisPool.actors: named actors on the hosts (create, get, call...),
+    actor_calls        its plumbing and calls, and
+    actor_events       their events (pub/sub), for callers
+    actor_host       ActorHosting: a host's side of actors (claims, leases), run by the
+    actor_serving      consumer; serving their calls, over
+    actor_local        the local pool's actors
+    actor_scripts    the actors' Redis keys (listed there) and Lua scripts
 
 Redis keys touched (rq's data model under the prefix ``rq``, plus three of qoper8's own)::
 
@@ -54,6 +61,9 @@ Redis keys touched (rq's data model under the prefix ``rq``, plus three of qoper
                                              consumer's claims back and removes it from
                                              rq's worker registry
     qoper8:reply:{client}            list    outcomes pushed to one RedisPool client (BLMPOP)
+
+Named actors keep their own keys (``qoper8:actors:{queue}``, ``qoper8:actor*:{queue}:...``),
+listed in ``actor_scripts``.
 
 Delivery is at least once: a job whose lease expires (its host died or lost Redis) is queued
 again, up to ``retries_left`` times, then failed with the reason.

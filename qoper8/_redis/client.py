@@ -172,6 +172,27 @@ class RedisClient:
                 timer.cancel()
             self._pending.pop(job_id, None)
 
+    def expect(self, ident: str) -> asyncio.Future[JSONValue]:
+        """A future settled by the reply pushed for ``ident`` to this client's reply list
+        (an actor call's outcome, a waiter's answer), by the listener that settles jobs;
+        ``forget(ident)`` once done with it. Never enqueued again after an outage."""
+        future: asyncio.Future[JSONValue] = asyncio.get_running_loop().create_future()
+        if self._closed:
+            future.set_exception(PoolClosed("the RedisPool is closed"))
+        else:
+            self._pending[ident] = _Pending(future, {})
+        return future
+
+    def forget(self, ident: str) -> None:
+        self._pending.pop(ident, None)
+
+    @property
+    def wire(self) -> Wire:
+        """The pipelined connection that carries enqueues (and actors' scripts)."""
+        if self._wire is None:
+            raise PoolClosed("the RedisPool is not opened")
+        return self._wire
+
     # ------------------------------------------------------------ enqueueing
     def _enqueue_call(self, job_id: str, pending: _Pending) -> asyncio.Future[Any]:
         assert self._wire is not None

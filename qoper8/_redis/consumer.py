@@ -15,6 +15,7 @@ import time
 
 from redis.exceptions import RedisError
 
+from .actor_host import ActorHosting
 from .connection import describe_url
 from .consumer_base import ABANDON_TIMEOUT, PoolLike
 from .reaper import _Reaping
@@ -67,6 +68,7 @@ class RedisConsumer(_Taking, _Reaping):
             async with asyncio.TaskGroup() as tg:
                 beat = tg.create_task(self._heartbeat_loop())
                 reap = tg.create_task(self._reap_loop())
+                actors = tg.create_task(self._actors.run())
                 self._take_task = tg.create_task(self._take_loop())
                 try:
                     await self._take_task
@@ -76,6 +78,8 @@ class RedisConsumer(_Taking, _Reaping):
                         raise  # run() itself is cancelled, not just the take loop by stop()
                 self._stopping = True
                 await self._finish_running()
+                await self._actors.stop(self._grace_left())
+                actors.cancel()
                 beat.cancel()
                 reap.cancel()
         except asyncio.CancelledError:
@@ -90,7 +94,23 @@ class RedisConsumer(_Taking, _Reaping):
             await self._close_blocking()
             self._done.set()
 
+    def _grace_left(self) -> float:
+        if self._stop_deadline is None:
+            return self.grace
+        return max(0.0, self._stop_deadline - time.monotonic())
+
     def _start_client(self) -> Wire:
+        # Named actors, when the pool's worker module declares some (``actor_host``).
+        self._actors = ActorHosting(
+            self.pool,
+            url=self.url,
+            queue=self.queue,
+            name=self.name,
+            lease=self.lease,
+            grace=self.grace,
+            health=self._health,
+            wire_factory=Wire,
+        )
         # Two connections: BLMOVE blocks its own, and stop() closes it to end the wait at once.
         self._wire = Wire(self.url)
         self._blocking = Wire(self.url)

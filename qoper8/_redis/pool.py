@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from pydantic import BaseModel
 
     from .._types import JSONValue
+    from .actor_client import RedisActors
     from .client import RedisClient
 
 __all__ = ["RedisPool"]
@@ -73,6 +74,7 @@ class RedisPool:
         self.timeout = timeout
         self.result_ttl = result_ttl
         self._client: RedisClient | None = None
+        self._actors: RedisActors | None = None
         self._closed = False
 
     async def __aenter__(self) -> RedisPool:
@@ -108,8 +110,26 @@ class RedisPool:
         """Stop waiting for outcomes; pending submits raise ``PoolClosed``. Jobs already in
         Redis still run. Safe to call twice."""
         self._closed = True
+        if self._actors is not None:
+            await self._actors.aclose()
         if self._client is not None:
             await self._client.aclose()
+
+    @property
+    def actors(self) -> RedisActors:
+        """The named actors of the hosts serving the queue (``create``, ``get``,
+        ``destroy``, ``list``), as ``pool.actors``; see ``RedisActors``.
+
+        Raises:
+            PoolClosed: the RedisPool is not started.
+        """
+        if self._actors is None:
+            if self._client is None:
+                raise PoolClosed("the RedisPool is not started")
+            from .actor_client import RedisActors
+
+            self._actors = RedisActors(self)
+        return self._actors
 
     @property
     def is_open(self) -> bool:

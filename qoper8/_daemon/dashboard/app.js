@@ -198,8 +198,13 @@
       const section = el("section", null, "role");
       section.id = "role-" + role.name;
       const title = el("h2", "role " + role.name);
-      title.append(el("span", " " + role.worker + " · target " + role.target_size +
-        " · " + role.queue_length + " queued · " + role.running + " running", "muted"));
+      const range = role.max_size === null || role.max_size === undefined ? "" :
+        " (autoscaling " + role.min_size + "–" + role.max_size + ")";
+      const facts = el("span", " " + role.worker + " · target " + role.target_size + range + " · ", "muted");
+      facts.append(el("span", number(role.queue_length), "role-queue"), " queued · ",
+        el("span", number(role.running), "role-running"), " running" +
+        (role.paused ? " · paused" : ""));
+      title.append(facts);
       section.append(title);
       const table = el("table");
       const head = el("tr");
@@ -224,7 +229,7 @@
       }
       if (!body.children.length) {
         const row = el("tr", null, "empty");
-        const cell = el("td", s.paused ? "paused: no children (TTIN brings them back)" : "no children");
+        const cell = el("td", role.paused || s.paused ? "paused: no children (TTIN brings them back)" : "no children");
         cell.colSpan = 8;
         row.append(cell);
         body.append(row);
