@@ -37,6 +37,9 @@ LINGER_AFTER_EOF: Final = 2.0
 # The smallest frame limit the master reads with, whatever max_message_bytes says: a READY
 # listing many handlers must pass (results are bounded by the child itself).
 CONTROL_FRAME_LIMIT: Final = 1 << 20
+# A CONFIG frame up to this size is written before the child exists (well under any socket
+# buffer: larger would block the loop until the child reads it).
+CONFIG_IN_ADVANCE: Final = 64 * 1024
 
 
 # Frames 12-15 end a job, 16 on are anything else (bound once: Enum reads are slow in 3.11).
@@ -149,6 +152,13 @@ class Child(ChildChannel):
         loop = self._loop = asyncio.get_running_loop()
         self._ready = loop.create_future()
         master_sock, child_sock = socket.socketpair()
+        # CONFIG waits in the socket for the child, which reads it as soon as it runs: no
+        # round trip through the loop between its start and its READY. (Only when it surely
+        # fits the socket's buffer: nobody reads it yet.)
+        hello = proto.frame(Kind.CONFIG, 0, proto.dumps(config))
+        early = len(hello) <= CONFIG_IN_ADVANCE
+        if early:
+            master_sock.sendall(hello)
         try:
             if fork_server is None:
                 stdout = await self._start_process(loop, spawner, child_sock, master_sock)
@@ -173,7 +183,8 @@ class Child(ChildChannel):
         self._output, _ = await loop.connect_read_pipe(
             lambda: OutputLines(self._output_line), stdout
         )
-        self._send(Kind.CONFIG, 0, proto.dumps(config))
+        if not early:
+            self.send_frame(hello)
 
     async def _start_process(
         self,
