@@ -295,6 +295,18 @@ async def test_a_worker_module_not_fork_safe_at_import_falls_back_to_spawn(
     assert "start by spawn" in warnings[0]
 
 
+def test_the_fork_server_never_loads_the_masters_rooms() -> None:
+    code = (
+        "import sys, qoper8._engine.fork_server_main, tests.handlers;"
+        "bad = [m for m in sys.modules if m.startswith(("
+        "'qoper8._engine.pool', 'qoper8._engine.dispatcher', 'qoper8._engine.supervisor', "
+        "'qoper8._engine.fork_servers', 'qoper8._daemon', 'qoper8._redis', 'asyncio'))];"
+        "print(bad)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
 def test_start_method_is_a_setting_with_a_flag() -> None:
     assert qoper8.PoolConfig(worker="a.b").start_method == "forkserver"  # Linux
     assert qoper8.PoolConfig(worker="a.b", start_method="spawn").start_method == "spawn"

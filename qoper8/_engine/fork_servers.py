@@ -97,6 +97,7 @@ class ForkServers:
     def retire_others(self, generation: int) -> None:
         """Close the servers of every generation but ``generation`` (a reload is done, or
         failed) once their children have exited."""
+        self._closing = [s for s in self._closing if not s.exited]
         for gen in [g for g in self._servers if g != generation]:
             task = self._servers.pop(gen)
             if task.done():
