@@ -21,7 +21,7 @@ import pytest
 import qoper8
 from qoper8._config_sources import load_config
 from qoper8._daemon.cli import _SETTING_FLAGS, _parser
-from tests.conftest import HANDLERS, pid_alive, wait_until
+from tests.conftest import HANDLERS, new_fifo, pid_alive, release, wait_until
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -245,6 +245,56 @@ async def test_reload_starts_a_fork_server_with_the_new_code(
         await wait_until(lambda: len(_pids(pool)) == 2, what="the old generation retired")
         assert _server(pool) != old_server
         await wait_until(lambda: not pid_alive(old_server), what="the old fork server to exit")
+
+
+BOXES = """
+    import os
+    import qoper8
+
+    worker = qoper8.Worker()
+
+    @worker.handler("block")
+    def block(fifo: str) -> str:
+        with open(fifo) as f:
+            return f.readline().strip()
+
+    @worker.actor("box")
+    class Box:
+        def version(self) -> str:
+            return {!r}
+
+        def pid(self) -> int:
+            return os.getpid()
+"""
+
+
+async def test_actor_children_come_from_the_pools_fork_server_of_the_day(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ref = _module(tmp_path, monkeypatch, "fs_boxes", BOXES.format("one"))
+    async with asyncio.timeout(GUARD), qoper8.Pool(ref, children=1) as pool:
+
+        async def actor_on_a_new_child(name: str) -> tuple[str, int]:
+            # The pool's one child is busy: the actor needs a child of its own.
+            gate = new_fifo(tmp_path, name)
+            busy = asyncio.create_task(pool.submit({"type": "block", "fifo": gate}))
+            await wait_until(lambda: pool.statistics().running == 1)
+            box = await pool.actors.create("box", name)
+            version, pid = await box.call("version"), await box.call("pid")
+            await release(gate)
+            await busy
+            assert isinstance(version, str)
+            assert isinstance(pid, int)
+            return version, pid
+
+        server = _server(pool)
+        version, first = await actor_on_a_new_child("first")
+        assert (version, _parent(first)) == ("one", server)
+        (tmp_path / "fs_boxes.py").write_text(textwrap.dedent(BOXES.format("version two")))
+        await pool.reload()
+        version, second = await actor_on_a_new_child("second")
+        assert version == "version two"
+        assert _parent(second) not in (server, os.getpid())
 
 
 THREADED = """

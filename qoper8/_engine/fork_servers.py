@@ -31,12 +31,12 @@ class ForkServers:
     """A supervisor's fork servers (see the module docstring).
 
     Args:
-        on_output: receives (pid, line) for each line a server prints (the worker module's
-            own output at import, which a spawned child would print itself).
+        on_output: the pool's ``on_output``; it receives what a server prints (the worker
+            module's own output at import, which each spawned child would print) as child 0.
     """
 
-    def __init__(self, on_output: Callable[[int, str], None]) -> None:
-        self._on_output = on_output
+    def __init__(self, on_output: Callable[[int, int, str], None]) -> None:
+        self._pool_output = on_output
         self._servers: dict[int, asyncio.Task[ForkServer | None]] = {}
         self._closing: list[ForkServer] = []  # old generations', until their children exit
 
@@ -85,6 +85,12 @@ class ForkServers:
             )
             return None
         return server
+
+    def _on_output(self, pid: int, line: str) -> None:
+        try:
+            self._pool_output(0, pid, line)
+        except Exception:
+            logger.exception("on_output callback failed")
 
     def _lost(self, server: ForkServer) -> None:
         logger.warning(

@@ -81,7 +81,10 @@ class Supervisor(Generations):
         # Respawns sleeping out their back-off; a recovery wakes them at once.
         self._backoff_waiters: set[asyncio.Future[None]] = set()
         self.health = ChildHealth(config, dispatcher, self._recovered)
-        self.fork_servers = ForkServers(self._fork_server_output)
+        self.fork_servers = ForkServers(on_output)
+        # Set by share_fork_servers: the group whose fork servers (and generations) fork
+        # this group's children too.
+        self._fork_owner: Supervisor | None = None
         self.autoscaler: Autoscaler | None = None
         self.paused = False  # Pool.pause(): a target of none until a resize
         self.apply(config)
@@ -165,13 +168,12 @@ class Supervisor(Generations):
         except Exception:
             logger.exception("on_output callback failed")
 
-    def _fork_server_output(self, pid: int, line: str) -> None:
-        """What a fork server prints (its worker module's output at import) is the pool's
-        output too, as child 0."""
-        try:
-            self._on_output(0, pid, line)
-        except Exception:
-            logger.exception("on_output callback failed")
+    def share_fork_servers(self, owner: Supervisor) -> None:
+        """Fork this group's children from ``owner``'s fork server of its current generation
+        (the actor children from the pool's: after a reload, new ones get the new code, as
+        spawned ones would); ``owner`` closes the servers."""
+        self.fork_servers = owner.fork_servers
+        self._fork_owner = owner
 
     # ================================================================ starting
 
@@ -201,7 +203,9 @@ class Supervisor(Generations):
     async def _spawn_and_wait(self, child: Child) -> None:
         assert self._spawner is not None
         config, hello = self.config, self._child_config
-        server = await self.fork_servers.get(child.generation, config, hello, self._spawner)
+        owner = self._fork_owner
+        generation = child.generation if owner is None else owner.generation
+        server = await self.fork_servers.get(generation, config, hello, self._spawner)
         await child.spawn(self._spawner, hello, config.max_message_bytes, server)
         await child.wait_ready(config.start_timeout)
 
@@ -359,7 +363,8 @@ class Supervisor(Generations):
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(RETIRE_TIMEOUT):
                     await asyncio.gather(*(c.wait_exited() for c in children))
-        await self.fork_servers.shutdown(RETIRE_TIMEOUT)
+        if self._fork_owner is None:
+            await self.fork_servers.shutdown(RETIRE_TIMEOUT)
 
     def kill_all(self, reason: str) -> None:
         for child in list(self.children.values()):
@@ -367,7 +372,8 @@ class Supervisor(Generations):
 
     def finish(self) -> None:
         """The pool closed: kill a fork server still there, let the spawner thread go."""
-        self.fork_servers.kill_all()
+        if self._fork_owner is None:
+            self.fork_servers.kill_all()
         if self._spawner is not None:
             self._spawner.shutdown(wait=False)
 
