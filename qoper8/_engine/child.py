@@ -150,7 +150,8 @@ class Child(ChildChannel):
         child exits.
         """
         loop = self._loop = asyncio.get_running_loop()
-        self._ready = loop.create_future()
+        if self._ready is None:  # wait_ready() may have made it (a fork server was awaited)
+            self._ready = loop.create_future()
         master_sock, child_sock = socket.socketpair()
         # CONFIG waits in the socket for the child, which reads it as soon as it runs: no
         # round trip through the loop between its start and its READY. (Only when it surely
@@ -282,7 +283,8 @@ class Child(ChildChannel):
     async def wait_ready(self, timeout: float) -> None:
         """Wait for READY. Raises ``ChildStartError`` if the child fails or dies first, or
         ``TimeoutError`` (after killing it) if it takes longer than ``timeout``."""
-        assert self._ready is not None
+        if self._ready is None:  # not spawned yet: its supervisor awaits a fork server first
+            self._ready = asyncio.get_running_loop().create_future()
         try:
             async with asyncio.timeout(timeout):
                 await asyncio.shield(self._ready)
