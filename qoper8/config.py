@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import sys
 from pathlib import Path  # noqa: TC003  (pydantic resolves field types at run time)
 from typing import Any, Final, Literal
 
@@ -40,6 +41,18 @@ logger = logging.getLogger("qoper8.config")
 
 def _default_children() -> int:
     return os.cpu_count() or 2
+
+
+def _fork_server_supported() -> bool:
+    # A fork server needs fork() and pidfds (Linux 5.3+) to hear its children's exits.
+    return sys.platform == "linux" and hasattr(os, "pidfd_open")
+
+
+def _default_start_method() -> StartMethod:
+    return "forkserver" if _fork_server_supported() else "spawn"
+
+
+StartMethod = Literal["forkserver", "spawn"]
 
 
 class PoolConfig(BaseModel):
@@ -80,6 +93,13 @@ class PoolConfig(BaseModel):
     max_actors_per_child: int = Field(default=1, ge=1, le=10_000)
     # Actors the pool holds at most (each takes a child when max_actors_per_child is 1).
     max_actors: int = Field(default=256, ge=0, le=100_000)
+    # How children start. "forkserver" (the default on Linux): one fresh interpreter per
+    # generation imports the worker module once and forks each child, which runs on_start;
+    # a child starts in milliseconds and shares the imported pages. "spawn": each child is a
+    # fresh interpreter importing the worker module itself (the only way elsewhere; the
+    # opt-out for a worker module that is not fork-safe at import: it starts threads or
+    # opens connections there, which a fork would share or break).
+    start_method: StartMethod = Field(default_factory=_default_start_method)
 
     # "512M", "2GiB": sizes with a unit, from a flag, a variable, a TOML file or Python.
     _sizes = field_validator("max_memory_per_child", "max_message_bytes", mode="before")(
@@ -110,6 +130,13 @@ class PoolConfig(BaseModel):
                 f"children ({self.children}) is more than max_children ({self.max_children})"
             )
         return self
+
+    @field_validator("start_method")
+    @classmethod
+    def _start_method_here(cls, value: str) -> str:
+        if value == "forkserver" and not _fork_server_supported():
+            raise ValueError("'forkserver' needs Linux 5.3 or later (pidfds): use 'spawn'")
+        return value
 
     @field_validator("worker")
     @classmethod

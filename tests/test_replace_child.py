@@ -43,6 +43,10 @@ async def one_child(stop_dir: Path) -> AsyncIterator[qoper8.Pool]:
 async def _replaced(pool: qoper8.Pool, stop_dir: Path, old_pid: int) -> int:
     """Wait until ``old_pid`` ran its on_stop and left, and return its successor's pid."""
     await wait_until(lambda: (stop_dir / f"stopped-{old_pid}").exists(), what="on_stop ran")
+    # ...and exited (a forked replacement can be ready before the old child has left).
+    await wait_until(
+        lambda: old_pid not in {c.pid for c in pool.statistics().children}, what="it left"
+    )
     # The old child never takes another job: this one waits for the replacement if need be.
     new_pid = await pool.submit({"type": "pid"})
     assert isinstance(new_pid, int)

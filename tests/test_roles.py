@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 import qoper8
-from tests.conftest import HANDLERS
+from tests.conftest import HANDLERS, wait_until
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -177,3 +177,18 @@ async def test_jobs_wait_for_a_starting_pool_of_roles_and_refuse_one_not_started
         assert (await early)["id"] == 3
     finally:
         await pool.aclose()
+
+
+async def test_a_role_reloaded_then_scaled_to_none_grows_again() -> None:
+    """A resize waits for children its supervisor is still getting a fork server for."""
+    roles = {"users": qoper8.Role(USERS, children=1), "reports": qoper8.Role(REPORTS, children=1)}
+    async with qoper8.Pool(roles=roles, idle_timeout=0.2, timeout=30) as pool:
+        await pool.resize((0, 3), role="reports")
+        await pool.reload(pool.role("reports").config, role="reports")
+        live = ("starting", "idle", "busy")
+        await wait_until(
+            lambda: all(c.state not in live for c in pool.statistics(role="reports").children),
+            what="reports down to none",
+        )
+        await pool.resize(1, role="reports")
+        assert (await pool.submit({"type": "report.build"}, result_type=dict))["role"] == "reports"

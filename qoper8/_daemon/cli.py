@@ -97,6 +97,10 @@ _SETTING_FLAGS: Final[tuple[tuple[tuple[str, ...], str, str, str], ...]] = (
      f"largest action or result (default: {DEFAULT_MAX_MESSAGE_BYTES // 2**20}M)"),
     (("--start-timeout",), "start_timeout", "SECONDS",
      f"time a child gets to become ready (default: {_default('start_timeout')})"),
+    (("--start-method",), "start_method", "METHOD",
+     "forkserver: fork children from one interpreter that imported the worker module once; "
+     "spawn: a fresh interpreter per child, for a worker module not fork-safe at import "
+     f"(default: {_default('start_method')})"),
     (("--max-start-failures",), "max_start_failures", "N",
      "after N children in a row fail to start, give up and exit 3 (default: "
      f"{_default('max_start_failures', 'never: keep retrying')})"),

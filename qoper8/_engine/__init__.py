@@ -19,15 +19,16 @@ Data flow (every arrow runs on the master's event loop)::
     └──────────────▲───────────────────────────────┬────────────────────────────────────────┘
                    │ child_free / child_lost       │ retire_if_due
     ┌──────────────┴───────── Supervisor (processes) ▼──────────────────────────────────────┐
-    │ spawn (one thread) ─▶ READY ─▶ child_ready ─▶ Dispatcher.child_free                  │
-    │ exit (pidfd) ─▶ child_exited ─▶ Dispatcher.child_lost (ChildDied) ─▶ ChildHealth     │
+    │ spawn (fork server) ─▶ READY ─▶ child_ready ─▶ Dispatcher.child_free                 │
+    │ exit (server) ─▶ child_exited ─▶ Dispatcher.child_lost (ChildDied) ─▶ ChildHealth    │
     │     (failed start? degraded? give up?) ─▶ reconcile()                                │
     │ target ◀─ resize · reload (a new generation) · [autoscale]; reconcile(): start or    │
     │     retire until live == target, respawns after the back-off of failed starts         │
     └──────────────────────────────────────────────────────────────────────────────────────┘
 
-Everything runs on the event loop thread and nothing here blocks it: spawning happens on one
-dedicated thread, exits are noticed through pidfds, frames arrive through asyncio. A job
-reaches a child only when that child is idle, so a child never holds a second job and a
-queued job stays cancellable until the moment it is dispatched.
+Everything runs on the event loop thread and nothing here blocks it: a generation's fork
+server forks its children on request (``start_method="spawn"``: each is spawned on one
+dedicated thread), exits are reported by the fork server (or noticed through pidfds), frames
+arrive through asyncio. A job reaches a child only when that child is idle, so a child never
+holds a second job and a queued job stays cancellable until the moment it is dispatched.
 """

@@ -16,7 +16,7 @@ import signal
 import socket
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import IO, TYPE_CHECKING, Any, Final, Protocol
 
 from . import protocol as proto
 from .channel import RECV_SIZE, ChildChannel
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
     from .actors import Actor
     from .delivery import Delivery
+    from .fork_server import ForkServer
     from .job import Job
 
 # A child whose channel closed but whose process lingers is killed after this long.
@@ -36,6 +37,9 @@ LINGER_AFTER_EOF: Final = 2.0
 # The smallest frame limit the master reads with, whatever max_message_bytes says: a READY
 # listing many handlers must pass (results are bounded by the child itself).
 CONTROL_FRAME_LIMIT: Final = 1 << 20
+# A CONFIG frame up to this size is written before the child exists (well under any socket
+# buffer: larger would block the loop until the child reads it).
+CONFIG_IN_ADVANCE: Final = 64 * 1024
 
 
 # Frames 12-15 end a job, 16 on are anything else (bound once: Enum reads are slow in 3.11).
@@ -115,7 +119,8 @@ class Child(ChildChannel):
         # Killed for its own fault (a start timeout, a protocol violation), not the pool's
         # decision (surplus, an old generation, closing): still a failed start.
         self.kill_fault = False
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._proc: subprocess.Popen[bytes] | None = None  # a spawned child's only
+        self._stdout: IO[bytes] | None = None  # its merged stdout and stderr
         self._sock: socket.socket | None = None
         self._reader = proto.FrameReader(0)
         # Unsent parts of frames, waiting for the socket to drain (large actions only).
@@ -129,36 +134,44 @@ class Child(ChildChannel):
 
     # ----------------------------------------------------------------- lifecycle
 
-    async def spawn(self, spawner: Executor, config: dict[str, Any], limit: int) -> None:
+    async def spawn(
+        self,
+        spawner: Executor,
+        config: dict[str, Any],
+        limit: int,
+        fork_server: ForkServer | None = None,
+    ) -> None:
         """Start the process and connect to it. Returns before READY (see ``wait_ready``).
 
-        The fork/exec runs on ``spawner``, one long-lived thread: never on the loop thread,
-        and always the same thread, because Linux's parent-death signal fires when the
-        *thread* that spawned a child exits.
+        With ``fork_server``, the server forks it (its worker module already imported; the
+        request is one message, sent from the loop). Otherwise the fork/exec runs on
+        ``spawner``, one long-lived thread: never on the loop thread, and always the same
+        thread, because Linux's parent-death signal fires when the *thread* that spawned a
+        child exits.
         """
         loop = self._loop = asyncio.get_running_loop()
-        self._ready = loop.create_future()
+        if self._ready is None:  # wait_ready() may have made it (a fork server was awaited)
+            self._ready = loop.create_future()
         master_sock, child_sock = socket.socketpair()
+        # CONFIG waits in the socket for the child, which reads it as soon as it runs: no
+        # round trip through the loop between its start and its READY. (Only when it surely
+        # fits the socket's buffer: nobody reads it yet.)
+        hello = proto.frame(Kind.CONFIG, 0, proto.dumps(config))
+        early = len(hello) <= CONFIG_IN_ADVANCE
+        if early:
+            master_sock.sendall(hello)
         try:
-            spawning = loop.run_in_executor(spawner, start_process, child_sock.fileno())
-            try:
-                self._proc = await asyncio.shield(spawning)
-            except asyncio.CancelledError:
-                # The fork/exec goes on in its thread regardless: adopt the process so that
-                # it is killed and reaped like any other, never leaked.
-                self._proc = await spawning
-                self._adopt(loop)
-                self.kill("start cancelled")
-                master_sock.close()
-                raise
+            if fork_server is None:
+                stdout = await self._start_process(loop, spawner, child_sock, master_sock)
+            else:
+                stdout = await self._fork(loop, fork_server, child_sock, master_sock)
         except BaseException:
             master_sock.close()
-            if self._proc is None:
+            if self.pid is None:
                 self.abandon()
             raise
         finally:
             child_sock.close()
-        self._adopt(loop)
         master_sock.setblocking(False)
         self._sock = master_sock
         self._reader = proto.FrameReader(max(limit, CONTROL_FRAME_LIMIT))
@@ -167,16 +180,70 @@ class Child(ChildChannel):
         self._recv_buffer = bytearray(RECV_SIZE)
         self._recv_view = memoryview(self._recv_buffer)
         loop.add_reader(master_sock.fileno(), self._on_readable)
-        assert self._proc.stdout is not None
+        self._stdout = stdout
         self._output, _ = await loop.connect_read_pipe(
-            lambda: OutputLines(self._output_line), self._proc.stdout
+            lambda: OutputLines(self._output_line), stdout
         )
-        self._send(Kind.CONFIG, 0, proto.dumps(config))
+        if not early:
+            self.send_frame(hello)
 
-    def _adopt(self, loop: asyncio.AbstractEventLoop) -> None:
-        assert self._proc is not None
+    async def _start_process(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        spawner: Executor,
+        child_sock: socket.socket,
+        master_sock: socket.socket,
+    ) -> IO[bytes]:
+        spawning = loop.run_in_executor(spawner, start_process, child_sock.fileno())
+        try:
+            self._proc = await asyncio.shield(spawning)
+        except asyncio.CancelledError:
+            # The fork/exec goes on in its thread regardless: adopt the process so that it
+            # is killed and reaped like any other, never leaked.
+            self._proc = await spawning
+            self._stdout = self._proc.stdout
+            self.pid = self._proc.pid
+            ExitWatcher(self.pid, loop, self._record_exit)
+            self.kill("start cancelled")
+            raise
         self.pid = self._proc.pid
         ExitWatcher(self.pid, loop, self._record_exit)
+        assert self._proc.stdout is not None
+        return self._proc.stdout
+
+    async def _fork(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        fork_server: ForkServer,
+        child_sock: socket.socket,
+        master_sock: socket.socket,
+    ) -> IO[bytes]:
+        read_fd, write_fd = os.pipe()
+        stdout = os.fdopen(read_fd, "rb", buffering=0)  # closed at its exit
+        try:
+            forking = fork_server.spawn(child_sock.fileno(), write_fd)
+        except BaseException:
+            stdout.close()
+            raise
+        finally:
+            os.close(write_fd)  # sent already (or never): the child gets its own copy
+        try:
+            self.pid = await asyncio.shield(forking)
+        except asyncio.CancelledError:
+            with contextlib.suppress(OSError):
+                self.pid = await forking
+            if self.pid is not None:
+                self._stdout = stdout
+                fork_server.watch(self.pid, self._record_exit)
+                self.kill("start cancelled")
+            else:
+                stdout.close()
+            raise
+        except BaseException:
+            stdout.close()
+            raise
+        fork_server.watch(self.pid, self._record_exit)
+        return stdout
 
     def abandon(self) -> None:
         """The process was never started (spawn failed or was cancelled first): report the
@@ -203,8 +270,8 @@ class Child(ChildChannel):
         self._close_channel()
         if self._output is not None:
             self._output.close()
-        elif self._proc is not None and self._proc.stdout is not None:
-            self._proc.stdout.close()
+        elif self._stdout is not None:
+            self._stdout.close()
         self._exited.set()
         if self._ready is not None and not self._ready.done():
             self._ready.set_exception(ChildStartError(self))
@@ -216,7 +283,8 @@ class Child(ChildChannel):
     async def wait_ready(self, timeout: float) -> None:
         """Wait for READY. Raises ``ChildStartError`` if the child fails or dies first, or
         ``TimeoutError`` (after killing it) if it takes longer than ``timeout``."""
-        assert self._ready is not None
+        if self._ready is None:  # not spawned yet: its supervisor awaits a fork server first
+            self._ready = asyncio.get_running_loop().create_future()
         try:
             async with asyncio.timeout(timeout):
                 await asyncio.shield(self._ready)

@@ -2,15 +2,17 @@
 ``ChildLoop`` (one job at a time). Also the child's blocking channel to the master, and the
 guard that makes it die with its master.
 
-Run as ``python -m qoper8._engine.child_main MASTER_PID CHANNEL_FD``. It imports only the
-stdlib and the child's side of the engine (protocol, worker, handler, child_api, reports;
-pydantic once a handler validates), never the pool, the daemon or redis, so that a child
-starts fast.
+Run as ``python -m qoper8._engine.child_main MASTER_PID CHANNEL_FD`` (``start_method="spawn"``),
+or entered through ``serve()`` in a child the fork server just forked, with the worker module
+already imported. It imports only the stdlib and the child's side of the engine (protocol,
+worker, handler, child_api, reports; pydantic once a handler validates), never the pool, the
+daemon or redis, so that a child starts fast.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
 import socket
@@ -18,13 +20,16 @@ import sys
 import threading
 import time
 from collections import deque
-from typing import Final
+from typing import TYPE_CHECKING, Any, Final
 
 from . import protocol as proto
 from .child_loop import EXIT_OK, ChildLoop
 from .protocol import Kind
 from .reports import error_report
 from .worker import load_worker
+
+if TYPE_CHECKING:
+    from .worker import Worker
 
 # Exit codes the master interprets; a start failure is also reported as a frame.
 EXIT_START_FAILED: Final = 3
@@ -43,29 +48,36 @@ _FAILED: Final = proto.ErrorCategory.FAILED.value
 _ORPHAN_POLL_SECONDS: Final = 0.5
 
 
-def _die_with_master(master_pid: int) -> None:
-    """Make sure this child cannot outlive its master, even inside a blocking handler.
+@functools.cache
+def _libc() -> Any:
+    """The C library, loaded once: the fork server loads it, its children reuse it."""
+    import ctypes
 
-    On Linux the kernel sends SIGKILL when the parent thread dies (PR_SET_PDEATHSIG); the
-    master spawns children from one long-lived thread for exactly that reason. Elsewhere a
-    daemon thread polls the parent pid. Either way, a master that died before we got here
-    means exit now.
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Make sure this process cannot outlive its parent, even inside a blocking handler.
+
+    The parent is the master (a spawned child, or the fork server) or the fork server (a
+    forked child): master dies, the fork server dies, its children die. On Linux the kernel
+    sends SIGKILL when the parent thread dies (PR_SET_PDEATHSIG); the master spawns from one
+    long-lived thread for exactly that reason, and the fork server has only one thread.
+    Elsewhere a daemon thread polls the parent pid. Either way, a parent that died before we
+    got here means exit now.
     """
     armed = False
     if sys.platform == "linux":
         try:
-            import ctypes
-
-            libc = ctypes.CDLL(None, use_errno=True)
-            armed = libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
+            armed = _libc().prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
         except (OSError, AttributeError):
             armed = False
-    if os.getppid() != master_pid:
+    if os.getppid() != parent_pid:
         os._exit(EXIT_ORPHANED)
     if not armed:
 
         def watch() -> None:
-            while os.getppid() == master_pid:
+            while os.getppid() == parent_pid:
                 time.sleep(_ORPHAN_POLL_SECONDS)
             os._exit(EXIT_ORPHANED)
 
@@ -121,9 +133,17 @@ class Channel:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """A spawned child: ``MASTER_PID CHANNEL_FD``."""
     args = sys.argv[1:] if argv is None else argv
     master_pid, channel_fd = int(args[0]), int(args[1])
-    _die_with_master(master_pid)
+    die_with_parent(master_pid)
+    return serve(channel_fd)
+
+
+def serve(channel_fd: int, preloaded: tuple[str, Worker] | None = None) -> int:
+    """The child's life from its CONFIG frame on: start, READY, jobs. ``preloaded`` is the
+    fork server's (reference, worker), imported before the fork: used when the master asks
+    for that same worker module, so that only the start hooks run here."""
     # The master decides when children stop; a terminal's Ctrl-C is for the master.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
@@ -145,8 +165,11 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(f"qoper8 child: bad start-up message: {exc}\n")
         return EXIT_PROTOCOL_ERROR
     try:
-        worker = load_worker(config["worker"])
-        worker.prepare()
+        if preloaded is not None and preloaded[0] == config["worker"]:
+            worker = preloaded[1]
+        else:
+            worker = load_worker(config["worker"])
+            worker.prepare()
         worker.run_start_hooks()
     except BaseException as exc:
         with contextlib.suppress(OSError):

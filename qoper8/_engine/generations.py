@@ -1,6 +1,7 @@
 """``Generations``: how a supervisor's target and generation move, the two knobs that
 ``reconcile()`` converges on: ``resize`` moves the target; ``roll`` (a reload) starts a new
-generation beside the old one and retires the old children as each finishes its job.
+generation beside the old one (with a fork server of its own, which imports the new code)
+and retires the old children as each finishes its job.
 Autoscaling will be a third hand on the target.
 """
 
@@ -17,6 +18,7 @@ if TYPE_CHECKING:
 
     from ..config import PoolConfig
     from .child import Child
+    from .fork_servers import ForkServers
     from .health import ChildHealth
 
 __all__ = ["Generations"]
@@ -31,6 +33,7 @@ class Generations:
     config: PoolConfig
     health: ChildHealth
     children: dict[int, Child]
+    fork_servers: ForkServers
 
     def reconcile(self) -> None:
         raise NotImplementedError
@@ -89,11 +92,14 @@ class Generations:
             # not failed background starts (they keep managed_start).
             self.generation, self.target = old_generation, old_target
             revert()
+            self.fork_servers.retire_others(self.generation)
             self.reloading = False
             self.reconcile()
             raise
         for child in new:
             child.managed_start = False
+        # The old generation's fork server forks no more; it exits after its last child.
+        self.fork_servers.retire_others(self.generation)
         self.reloading = False
         if self.health.degraded:
             self.health.recovered(new[0])

@@ -139,6 +139,7 @@ class Pool(PoolCalls, PoolBatch, PoolMessages, PoolSize, PoolView):
         self._supervisor = Supervisor(config, self._dispatcher, output, ids)
         self._actor_children = ActorChildren(config, self._dispatcher, output, ids)
         self._actor_children.target = 0  # it grows with the actors
+        self._actor_children.share_fork_servers(self._supervisor)
         self._actor_host = ActorHost(
             self._dispatcher,
             self._supervisor,

@@ -24,6 +24,7 @@ from ..errors import PoolClosed
 from .child import Child, ChildState
 from .child_process import ChildStartError
 from .dispatcher import Phase
+from .fork_servers import ForkServers
 from .generations import Generations
 from .health import ChildHealth
 from .main_module import alias_main, describe_main
@@ -80,6 +81,10 @@ class Supervisor(Generations):
         # Respawns sleeping out their back-off; a recovery wakes them at once.
         self._backoff_waiters: set[asyncio.Future[None]] = set()
         self.health = ChildHealth(config, dispatcher, self._recovered)
+        self.fork_servers = ForkServers(on_output)
+        # Set by share_fork_servers: the group whose fork servers (and generations) fork
+        # this group's children too.
+        self._fork_owner: Supervisor | None = None
         self.autoscaler: Autoscaler | None = None
         self.paused = False  # Pool.pause(): a target of none until a resize
         self.apply(config)
@@ -163,6 +168,13 @@ class Supervisor(Generations):
         except Exception:
             logger.exception("on_output callback failed")
 
+    def share_fork_servers(self, owner: Supervisor) -> None:
+        """Fork this group's children from ``owner``'s fork server of its current generation
+        (the actor children from the pool's: after a reload, new ones get the new code, as
+        spawned ones would); ``owner`` closes the servers."""
+        self.fork_servers = owner.fork_servers
+        self._fork_owner = owner
+
     # ================================================================ starting
 
     async def start(self) -> None:
@@ -195,8 +207,12 @@ class Supervisor(Generations):
 
     async def _spawn_and_wait(self, child: Child) -> None:
         assert self._spawner is not None
-        await child.spawn(self._spawner, self._child_config, self.config.max_message_bytes)
-        await child.wait_ready(self.config.start_timeout)
+        config, hello = self.config, self._child_config
+        owner = self._fork_owner
+        generation = child.generation if owner is None else owner.generation
+        server = await self.fork_servers.get(generation, config, hello, self._spawner)
+        await child.spawn(self._spawner, hello, config.max_message_bytes, server)
+        await child.wait_ready(config.start_timeout)
 
     def new_child(self) -> Child:
         config = self.config
@@ -352,13 +368,17 @@ class Supervisor(Generations):
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(RETIRE_TIMEOUT):
                     await asyncio.gather(*(c.wait_exited() for c in children))
+        if self._fork_owner is None:
+            await self.fork_servers.shutdown(RETIRE_TIMEOUT)
 
     def kill_all(self, reason: str) -> None:
         for child in list(self.children.values()):
             child.kill(reason)
 
     def finish(self) -> None:
-        """The pool closed: let the spawner thread go."""
+        """The pool closed: kill a fork server still there, let the spawner thread go."""
+        if self._fork_owner is None:
+            self.fork_servers.kill_all()
         if self._spawner is not None:
             self._spawner.shutdown(wait=False)
 

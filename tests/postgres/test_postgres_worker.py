@@ -81,7 +81,9 @@ async def test_a_terminated_connection_fails_a_write_once_and_its_child_is_repla
         assert (info.value.status, info.value.code) == (503, "child_replaced")
         # The backend was gone before the statement was sent: it never ran.
         assert await pool.submit({"type": "counter.add", "key": "c"}) == 2
-        assert _pids(pool).isdisjoint(children)  # a fresh child, with a fresh connection
+        # A fresh child, with a fresh connection (a forked one is ready before the old one
+        # has finished retiring).
+        await wait_until(lambda: _pids(pool).isdisjoint(children), what="the old child gone")
         stats = pool.statistics()
         assert (stats.died, stats.degraded) == (0, False)
 
