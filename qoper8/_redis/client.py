@@ -35,6 +35,7 @@ from .scripts import (
     RESULTS_PREFIX,
     WITHDRAW_LUA,
 )
+from .stream_reads import StreamReads
 from .whereabouts import locate
 from .wire import Script, Wire
 
@@ -104,6 +105,15 @@ class RedisClient:
         self._closed = False
         self._healthy = True
         self._last_error: BaseException | None = None
+        self._reads: StreamReads | None = None
+
+    @property
+    def reads(self) -> StreamReads:
+        """The connection that reads every open stream (opened with the first stream)."""
+        if self._reads is None:
+            assert self._wire is not None
+            self._reads = StreamReads(self.url, self._wire, self._settle)
+        return self._reads
 
     async def open(self) -> None:
         self._wire = Wire(self.url)
@@ -126,6 +136,8 @@ class RedisClient:
                     await self._wire.command("DEL", self.reply_key)
             except (TimeoutError, RedisError, OSError):
                 pass  # the list expires by itself (REPLY_TTL)
+        if self._reads is not None:
+            await self._reads.aclose()
         if self._replies is not None:
             await self._replies.aclose()  # ends the BLMPOP at once
         if self._listener is not None:
@@ -135,12 +147,19 @@ class RedisClient:
             await self._wire.aclose()
 
     async def submit(
-        self, action: Mapping[str, Any], deadline: float | None, *, kill_on_cancel: bool = False
+        self,
+        action: Mapping[str, Any],
+        deadline: float | None,
+        *,
+        kill_on_cancel: bool = False,
+        job_id: str | None = None,
+        stream: str | None = None,
     ) -> JSONValue:
+        """Enqueue and wait; ``stream``: the job's ``qoper8_stream`` (``stream_scripts``)."""
         timeout = deadline
         if self._closed or self._wire is None:
             raise PoolClosed("the RedisPool is closed" if self._closed else "not opened")
-        job_id = secrets.token_hex(16)
+        job_id = job_id or secrets.token_hex(16)
         mapping = encode_job(
             job_id,
             self.queue,
@@ -149,6 +168,8 @@ class RedisClient:
             reply_key=self.reply_key,
             result_ttl=self.result_ttl,
         )
+        if stream:
+            mapping["qoper8_stream"] = stream
         loop = asyncio.get_running_loop()
         pending = _Pending(loop.create_future(), mapping)
         self._pending[job_id] = pending
@@ -161,7 +182,7 @@ class RedisClient:
         except asyncio.CancelledError:
             # As the local pool drops a queued job, withdraw it if no host has taken it; in a
             # task of its own, since this one is being cancelled.
-            task = asyncio.create_task(self._withdraw(job_id, kill_on_cancel))
+            task = asyncio.create_task(self.withdraw(job_id, kill_on_cancel))
             self._withdrawals.add(task)
             task.add_done_callback(self._withdrawals.discard)
             raise
@@ -223,7 +244,7 @@ class RedisClient:
             pending.enqueued = True
             return
 
-    async def _withdraw(self, job_id: str, stop_running: bool) -> None:
+    async def withdraw(self, job_id: str, stop_running: bool) -> None:
         assert self._wire is not None
         try:
             async with asyncio.timeout(WHEREABOUTS_TIMEOUT):
