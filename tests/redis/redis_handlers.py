@@ -95,6 +95,9 @@ def progress_steps(steps: list[Any], job: qoper8.Job, gate: str = "") -> int:
     for i, step in enumerate(steps):
         job.progress(step)
         if gate:
+            # the child holds a progress back for up to 50 ms (paced) until its next frame;
+            # a message sends it before this handler blocks (submit's callers drop it)
+            job.send(i)
             while not os.path.exists(f"{gate}.{i}"):
                 time.sleep(POLL_SECONDS)
     return len(steps)
