@@ -60,7 +60,6 @@ ENQUEUE: Final = Script(ENQUEUE_LUA)
 WITHDRAW: Final = Script(WITHDRAW_LUA)
 
 
-# ---------------------------------------------------------------- the submitting side
 @dataclass(slots=True)
 class _Pending:
     future: asyncio.Future[JSONValue]
@@ -108,11 +107,16 @@ class RedisClient:
         self._reads: StreamReads | None = None
 
     @property
+    def wire(self) -> Wire:
+        """The pipelined connection: enqueues, and the streams' acks, broadcasts."""
+        assert self._wire is not None
+        return self._wire
+
+    @property
     def reads(self) -> StreamReads:
         """The connection that reads every open stream (opened with the first stream)."""
         if self._reads is None:
-            assert self._wire is not None
-            self._reads = StreamReads(self.url, self._wire, self._settle)
+            self._reads = StreamReads(self.url, self.wire, self._settle)
         return self._reads
 
     async def open(self) -> None:

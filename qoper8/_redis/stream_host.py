@@ -71,6 +71,7 @@ class _MetaProgress:
     __slots__ = (
         "_busy",
         "_expect",
+        "_inflight",
         "_key",
         "_last",
         "_pending",
@@ -89,6 +90,7 @@ class _MetaProgress:
         self._busy = False
         self._last = 0.0
         self._timer: asyncio.TimerHandle | None = None
+        self._inflight: asyncio.Future[Any] | None = None
         self._stopped = False  # the job is not this host's any more, or meta is not a dict
 
     def set(self, value: Any) -> None:
@@ -104,13 +106,21 @@ class _MetaProgress:
         else:
             self._timer = asyncio.get_running_loop().call_later(wait, self._due)
 
-    def flush(self) -> None:
-        """The job ends: write the newest value now, before the finish (same Wire)."""
+    async def flush(self) -> None:
+        """The job ends: write the newest value now and wait until meta holds it (merged
+        again if someone changed meta meanwhile): the finish, which ends this host's right
+        to write, comes after."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if self._pending and not self._stopped:
-            self._write(0)
+        for _ in range(2 * META_ATTEMPTS + 2):  # bounded: a write can always be retried
+            if self._busy and self._inflight is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self._inflight)  # its callback has run after
+            elif self._pending and not self._stopped:
+                self._write(0)
+            else:
+                return
 
     def _due(self) -> None:
         self._timer = None
@@ -134,6 +144,7 @@ class _MetaProgress:
         self._last = time.monotonic()
         future = self._wire.script(META, [self._key], [expected, new, self._worker])
         future.add_done_callback(functools.partial(self._written, value, attempt))
+        self._inflight = future
 
     def _written(self, value: Any, attempt: int, future: asyncio.Future[Any]) -> None:
         self._busy = False
@@ -336,10 +347,10 @@ class _Streaming(_ConsumerBase):
         if running.writer is not None:
             running.writer.progress(value)
 
-    def _end_messages(self, running: _Running, outcome: _Outcome) -> None:
+    async def _end_messages(self, running: _Running, outcome: _Outcome) -> None:
         """Before the finish: the newest progress into meta, and the stream's end."""
         if running.meta is not None:
-            running.meta.flush()
+            await running.meta.flush()
         if running.writer is not None:
             if outcome.status == "finished":
                 ttl = DEFAULT_RESULT_TTL if running.result_ttl is None else running.result_ttl

@@ -204,7 +204,8 @@ class _Taking(_Streaming, _Leases, _Outcomes):
             outcome = self._failure(
                 running, JobError(f"qoper8 failed to run job {running.job_id}: {exc!r}")
             )
-        self._end_messages(running, outcome)
+        if running.meta is not None or running.writer is not None:
+            await self._end_messages(running, outcome)
         return await self._write_outcome(running, outcome)
 
     async def _execute(
