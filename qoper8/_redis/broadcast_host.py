@@ -53,6 +53,8 @@ class _Broadcasts(_ConsumerBase):
                     last = tail[0][0] if tail else b"0-0"
                     for topic, body in _pairs(sticky).items():
                         self._spawn(self._sticky(_text(topic), body))
+                    await asyncio.sleep(0)  # each pool.broadcast delivers in its first step
+                    self._listening_ready.set()
                 reply = await wire.command(
                     "XREAD",
                     "BLOCK",

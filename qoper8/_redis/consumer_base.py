@@ -202,6 +202,9 @@ class _ConsumerBase:
         # BLMOVE gets a connection of its own: stop() closes it to end the wait at once.
         self._blocking: Wire | None = None
         self._stop_deadline: float | None = None
+        # set once the broadcasts are read and the queue's sticky topics given to the pool:
+        # the consumer then registers (broadcasts reach it) and takes jobs (after them)
+        self._listening_ready = asyncio.Event()
         self._jobs_task: set[asyncio.Task[None]] = set()
         self._health = _Health()
         reason = (

@@ -42,6 +42,11 @@ class _Taking(_Streaming, _Leases, _Outcomes):
     async def _take_loop(self) -> None:
         backoff = self._backoff(f"consumer {self.name}")
         pool = self.pool
+        self._interruptible = True
+        try:
+            await self._listening_ready.wait()  # the queue's sticky topics go first
+        finally:
+            self._interruptible = False
         while not self._stopping:
             if not pool.is_open:
                 logger.info("consumer %s: the pool closed; no more jobs taken", self.name)

@@ -109,3 +109,18 @@ def send_then_block(n: int, started: str, release: str, job: qoper8.Job) -> int:
     for i in range(n):
         job.send(i)
     return block(started, release)
+
+
+# ---------------------------------------------------------------- broadcasts (issue 11)
+_config: dict[str, Any] = {}  # what config.set broadcasts gave this child
+
+
+@worker.on_message("config.set")
+def config_set(value: Any) -> int:
+    _config["value"] = value
+    return os.getpid()
+
+
+@worker.handler("config.get")
+def config_get() -> Any:
+    return _config.get("value")
