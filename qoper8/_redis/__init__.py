@@ -23,8 +23,14 @@ installed, and say so only when started); the code lives in:
     outcome            a job's outcome as rq records it and RedisPool reads it
     leases             the heartbeat that renews leases; handing jobs back
     reaper             requeuing (or failing) expired leases, dead consumers' claims
+    stream_host        a job's progress into rq's meta and its messages into its stream
+    broadcast_host     answering broadcasts with the pool's children's replies
+    stream_scripts   the keys, entries, limits and Lua scripts of messages and broadcasts
+    stream_reader    RedisStream: what RedisPool.stream yields
+    stream_reads       the one blocking connection that reads a client's open streams
+    broadcast        RedisPool.broadcast: one request to every host, their answers
 
-Redis keys touched (rq's data model under the prefix ``rq``, plus three of qoper8's own)::
+Redis keys touched (rq's data model under the prefix ``rq``, plus qoper8's own)::
 
     rq:queues                        set     queue keys; rq registers each queue here
     rq:queue:{queue}                 list    job ids waiting; producers RPUSH, takers LPOP
@@ -52,6 +58,13 @@ Redis keys touched (rq's data model under the prefix ``rq``, plus three of qoper
                                              consumer's claims back and removes it from
                                              rq's worker registry
     qoper8:reply:{client}            list    outcomes pushed to one RedisPool client (BLMPOP)
+    qoper8:msgs:{id}                 stream  a job's messages, progress and end, when its
+                                             hash has qoper8_stream (entries: stream_scripts);
+                                             the reader's position in the hash's qoper8_read;
+                                             rq:job:{id}'s meta gets "progress" (any job)
+    qoper8:bcast:{queue}             stream  broadcast requests to the queue's hosts
+    qoper8:breply:{request}          list    the hosts' answers to one broadcast
+    qoper8:sticky:{queue}            hash    sticky broadcast topics and their payloads
 
 Delivery is at least once: a job whose lease expires (its host died or lost Redis) is queued
 again, up to ``retries_left`` times, then failed with the reason.

@@ -14,9 +14,9 @@ from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 
 import qoper8
-from qoper8._redis import stream_reader
+from qoper8._redis import stream_host, stream_reader
 from qoper8._redis.stream_scripts import STREAM_MAXLEN, STREAM_WINDOW
-from qoper8.errors import JobFailed
+from qoper8.errors import JobFailed, JobTimeout, TransportError
 from tests.conftest import wait_until
 
 from .conftest import serving
@@ -29,9 +29,11 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.redis
 
 
-async def _collect(pool: qoper8.RedisPool, action: dict[str, Any], into: list[Any]) -> None:
+async def _collect(
+    pool: qoper8.RedisPool, action: dict[str, Any], into: list[Any], timeout: float = 15
+) -> None:
     """Read a stream to its end into ``into``; its error, if any, is raised after."""
-    async with pool.stream(action, timeout=15) as stream:
+    async with pool.stream(action, timeout=timeout) as stream:
         async for message in stream:
             into.append(message)  # noqa: PERF401  (the messages before a failure count)
 
@@ -216,3 +218,43 @@ async def test_leaving_a_running_stream_without_kill_lets_the_job_end_unread(
             )
             assert job.return_value() == {"sent": n}
             assert sync_redis.xlen(f"qoper8:msgs:{job_id}") < STREAM_MAXLEN + 100
+
+
+async def test_a_timeout_mid_stream_raises_after_the_messages(
+    redis_url: str, queue_name: str, tmp_path: Path
+) -> None:
+    action = {
+        "type": "send_then_block",
+        "n": 3,
+        "started": str(tmp_path / "started"),
+        "release": str(tmp_path / "release"),
+    }
+    got: list[Any] = []
+    async with asyncio.timeout(20):
+        async with (
+            serving(redis_url, queue_name, children=1),
+            qoper8.RedisPool(redis_url, queue=queue_name, timeout=1.0) as rp,
+        ):
+            with pytest.raises(JobTimeout):
+                await _collect(rp, action, got, timeout=1.0)
+    assert got == [0, 1, 2]
+
+
+async def test_a_reader_gone_silent_past_the_stall_limit_finds_messages_trimmed(
+    redis_url: str, queue_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A host waits for a silent reader only so long (it may have vanished without a
+    word); one that comes back after trimming gets TransportError, never a silent gap."""
+    monkeypatch.setattr(stream_host, "STALL_SECONDS", 0.2)
+    n = 2 * STREAM_MAXLEN + 200  # enough that trimming reaches what the reader left
+    async with asyncio.timeout(20):
+        async with (
+            serving(redis_url, queue_name, children=1) as (_, consumer),
+            qoper8.RedisPool(redis_url, queue=queue_name) as rp,
+            rp.stream({"type": "count", "n": n}, timeout=15) as stream,
+        ):
+            assert await anext(stream) == {"i": 0}
+            await wait_until(lambda: consumer.running_jobs == 0, what="the job to end")
+            with pytest.raises(TransportError, match="trimmed"):
+                async for _ in stream:
+                    pass
