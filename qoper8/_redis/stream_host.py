@@ -175,8 +175,10 @@ class _StreamWriter:
         self._keys = [MSGS_PREFIX + running.job_id, JOB_PREFIX + running.job_id]
         self._execution = running.execution_id
         self._messages = running.stream == "1"  # else progress only
-        self._n = 0
-        self._entries: list[Any] = []
+        self._n = -1  # the newest entry's number (the first, "s", is 0)
+        self._first = 0  # the number of the first entry not written yet
+        self._kinds: list[str] = []  # the entries not written yet
+        self._values: list[Any] = []
         self._flush_soon = False
         self._last: asyncio.Future[Any] | None = None  # the latest write
         self._acked = 0
@@ -186,15 +188,14 @@ class _StreamWriter:
         self._timer: asyncio.TimerHandle | None = None
         self._waiting = False
         self._ended = False
-        self._add("s", 0, self._execution)
+        self._add("s", self._execution)
 
     # ------------------------------------------------------------ entries
     def message(self, value: JSONValue) -> bool:
         """Add a message; True when the host must wait (``wait_room``) before the next."""
         if self.gone or not self._messages:
             return False
-        self._n += 1
-        self._add("m", self._n, _dumps(value))
+        self._add("m", _dumps(value))
         return self._n - self._acked >= STREAM_WINDOW
 
     def progress(self, value: Any) -> None:
@@ -216,26 +217,28 @@ class _StreamWriter:
 
     def _put_progress(self) -> None:
         if self._progress and not self.gone:
-            self._n += 1
-            self._add("p", self._n, _dumps(self._progress.pop()))
+            self._add("p", _dumps(self._progress.pop()))
             self._progress_sent = time.monotonic()
 
-    def _add(self, kind: str, n: int, value: bytes | str) -> None:
+    def _add(self, kind: str, value: bytes | str) -> None:
         if self._ended:
             return
-        self._entries += (kind, n, value)
+        self._n += 1
+        self._kinds.append(kind)
+        self._values.append(value)
         if not self._flush_soon:
             self._flush_soon = True
             asyncio.get_running_loop().call_soon(self._flush_due)
 
     def _flush_due(self) -> None:
         self._flush_soon = False
-        if self._entries and not self._ended:
+        if self._kinds and not self._ended:
             self._flush()
 
     def _flush(self, ttl: int = STREAM_RUNNING_TTL) -> asyncio.Future[Any]:
-        entries, self._entries = self._entries, []
-        future = self._wire.script(APPEND, self._keys, [STREAM_MAXLEN, ttl, *entries])
+        kinds, values, first = "".join(self._kinds), self._values, self._first
+        self._kinds, self._values, self._first = [], [], self._n + 1
+        future = self._wire.script(APPEND, self._keys, [STREAM_MAXLEN, ttl, first, kinds, *values])
         future.add_done_callback(self._answered)
         self._last = future
         return future
@@ -260,7 +263,7 @@ class _StreamWriter:
         delay, acked, since = ACK_POLL_FIRST, self._acked, time.monotonic()
         try:
             while not self.gone and self._n - self._acked >= STREAM_WINDOW:
-                last = self._flush() if self._entries or self._last is None else self._last
+                last = self._flush() if self._kinds or self._last is None else self._last
                 # Redis away: asked again below, the job's deadline bounds the wait
                 with contextlib.suppress(Exception):
                     await asyncio.shield(last)
@@ -292,8 +295,7 @@ class _StreamWriter:
             self._timer.cancel()
             self._timer = None
         self._put_progress()
-        self._n += 1
-        self._entries += ("e", self._n, reply)
+        self._add("e", reply)
         self._ended = True
         self._flush(ttl)
 
@@ -304,7 +306,7 @@ class _StreamWriter:
             self._timer.cancel()
             self._timer = None
         if not self._ended:
-            self._entries += ("l", 0, self._execution)
+            self._add("l", self._execution)
             self._ended = True
             self._flush()
 

@@ -135,28 +135,28 @@ class RedisStream:
         return not self._left_out
 
     def feed(self, entries: list[Any]) -> None:
-        last = _entry_id(self.last_id)
+        if entries and _entry_id(entries[0][0]) <= _entry_id(self.last_id):
+            last = _entry_id(self.last_id)  # read twice (the drain and the reads overlapped)
+            entries = [e for e in entries if _entry_id(e[0]) > last]
         for raw_id, fields in entries:
             if self._ended:
                 break
-            if _entry_id(raw_id) <= last:
-                continue  # read twice (the drain and the reads overlapped)
-            self.last_id, last = raw_id, _entry_id(raw_id)
-            self._entry(dict(zip(fields[::2], fields[1::2], strict=True)))
+            self.last_id = raw_id
+            # KIND VALUE n N (stream_scripts)
+            self._entry(fields[0], fields[1], int(fields[3]) if len(fields) > 3 else 0)
         self._wake()
 
-    def _entry(self, f: dict[bytes, bytes]) -> None:
-        n = int(f.get(b"n", b"0"))
-        if b"s" in f:
-            execution = _text(f[b"s"])
+    def _entry(self, kind: bytes, value: bytes, n: int) -> None:
+        if kind == b"s":
+            execution = _text(value)
             if self._got and execution != self._execution:
                 self._lose(self._execution or "")
                 return
             self._execution, self._expect = execution, 1
             self._fed_n = self._read_n = self._acked = 0
             return
-        if b"l" in f:
-            if _text(f[b"l"]) == self._execution and self._got and self._messages:
+        if kind == b"l":
+            if _text(value) == self._execution and self._got and self._messages:
                 self._lose(self._execution)
             return
         if n != self._expect and self._messages:
@@ -169,16 +169,16 @@ class RedisStream:
             return
         self._expect = n + 1
         self._fed_n = n
-        if b"m" in f:
+        if kind == b"m":
             self._got += 1
-            self._ready.append((n, f[b"m"]))
-        elif b"p" in f:
-            self._progress(orjson.loads(f[b"p"]))
+            self._ready.append((n, value))
+        elif kind == b"p":
+            self._progress(orjson.loads(value))
             if not self._ready:
                 self._read_n = n  # nothing unread before it: read too
-        elif b"e" in f:
+        elif kind == b"e":
             self._ended = True
-            self._reads.settle(f[b"e"])
+            self._reads.settle(value)
 
     def _lose(self, execution: str) -> None:
         self._error = JobError(

@@ -4,15 +4,15 @@ broadcasts across hosts: what ``stream_host``, ``stream_reader`` and ``broadcast
 A job asks for its messages with the ``qoper8_stream`` field of its rq job hash: ``"1"``
 (messages and progress: ``RedisPool.stream``) or ``"p"`` (progress only:
 ``RedisPool.submit(on_progress=...)``). Its host then appends them to a Redis stream of its
-own, ``qoper8:msgs:{job id}``, one entry per item, each with ``n`` (its number within the
-execution, from 1) and one of::
+own, ``qoper8:msgs:{job id}``, one entry per item, ``KIND VALUE n N`` (in this order: readers
+read them by position), ``N`` its number within the execution (0, 1, 2...), where KIND is::
 
     s  execution id       an execution starts (n = 0)
     m  message (JSON)     job.send() or a generator handler's yield
     p  progress (JSON)    the newest job.progress() value (paced)
     e  reply (JSON)       the end: {"id", "result"} or {"id", "error"}, as on the reply list
-    l  execution id       that execution was lost (its host died or stopped): the reaper or
-                          the host handing the job back writes it
+    l  execution id       that execution was lost (its host died or stopped): the reaper
+                          (n = 0) or the host handing the job back writes it
 
 Whatever a job does, ``meta["progress"]`` of its rq job hash holds its newest progress, so
 that rq users read it with ``Job.fetch(...).get_meta()``.
@@ -59,12 +59,15 @@ assert STREAM_RUNNING_TTL >= DEFAULT_RESULT_TTL
 
 # Append entries to a job's stream and refresh its expiry; answers what the job's reader
 # has acknowledged (its ``qoper8_read`` field: "{execution}:{n}", "-1" once it left, or
-# nothing), so that a host learns it with each write rather than by asking.
-# KEYS: stream, job. ARGV: maxlen, ttl (-1 persist, 0 delete), then triples kind, n, value.
+# nothing), so that a host learns it with each write rather than by asking. Entries are
+# numbered on from the first's n, their kinds one letter each in one argument: a third of
+# the arguments to pack of a (kind, n, value) triple each.
+# KEYS: stream, job. ARGV: maxlen, ttl (-1 persist, 0 delete), first n, kinds, values...
 APPEND_LUA: Final = """
-for i = 3, #ARGV, 3 do
-  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', ARGV[i], ARGV[i + 2],
-             'n', ARGV[i + 1])
+local first, kinds = tonumber(ARGV[3]), ARGV[4]
+for i = 1, #kinds do
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', string.sub(kinds, i, i),
+             ARGV[4 + i], 'n', first + i - 1)
 end
 local ttl = tonumber(ARGV[2])
 if ttl > 0 then
