@@ -39,7 +39,10 @@ Redis keys touched (rq's data model under the prefix ``rq``, plus qoper8's own):
                                              started_at, ended_at, worker_name, exc_info, and
                                              qoper8_reply / qoper8_deadline / qoper8_error,
                                              qoper8_cancel (its caller cancelled it with
-                                             kill_on_cancel; the host stops it)
+                                             kill_on_cancel; the host stops it),
+                                             qoper8_stream / qoper8_read (its messages'
+                                             stream, its reader's position), meta (rq's:
+                                             "progress" merged in)
     rq:wip:{queue}                   zset    StartedJobRegistry: "{id}:{execution}" scored by
                                              the lease's expiry (unix seconds)
     rq:execution:{id}:{execution}    hash    rq's record of one execution

@@ -17,6 +17,7 @@ from .conftest import serving
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
+    from pathlib import Path
 
     import redis
 
@@ -87,3 +88,30 @@ async def test_a_sticky_broadcast_reaches_a_host_started_later(
         # the first host is gone; a new one (its children new) has the payload
         async with serving(redis_url, queue_name, children=1):
             assert await rp.submit({"type": "config.get"}, timeout=10) == "v1"
+
+
+async def test_a_busy_child_is_a_slow_one_of_a_host_that_answers(
+    redis_url: str, queue_name: str, sync_redis: redis.Redis, tmp_path: Path
+) -> None:
+    """A child busy past the deadline is a ``JobTimeout`` entry of its own (its host named),
+    told apart from a host that did not answer at all (child 0)."""
+    started, release = tmp_path / "started", tmp_path / "release"
+    async with (
+        asyncio.timeout(20),
+        serving(redis_url, queue_name, children=2),
+        qoper8.RedisPool(redis_url, queue=queue_name) as rp,
+    ):
+        await _registered(sync_redis, queue_name, 1)
+        busy = asyncio.create_task(
+            rp.submit({"type": "block", "started": str(started), "release": str(release)})
+        )
+        await wait_until(started.exists, what="a child to be busy")
+        report = await rp.broadcast("config.set", {"value": 3}, timeout=1.0)
+        release.touch()
+        busy_pid = await busy
+    (slow,) = [r for r in report.replies if not r.ok]
+    (quick,) = [r for r in report.replies if r.ok]
+    assert isinstance(slow.error, JobTimeout)
+    assert slow.child != 0
+    assert slow.pid == busy_pid
+    assert slow.host == quick.host is not None
