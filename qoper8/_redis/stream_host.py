@@ -29,6 +29,7 @@ from .stream_scripts import (
     APPEND_LUA,
     META_LUA,
     MSGS_PREFIX,
+    STREAM_END_MIN_TTL,
     STREAM_MAXLEN,
     STREAM_RUNNING_TTL,
     STREAM_WINDOW,
@@ -290,7 +291,7 @@ class _StreamWriter:
     # ------------------------------------------------------------ the end
     def end(self, reply: str, ttl: int) -> None:
         """The job's outcome, after its newest progress; the stream then expires with the
-        result (``ttl``: -1 never, 0 at once)."""
+        result (``ttl``: -1 never)."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -358,4 +359,4 @@ class _Streaming(_ConsumerBase):
                 ttl = DEFAULT_RESULT_TTL if running.result_ttl is None else running.result_ttl
             else:
                 ttl = DEFAULT_FAILURE_TTL if running.failure_ttl is None else running.failure_ttl
-            running.writer.end(outcome.reply, ttl)
+            running.writer.end(outcome.reply, ttl if ttl < 0 else max(ttl, STREAM_END_MIN_TTL))

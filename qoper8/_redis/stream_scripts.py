@@ -51,6 +51,9 @@ STREAM_WINDOW: Final = STREAM_MAXLEN // 2
 # While a job runs its stream lives at least this long after each write (a job without a
 # deadline may be silent for long); once it ends, as long as its result.
 STREAM_RUNNING_TTL: Final = 3600
+# A stream outlives its job's end at least this long, even when the result does not (rq's
+# result_ttl=0 deletes it at once): a reader a little behind still reads it to its end.
+STREAM_END_MIN_TTL: Final = 60
 # Broadcast requests a queue's stream keeps; hosts read them as they come.
 BCAST_MAXLEN: Final = 100
 # How long a broadcast's reply list outlives a caller that stopped waiting.

@@ -258,3 +258,25 @@ async def test_a_reader_gone_silent_past_the_stall_limit_finds_messages_trimmed(
             with pytest.raises(TransportError, match="trimmed"):
                 async for _ in stream:
                     pass
+
+
+async def test_a_stream_outlives_a_result_kept_for_no_time(
+    redis_url: str, queue_name: str, sync_redis: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """rq's result_ttl=0 drops the result at once; the stream stays a minute, so that a
+    reader behind the handler still reads it to its end."""
+    monkeypatch.setattr(stream_reader, "READ_WINDOW", 16)  # most of it left in Redis
+    n = STREAM_WINDOW - 20  # the host need not wait for the reader: the job ends
+    async with asyncio.timeout(20):
+        async with (
+            serving(redis_url, queue_name, children=1),
+            qoper8.RedisPool(redis_url, queue=queue_name, result_ttl=0) as rp,
+            rp.stream({"type": "count", "n": n}, timeout=15) as stream,
+        ):
+            first = await anext(stream)
+            await wait_until(
+                lambda: not sync_redis.exists(f"rq:job:{stream.job_id}"), what="the job's end"
+            )
+            rest = [m async for m in stream]
+            assert stream.result == {"sent": n}
+    assert [first, *rest] == [{"i": i} for i in range(n)]
