@@ -55,10 +55,28 @@ async def broadcast(
         raise InvalidAction(str(exc)) from None
     wait = REDIS_BROADCAST_TIMEOUT if timeout is None else timeout
     deadline = time.monotonic() + wait
-    queue = client.queue
     request = secrets.token_hex(16)
     reply_key = BREPLY_PREFIX + request
-    wire = client.wire
+    # A connection of the call's own: it ends blocked in BLPOP for the answers (the client's
+    # pipelined one must not block), and a broadcast is rare enough to pay for connecting.
+    wire = Wire(client.url)
+    try:
+        return await _broadcast(wire, client, topic, body, wait, deadline, sticky, reply_key)
+    finally:
+        await wire.aclose()
+
+
+async def _broadcast(
+    wire: Wire,
+    client: RedisClient,
+    topic: str,
+    body: bytes,
+    wait: float,
+    deadline: float,
+    sticky: bool,
+    reply_key: str,
+) -> BroadcastResult:
+    queue = client.queue
     sent = [wire.command("ZRANGEBYSCORE", CONSUMERS_PREFIX + queue, time.time(), "+inf")]
     if sticky:
         sent.append(wire.command("HSET", STICKY_PREFIX + queue, topic, body))
@@ -93,7 +111,7 @@ async def broadcast(
             f"reached ({exc!r})"
         ) from None
     expected = {_text(h) for h in hosts}
-    answers = await _collect(client.url, reply_key, expected, deadline)
+    answers = await _collect(wire, reply_key, expected, deadline)
     replies: list[ChildReply] = []
     for host, answer in answers.items():
         replies += _replies(host, answer, topic)
@@ -108,34 +126,27 @@ async def broadcast(
 
 
 async def _collect(
-    url: str, reply_key: str, expected: set[str], deadline: float
+    wire: Wire, reply_key: str, expected: set[str], deadline: float
 ) -> dict[str, dict[str, Any]]:
-    """The hosts' answers, until every expected host answered or the deadline: BLPOP on a
-    connection of the call's own (the pipelined one must not block)."""
+    """The hosts' answers, until every expected host answered or the deadline."""
     answers: dict[str, dict[str, Any]] = {}
-    if not expected:
-        return answers
-    wire = Wire(url)
-    try:
-        while not expected <= answers.keys():
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            try:
-                popped = await wire.command("BLPOP", reply_key, f"{left:.3f}", block=left)
-            except Exception as exc:
-                if not is_redis_failure(exc):
-                    raise
-                break  # the hosts not heard from are reported as not answering
-            if popped is None:
-                break
-            try:
-                answer = orjson.loads(popped[1])
-                answers[str(answer["host"])] = answer
-            except (orjson.JSONDecodeError, KeyError, TypeError):
-                continue
-    finally:
-        await wire.aclose()
+    while expected and not expected <= answers.keys():
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        try:
+            popped = await wire.command("BLPOP", reply_key, f"{left:.3f}", block=left)
+        except Exception as exc:
+            if not is_redis_failure(exc):
+                raise
+            break  # the hosts not heard from are reported as not answering
+        if popped is None:
+            break
+        try:
+            answer = orjson.loads(popped[1])
+            answers[str(answer["host"])] = answer
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            continue
     return answers
 
 

@@ -35,7 +35,6 @@ from .scripts import (
     RESULTS_PREFIX,
     WITHDRAW_LUA,
 )
-from .stream_reads import StreamReads
 from .whereabouts import locate
 from .wire import Script, Wire
 
@@ -104,20 +103,6 @@ class RedisClient:
         self._closed = False
         self._healthy = True
         self._last_error: BaseException | None = None
-        self._reads: StreamReads | None = None
-
-    @property
-    def wire(self) -> Wire:
-        """The pipelined connection: enqueues, and the streams' acks, broadcasts."""
-        assert self._wire is not None
-        return self._wire
-
-    @property
-    def reads(self) -> StreamReads:
-        """The connection that reads every open stream (opened with the first stream)."""
-        if self._reads is None:
-            self._reads = StreamReads(self.url, self.wire, self._settle)
-        return self._reads
 
     async def open(self) -> None:
         self._wire = Wire(self.url)
@@ -140,8 +125,6 @@ class RedisClient:
                     await self._wire.command("DEL", self.reply_key)
             except (TimeoutError, RedisError, OSError):
                 pass  # the list expires by itself (REPLY_TTL)
-        if self._reads is not None:
-            await self._reads.aclose()
         if self._replies is not None:
             await self._replies.aclose()  # ends the BLMPOP at once
         if self._listener is not None:
@@ -151,15 +134,9 @@ class RedisClient:
             await self._wire.aclose()
 
     async def submit(
-        self,
-        action: Mapping[str, Any],
-        deadline: float | None,
-        *,
-        kill_on_cancel: bool = False,
-        job_id: str | None = None,
-        stream: str | None = None,
-    ) -> JSONValue:
-        """Enqueue and wait; ``stream``: the job's ``qoper8_stream`` (``stream_scripts``)."""
+        self, action: Mapping[str, Any], deadline: float | None, *, kill_on_cancel: bool = False,
+        job_id: str | None = None, stream: str = ""
+    ) -> JSONValue:  # fmt: skip
         timeout = deadline
         if self._closed or self._wire is None:
             raise PoolClosed("the RedisPool is closed" if self._closed else "not opened")
@@ -171,9 +148,8 @@ class RedisClient:
             timeout=timeout,
             reply_key=self.reply_key,
             result_ttl=self.result_ttl,
+            stream=stream,
         )
-        if stream:
-            mapping["qoper8_stream"] = stream
         loop = asyncio.get_running_loop()
         pending = _Pending(loop.create_future(), mapping)
         self._pending[job_id] = pending
@@ -249,6 +225,7 @@ class RedisClient:
             return
 
     async def withdraw(self, job_id: str, stop_running: bool) -> None:
+        """Withdraw a job its caller left: dropped if queued, else stopped if asked."""
         assert self._wire is not None
         try:
             async with asyncio.timeout(WHEREABOUTS_TIMEOUT):
@@ -307,7 +284,7 @@ class RedisClient:
                 self._last_error = None
             backoff.succeeded()
             for item in items:
-                self._settle(item if isinstance(item, bytes) else b"")
+                self.settle(item if isinstance(item, bytes) else b"")
 
     def _closing(self) -> bool:
         # a method, not the attribute: type checkers keep a test of the attribute narrowed
@@ -340,7 +317,8 @@ class RedisClient:
         )
         return [] if reply is None else [reply[1]]
 
-    def _settle(self, payload: bytes) -> None:
+    def settle(self, payload: bytes) -> None:
+        """Settle a submit from its reply (the reply list's, or its stream's end entry)."""
         try:
             msg = orjson.loads(payload)
             job_id = msg["id"]

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from .._types import JSONValue
     from .client import RedisClient
     from .stream_reader import RedisStream
+    from .stream_reads import StreamReads
 
 __all__ = ["RedisPool"]
 
@@ -76,6 +77,7 @@ class RedisPool:
         self.timeout = timeout
         self.result_ttl = result_ttl
         self._client: RedisClient | None = None
+        self._reads: StreamReads | None = None  # opened with the first stream
         self._closed = False
 
     async def __aenter__(self) -> RedisPool:
@@ -111,6 +113,8 @@ class RedisPool:
         """Stop waiting for outcomes; pending submits raise ``PoolClosed``. Jobs already in
         Redis still run. Safe to call twice."""
         self._closed = True
+        if self._reads is not None:
+            await self._reads.aclose()
         if self._client is not None:
             await self._client.aclose()
 
@@ -261,9 +265,12 @@ class RedisPool:
         mode: str,
     ) -> AsyncIterator[RedisStream]:
         from .stream_reader import open_stream
+        from .stream_reads import StreamReads
 
         client, data, timeout = self._prepare(action, timeout)
-        stream = open_stream(client, data, timeout, kill_on_cancel, on_progress, mode)
+        if self._reads is None:
+            self._reads = StreamReads(self.url, client.settle)
+        stream = open_stream(client, self._reads, data, timeout, kill_on_cancel, on_progress, mode)
         try:
             yield stream
         finally:

@@ -51,6 +51,7 @@ ACK_EVERY: Final = STREAM_WINDOW // 4
 
 def open_stream(
     client: RedisClient,
+    reads: StreamReads,
     action: dict[str, Any],
     timeout: float | None,
     kill_on_cancel: bool,
@@ -67,7 +68,7 @@ def open_stream(
     return RedisStream(
         job_id,
         outcome,
-        client.reads,
+        reads,
         messages=mode == "1",
         on_progress=on_progress,
         stop=functools.partial(client.withdraw, job_id, True),

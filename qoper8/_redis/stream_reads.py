@@ -5,8 +5,8 @@ Why a connection of its own, shared: XREAD BLOCK holds its connection until some
 arrives, so on the client's pipelined ``Wire`` it would stall every enqueue queued behind it
 for up to the block time. One blocking XREAD names every open stream at once, so a thousand
 streams cost one connection, not a thousand; a stream that opens while it blocks is added by
-ending the wait at once with CLIENT UNBLOCK (sent on the pipelined Wire), not by waiting for
-the block to time out.
+ending the wait at once with CLIENT UNBLOCK (sent on a second, pipelined connection, which
+also carries the readers' acknowledgements), not by waiting for the block to time out.
 """
 
 from __future__ import annotations
@@ -41,10 +41,10 @@ class StreamReads:
     """Reads every open ``RedisStream`` of one client with one blocking XREAD at a time, on a
     connection of its own (see the module)."""
 
-    def __init__(self, url: str, control: Wire, settle: Callable[[bytes], None]) -> None:
+    def __init__(self, url: str, settle: Callable[[bytes], None]) -> None:
         self.url = url
-        self._wire = Wire(url)
-        self.control = control  # the client's pipelined Wire: acks, drains, CLIENT UNBLOCK
+        self._wire = Wire(url)  # the blocking XREAD only
+        self.control = Wire(url)  # pipelined: acks, drains, CLIENT UNBLOCK
         self.settle = settle
         self._streams: dict[bytes, RedisStream] = {}
         self._task: asyncio.Task[None] | None = None
@@ -135,6 +135,7 @@ class StreamReads:
     async def aclose(self) -> None:
         self._closed = True
         await self._wire.aclose()
+        await self.control.aclose()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
