@@ -153,9 +153,11 @@ def encode_job(
     timeout: float | None,
     reply_key: str | None,
     result_ttl: int | None = None,
+    stream: str = "",
 ) -> dict[str, bytes | str | int | float]:
     """The rq job hash for an action, as rq's Job.to_dict writes it with the JSON
-    serializer: ``func_name`` is the action type, the other fields are kwargs.
+    serializer: ``func_name`` is the action type, the other fields are kwargs. ``stream``:
+    its host writes its messages ("1") or its progress ("p") to its stream (stream_scripts).
 
     Raises:
         InvalidAction: the action is not JSON-encodable.
@@ -193,6 +195,8 @@ def encode_job(
         mapping["qoper8_reply"] = reply_key
     if result_ttl is not None:
         mapping["result_ttl"] = result_ttl
+    if stream:
+        mapping["qoper8_stream"] = stream
     return mapping
 
 
