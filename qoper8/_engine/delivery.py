@@ -91,12 +91,16 @@ def reply_error(info: dict[str, Any], topic: str, child: Child) -> Qoper8Error:
 
 @dataclass(frozen=True, slots=True)
 class ChildReply:
-    """One child's answer to a broadcast: its reply, or the error that took its place."""
+    """One child's answer to a broadcast: its reply, or the error that took its place.
+    ``host``: the Redis host (its consumer name) of the child, from ``RedisPool.broadcast``
+    (child ids are a host's own, so ``BroadcastResult.values`` merges hosts: read
+    ``replies``); child 0 there is a host that did not answer as a whole. None locally."""
 
     child: int
     pid: int | None
     value: JSONValue = None
     error: Qoper8Error | None = None
+    host: str | None = None
 
     @property
     def ok(self) -> bool:

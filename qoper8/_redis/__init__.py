@@ -30,8 +30,14 @@ installed, and say so only when started); the code lives in:
     actor_serving      consumer; serving their calls, over
     actor_local        the local pool's actors
     actor_scripts    the actors' Redis keys (listed there) and Lua scripts
+    stream_host        a job's progress into rq's meta and its messages into its stream
+    broadcast_host     answering broadcasts with the pool's children's replies
+    stream_scripts   the keys, entries, limits and Lua scripts of messages and broadcasts
+    stream_reader    RedisStream: what RedisPool.stream yields
+    stream_reads       the one blocking connection that reads a client's open streams
+    broadcast        RedisPool.broadcast: one request to every host, their answers
 
-Redis keys touched (rq's data model under the prefix ``rq``, plus three of qoper8's own)::
+Redis keys touched (rq's data model under the prefix ``rq``, plus qoper8's own)::
 
     rq:queues                        set     queue keys; rq registers each queue here
     rq:queue:{queue}                 list    job ids waiting; producers RPUSH, takers LPOP
@@ -41,8 +47,11 @@ Redis keys touched (rq's data model under the prefix ``rq``, plus three of qoper
                                              qoper8_reply / qoper8_deadline / qoper8_error,
                                              qoper8_cancel (its caller cancelled it with
                                              kill_on_cancel; the host stops it),
-                                             qoper8_trace (JSON W3C trace context: the
-                                             caller's span, which the host continues)
+                                             qoper8_stream / qoper8_read (its messages'
+                                             stream, its reader's position), meta (rq's:
+                                             "progress" merged in), qoper8_trace (JSON W3C
+                                             trace context: the caller's span, which the
+                                             host continues)
     rq:wip:{queue}                   zset    StartedJobRegistry: "{id}:{execution}" scored by
                                              the lease's expiry (unix seconds)
     rq:execution:{id}:{execution}    hash    rq's record of one execution
@@ -61,6 +70,13 @@ Redis keys touched (rq's data model under the prefix ``rq``, plus three of qoper
                                              consumer's claims back and removes it from
                                              rq's worker registry
     qoper8:reply:{client}            list    outcomes pushed to one RedisPool client (BLMPOP)
+    qoper8:msgs:{id}                 stream  a job's messages, progress and end, when its
+                                             hash has qoper8_stream (entries: stream_scripts);
+                                             the reader's position in the hash's qoper8_read;
+                                             rq:job:{id}'s meta gets "progress" (any job)
+    qoper8:bcast:{queue}             stream  broadcast requests to the queue's hosts
+    qoper8:breply:{request}          list    the hosts' answers to one broadcast
+    qoper8:sticky:{queue}            hash    sticky broadcast topics and their payloads
 
 Named actors keep their own keys (``qoper8:actors:{queue}``, ``qoper8:actor*:{queue}:...``),
 listed in ``actor_scripts``.

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any, Final
 import orjson
 from redis.exceptions import RedisError, ResponseError
 
-from .._engine.tracing import carrier
 from ..errors import (
     JobTimeout,
     PoolClosed,
@@ -60,7 +59,6 @@ ENQUEUE: Final = Script(ENQUEUE_LUA)
 WITHDRAW: Final = Script(WITHDRAW_LUA)
 
 
-# ---------------------------------------------------------------- the submitting side
 @dataclass(slots=True)
 class _Pending:
     future: asyncio.Future[JSONValue]
@@ -136,12 +134,13 @@ class RedisClient:
             await self._wire.aclose()
 
     async def submit(
-        self, action: Mapping[str, Any], deadline: float | None, *, kill_on_cancel: bool = False
-    ) -> JSONValue:
+        self, action: Mapping[str, Any], deadline: float | None, *, kill_on_cancel: bool = False,
+        job_id: str | None = None, stream: str = ""
+    ) -> JSONValue:  # fmt: skip
         timeout = deadline
         if self._closed or self._wire is None:
             raise PoolClosed("the RedisPool is closed" if self._closed else "not opened")
-        job_id = secrets.token_hex(16)
+        job_id = job_id or secrets.token_hex(16)
         mapping = encode_job(
             job_id,
             self.queue,
@@ -149,7 +148,7 @@ class RedisClient:
             timeout=timeout,
             reply_key=self.reply_key,
             result_ttl=self.result_ttl,
-            trace=carrier(),  # OpenTelemetry's active span: the host continues it
+            stream=stream,
         )
         loop = asyncio.get_running_loop()
         pending = _Pending(loop.create_future(), mapping)
@@ -163,7 +162,7 @@ class RedisClient:
         except asyncio.CancelledError:
             # As the local pool drops a queued job, withdraw it if no host has taken it; in a
             # task of its own, since this one is being cancelled.
-            task = asyncio.create_task(self._withdraw(job_id, kill_on_cancel))
+            task = asyncio.create_task(self.withdraw(job_id, kill_on_cancel))
             self._withdrawals.add(task)
             task.add_done_callback(self._withdrawals.discard)
             raise
@@ -246,7 +245,8 @@ class RedisClient:
             pending.enqueued = True
             return
 
-    async def _withdraw(self, job_id: str, stop_running: bool) -> None:
+    async def withdraw(self, job_id: str, stop_running: bool) -> None:
+        """Withdraw a job its caller left: dropped if queued, else stopped if asked."""
         assert self._wire is not None
         try:
             async with asyncio.timeout(WHEREABOUTS_TIMEOUT):
@@ -305,7 +305,7 @@ class RedisClient:
                 self._last_error = None
             backoff.succeeded()
             for item in items:
-                self._settle(item if isinstance(item, bytes) else b"")
+                self.settle(item if isinstance(item, bytes) else b"")
 
     def _closing(self) -> bool:
         # a method, not the attribute: type checkers keep a test of the attribute narrowed
@@ -338,7 +338,8 @@ class RedisClient:
         )
         return [] if reply is None else [reply[1]]
 
-    def _settle(self, payload: bytes) -> None:
+    def settle(self, payload: bytes) -> None:
+        """Settle a submit from its reply (the reply list's, or its stream's end entry)."""
         try:
             msg = orjson.loads(payload)
             job_id = msg["id"]

@@ -16,6 +16,7 @@ import time
 from redis.exceptions import RedisError
 
 from .actor_host import ActorHosting
+from .broadcast_host import _Broadcasts
 from .connection import describe_url
 from .consumer_base import ABANDON_TIMEOUT, PoolLike
 from .reaper import _Reaping
@@ -27,7 +28,7 @@ __all__ = ["PoolLike", "RedisConsumer"]
 logger = logging.getLogger("qoper8.redis")
 
 
-class RedisConsumer(_Taking, _Reaping):
+class RedisConsumer(_Taking, _Reaping, _Broadcasts):
     """Feeds a pool from one rq queue, taking a job only when the pool has an idle child.
 
     Example:
@@ -69,6 +70,7 @@ class RedisConsumer(_Taking, _Reaping):
                 beat = tg.create_task(self._heartbeat_loop())
                 reap = tg.create_task(self._reap_loop())
                 actors = tg.create_task(self._actors.run())
+                listen = tg.create_task(self._broadcast_loop())
                 self._take_task = tg.create_task(self._take_loop())
                 try:
                     await self._take_task
@@ -82,6 +84,7 @@ class RedisConsumer(_Taking, _Reaping):
                 actors.cancel()
                 beat.cancel()
                 reap.cancel()
+                listen.cancel()
         except asyncio.CancelledError:
             # Cancelled (a daemon's fast stop): still hand back what runs, briefly, so that
             # it is queued again now rather than when its lease expires.
@@ -92,6 +95,7 @@ class RedisConsumer(_Taking, _Reaping):
             with contextlib.suppress(Exception):
                 await r.aclose()
             await self._close_blocking()
+            await self._close_broadcasts()
             self._done.set()
 
     def _grace_left(self) -> float:
@@ -114,6 +118,7 @@ class RedisConsumer(_Taking, _Reaping):
         # Two connections: BLMOVE blocks its own, and stop() closes it to end the wait at once.
         self._wire = Wire(self.url)
         self._blocking = Wire(self.url)
+        self._listening = Wire(self.url)  # the broadcasts' XREAD blocks it
         return self._wire
 
     async def stop(self, *, grace: float | None = None) -> None:

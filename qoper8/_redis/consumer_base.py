@@ -40,8 +40,11 @@ from .scripts import (
 from .wire import Script
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
+    from contextlib import AbstractAsyncContextManager
 
+    from .._engine.delivery import BroadcastResult
+    from .._engine.stream import Stream
     from .._engine.worker import HandlerInfo
     from .._types import JSONValue
     from .wire import Wire
@@ -102,7 +105,26 @@ class PoolLike(Protocol):
         *,
         timeout: float | None = ...,
         kill_on_cancel: bool = ...,
+        on_progress: Callable[[Any], object] | None = ...,
     ) -> JSONValue: ...
+
+    def stream(
+        self,
+        action: Mapping[str, Any],
+        *,
+        timeout: float | None = ...,
+        kill_on_cancel: bool = ...,
+        on_progress: Callable[[Any], object] | None = ...,
+    ) -> AbstractAsyncContextManager[Stream]: ...
+
+    async def broadcast(
+        self,
+        topic: str,
+        payload: Mapping[str, Any] | None = ...,
+        *,
+        timeout: float | None = ...,
+        sticky: bool = ...,
+    ) -> BroadcastResult: ...
 
 
 @dataclass(slots=True)
@@ -119,6 +141,9 @@ class _Running:
     recording: bool = False  # its outcome is on its way to Redis
     stop_requested: bool = False  # its caller cancelled it with kill_on_cancel
     finished: bool = False
+    stream: str = ""  # its qoper8_stream: "1" messages and progress, "p" progress only
+    writer: Any = None  # its stream's writer (stream_host), when it has a stream
+    meta: Any = None  # its progress writer into rq's meta, once it reported progress
 
     @property
     def member(self) -> str:
@@ -177,6 +202,9 @@ class _ConsumerBase:
         # BLMOVE gets a connection of its own: stop() closes it to end the wait at once.
         self._blocking: Wire | None = None
         self._stop_deadline: float | None = None
+        # set once the broadcasts are read and the queue's sticky topics given to the pool:
+        # the consumer then registers (broadcasts reach it) and takes jobs (after them)
+        self._listening_ready = asyncio.Event()
         self._jobs_task: set[asyncio.Task[None]] = set()
         self._health = _Health()
         reason = (

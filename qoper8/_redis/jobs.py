@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 
+from .._engine.tracing import carrier
 from ..errors import InvalidAction, JobError, Qoper8Error, error_from_dict
 
 if TYPE_CHECKING:
@@ -153,11 +154,13 @@ def encode_job(
     timeout: float | None,
     reply_key: str | None,
     result_ttl: int | None = None,
-    trace: Mapping[str, str] | None = None,
+    stream: str = "",
 ) -> dict[str, bytes | str | int | float]:
     """The rq job hash for an action, as rq's Job.to_dict writes it with the JSON
-    serializer: ``func_name`` is the action type, the other fields are kwargs; ``trace``, the
-    caller's W3C trace context (OpenTelemetry), goes in ``qoper8_trace`` for the host.
+    serializer: ``func_name`` is the action type, the other fields are kwargs. ``stream``:
+    its host writes its messages ("1") or its progress ("p") to its stream (stream_scripts).
+    Made in the caller's context: its OpenTelemetry span, if one is active, goes in
+    ``qoper8_trace`` (W3C trace context) for the host to continue.
 
     Raises:
         InvalidAction: the action is not JSON-encodable.
@@ -195,7 +198,10 @@ def encode_job(
         mapping["qoper8_reply"] = reply_key
     if result_ttl is not None:
         mapping["result_ttl"] = result_ttl
-    if trace:
+    if stream:
+        mapping["qoper8_stream"] = stream
+    trace = carrier()
+    if trace is not None:
         mapping["qoper8_trace"] = orjson.dumps(trace)
     return mapping
 

@@ -35,6 +35,9 @@ class _Leases(_ConsumerBase):
     async def _heartbeat_loop(self) -> None:
         backoff = self._backoff(f"consumer {self.name} heartbeat")
         interval = self.lease * HEARTBEAT_FRACTION
+        # the first beat registers the consumer: only once it reads broadcasts, so that a
+        # caller that sees it registered never broadcasts before it listens
+        await self._listening_ready.wait()
         while True:
             if await self._beat(backoff):
                 await asyncio.sleep(interval)

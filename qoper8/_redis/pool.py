@@ -8,6 +8,7 @@ installed.
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING, Any, Final, TypeVar, final, overload
 
 from .._engine.protocol import encode_action, loads
@@ -16,14 +17,17 @@ from .._types import DEFAULT
 from ..errors import ConfigError, InvalidAction, PoolClosed
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import AsyncIterator, Callable, Mapping
     from types import TracebackType
 
     from pydantic import BaseModel
 
+    from .._engine.delivery import BroadcastResult
     from .._types import JSONValue
     from .actor_client import RedisActors
     from .client import RedisClient
+    from .stream_reader import RedisStream
+    from .stream_reads import StreamReads
 
 __all__ = ["RedisPool"]
 
@@ -75,6 +79,7 @@ class RedisPool:
         self.result_ttl = result_ttl
         self._client: RedisClient | None = None
         self._actors: RedisActors | None = None
+        self._reads: StreamReads | None = None  # opened with the first stream
         self._closed = False
 
     async def __aenter__(self) -> RedisPool:
@@ -112,6 +117,8 @@ class RedisPool:
         self._closed = True
         if self._actors is not None:
             await self._actors.aclose()
+        if self._reads is not None:
+            await self._reads.aclose()
         if self._client is not None:
             await self._client.aclose()
 
@@ -145,6 +152,7 @@ class RedisPool:
         kill_on_cancel: bool = ...,
         wait_for_room: bool = ...,
         result_type: None = None,
+        on_progress: Callable[[Any], object] | None = ...,
     ) -> JSONValue: ...
     @overload
     async def submit(
@@ -155,6 +163,7 @@ class RedisPool:
         kill_on_cancel: bool = ...,
         wait_for_room: bool = ...,
         result_type: type[T],
+        on_progress: Callable[[Any], object] | None = ...,
     ) -> T: ...
 
     async def submit(
@@ -165,6 +174,7 @@ class RedisPool:
         kill_on_cancel: bool = False,
         wait_for_room: bool = True,
         result_type: type[T] | None = None,
+        on_progress: Callable[[Any], object] | None = None,
     ) -> T | JSONValue:
         """Run one action on an idle child of any host serving the queue.
 
@@ -179,6 +189,9 @@ class RedisPool:
                 withdrawn from Redis either way.
             wait_for_room: accepted for compatibility; Redis queues are unbounded.
             result_type: validate the result into this type and return that.
+            on_progress: called with each value the handler reports with
+                ``job.progress()`` (an async function runs as a task); the job's host
+                then writes them to the job's Redis stream, which this pool reads.
 
         Returns:
             The handler's result, as JSON data, or as ``result_type``.
@@ -192,6 +205,21 @@ class RedisPool:
             PoolClosed: the RedisPool is closed.
         """
         del wait_for_room
+        if on_progress is not None:
+            async with self._stream(action, timeout, kill_on_cancel, on_progress, "p") as s:
+                async for _ in s:
+                    pass  # none: a progress-only stream carries no messages
+                result: JSONValue = s.result
+        else:
+            client, data, timeout = self._prepare(action, timeout)
+            result = await client.submit(data, timeout, kill_on_cancel=kill_on_cancel)
+        if result_type is None:
+            return result
+        return validate_result(result_type, result, job_id=None)
+
+    def _prepare(
+        self, action: Mapping[str, Any] | BaseModel, timeout: float | None
+    ) -> tuple[RedisClient, dict[str, Any], float | None]:
         if not self.is_open:
             raise PoolClosed("the RedisPool is closed" if self._closed else "not started")
         assert self._client is not None
@@ -203,7 +231,105 @@ class RedisPool:
             timeout = self.timeout
         if timeout is not None and timeout <= 0:
             raise InvalidAction(f"timeout must be positive or None, not {timeout!r}")
-        result: JSONValue = await self._client.submit(data, timeout, kill_on_cancel=kill_on_cancel)
-        if result_type is None:
-            return result
-        return validate_result(result_type, result, job_id=None)
+        return self._client, data, timeout
+
+    @contextlib.asynccontextmanager
+    async def stream(
+        self,
+        action: Mapping[str, Any] | BaseModel,
+        *,
+        timeout: float | None = _UNSET,
+        kill_on_cancel: bool = False,
+        on_progress: Callable[[Any], object] | None = None,
+        wait_for_room: bool = True,
+    ) -> AsyncIterator[RedisStream]:
+        """Run one action on a host and read what its handler sends while it runs
+        (``job.send``, or a generator handler's yields), in order, then its result: as
+        ``Pool.stream``. The host writes them to a Redis stream of the job's own
+        (``qoper8:msgs:{job id}``, bounded, expiring with the result).
+
+        Example:
+            ```python
+            async with pool.stream({"type": "tokens", "prompt": "hi"}, timeout=30) as s:
+                async for token in s:
+                    print(token, end="")
+                print(s.result)
+            ```
+
+        Args:
+            action, timeout, kill_on_cancel, wait_for_room: as ``submit``.
+            on_progress: called with each progress value (``stream.progress`` keeps the
+                newest); an async function runs as a task.
+
+        Yields:
+            The stream: an async iterator of the messages; leaving the block early
+            cancels the job (see ``RedisStream``).
+
+        Raises:
+            InvalidAction, PoolClosed: on entering.
+            JobFailed, JobTimeout, ChildDied, JobError, TransportError: from the iteration,
+            after the messages sent before the failure (JobError: the job's host died
+            after messages were delivered; see ``RedisStream``).
+        """
+        del wait_for_room
+        async with self._stream(action, timeout, kill_on_cancel, on_progress, "1") as s:
+            yield s
+
+    @contextlib.asynccontextmanager
+    async def _stream(
+        self,
+        action: Mapping[str, Any] | BaseModel,
+        timeout: float | None,
+        kill_on_cancel: bool,
+        on_progress: Callable[[Any], object] | None,
+        mode: str,
+    ) -> AsyncIterator[RedisStream]:
+        from .stream_reader import open_stream
+        from .stream_reads import StreamReads
+
+        client, data, timeout = self._prepare(action, timeout)
+        if self._reads is None:
+            self._reads = StreamReads(self.url, client.settle)
+        stream = open_stream(client, self._reads, data, timeout, kill_on_cancel, on_progress, mode)
+        try:
+            yield stream
+        finally:
+            stream.close()
+
+    async def broadcast(
+        self,
+        topic: str,
+        payload: Mapping[str, Any] | None = None,
+        *,
+        timeout: float | None = _UNSET,
+        sticky: bool = False,
+    ) -> BroadcastResult:
+        """Send a message to every child of every live host serving the queue (each host
+        runs its pool's ``broadcast``), and return each child's answer.
+
+        Args:
+            topic: a dotted name (``qoper8.`` is reserved).
+            payload: the ``on_message`` function's keyword arguments, as JSON.
+            timeout: seconds to wait; the pool's ``timeout`` when omitted; ``None``
+                waits ``REDIS_BROADCAST_TIMEOUT`` (a dead host must not hold it forever).
+            sticky: every host keeps the payload for its children started later, and a
+                host started later gets it (kept in ``qoper8:sticky:{queue}``).
+
+        Returns:
+            One ``ChildReply`` per child, its ``host`` set: the reply or the error (as
+            ``Pool.broadcast``); a host that did not answer in time is one entry with
+            ``child`` 0 and a ``JobTimeout``.
+
+        Raises:
+            ValueError: not a dotted name, or a reserved one.
+            InvalidAction: the payload is not JSON. TransportError: Redis unreachable.
+            PoolClosed: the RedisPool is closed.
+        """
+        from .broadcast import broadcast
+
+        if not self.is_open:
+            raise PoolClosed("the RedisPool is closed" if self._closed else "not started")
+        assert self._client is not None
+        if timeout is _UNSET:
+            timeout = self.timeout
+        return await broadcast(self._client, topic, payload, timeout=timeout, sticky=sticky)

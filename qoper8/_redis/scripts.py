@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Final
 
 from .jobs import RESULT_FAILED, RESULTS_MAXLEN
+from .stream_scripts import STREAM_MAXLEN
 
 # ---------------------------------------------------------------- keys
 RQ: Final = "rq"
@@ -44,7 +45,7 @@ REPLY_TTL: Final = 300
 # prepare_execution does.
 # Arguments (t = the 7 take arguments): now, lease expiry, worker name, execution id, max
 # retries, now (rq text), execution ttl. Returns the job's fields, or false: id, data,
-# timeout, qoper8_reply, qoper8_deadline, result_ttl, failure_ttl, qoper8_trace (the
+# timeout, reply key, deadline, result ttl, failure ttl, qoper8_stream, qoper8_trace (the
 # caller's OpenTelemetry context, false without one); the consumer appends the execution id.
 TAKE_FUNCTION: Final = """
 local skipped = {}
@@ -56,7 +57,7 @@ local function take(queue, wip, claim, t)
     -- pcall: a key of the wrong type (written by anyone) is skipped, not an error
     local f = redis.pcall('HMGET', jk, 'data', 'status', 'timeout', 'retries_left',
                           'qoper8_reply', 'qoper8_deadline', 'result_ttl', 'failure_ttl',
-                          'qoper8_trace')
+                          'qoper8_stream', 'qoper8_trace')
     local why = false
     if f.err then
       f, why = {}, 'not a hash'
@@ -84,7 +85,7 @@ local function take(queue, wip, claim, t)
       redis.call('ZADD', 'rq:executions:' .. id, t[2] + 60, t[4])
       redis.call('EXPIRE', 'rq:executions:' .. id, t[7])
       return {id, f[1] or '', f[3] or false, f[5] or false, f[6] or false, f[7] or false,
-              f[8] or false, f[9] or false}
+              f[8] or false, f[9] or false, f[10] or false}
     end
     id = redis.call('LPOP', queue)
   end
@@ -225,6 +226,11 @@ for _, m in ipairs(expired) do
   local jk = 'rq:job:' .. id
   local f = redis.pcall('HMGET', jk, 'status', 'retries_left', 'qoper8_reply', 'failure_ttl')
   if f.err then f = {} end
+  local sk = 'qoper8:msgs:' .. id
+  if f[1] == 'started' and redis.call('EXISTS', sk) == 1 then
+    -- its stream's reader learns that this execution's messages end here (stream_scripts)
+    redis.call('XADD', sk, 'MAXLEN', '~', %(stream_maxlen)d, '*', 'l', ex, 'n', '0')
+  end
   if f[1] == 'started' then
     local left = tonumber(f[2] or '0') or 0
     if left > 0 then
@@ -256,6 +262,7 @@ return {returned, requeued, failed, dead}
 """.replace("%(reply_ttl)d", str(REPLY_TTL))
     .replace("%(maxlen)d", str(RESULTS_MAXLEN))
     .replace("%(failed)d", str(RESULT_FAILED))
+    .replace("%(stream_maxlen)d", str(STREAM_MAXLEN))
 )
 
 # Hand running and claimed jobs back: they go to the queue front without using up a retry

@@ -27,6 +27,7 @@ from .jobs import (
 from .leases import _Leases
 from .outcome import _Outcome, _Outcomes
 from .scripts import REPLY_PREFIX
+from .stream_host import _Streaming
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable
@@ -36,12 +37,17 @@ __all__ = ["_HandBack"]
 logger = logging.getLogger("qoper8.redis")
 
 
-class _Taking(_Leases, _Outcomes):
+class _Taking(_Streaming, _Leases, _Outcomes):
     """Takes a job only when the pool has an idle child, runs it, records its outcome."""
 
     async def _take_loop(self) -> None:
         backoff = self._backoff(f"consumer {self.name}")
         pool = self.pool
+        self._interruptible = True
+        try:
+            await self._listening_ready.wait()  # the queue's sticky topics go first
+        finally:
+            self._interruptible = False
         while not self._stopping:
             if not pool.is_open:
                 logger.info("consumer %s: the pool closed; no more jobs taken", self.name)
@@ -151,11 +157,12 @@ class _Taking(_Leases, _Outcomes):
     def _register(self, raw: list[Any]) -> _Running:
         running = _Running(
             job_id=_text(raw[0]),
-            execution_id=raw[8],
+            execution_id=raw[9],
             started=time.time(),
             reply_key=_reply_key(raw[3]),
             result_ttl=_int_or_none(raw[5]),
             failure_ttl=_int_or_none(raw[6]),
+            stream=_text(raw[7]) if raw[7] else "",
         )
         self._running[running.member] = running
         self.taken += 1
@@ -167,7 +174,7 @@ class _Taking(_Leases, _Outcomes):
         nxt: tuple[_Running, list[Any]] | None = (running, raw)
         while nxt is not None:
             running, raw = nxt
-            nxt = await self._run_job(running, raw[1], raw[2], raw[4], raw[7])
+            nxt = await self._run_job(running, raw[1], raw[2], raw[4], raw[8])
 
     async def _run_job(
         self,
@@ -208,6 +215,8 @@ class _Taking(_Leases, _Outcomes):
             outcome = self._failure(
                 running, JobError(f"qoper8 failed to run job {running.job_id}: {exc!r}")
             )
+        if running.meta is not None or running.writer is not None:
+            await self._end_messages(running, outcome)
         return await self._write_outcome(running, outcome)
 
     async def _execute(
@@ -241,10 +250,10 @@ class _Taking(_Leases, _Outcomes):
             raise _NoIdleChild
         try:
             if trace is None:
-                value = await self.pool.submit(action, timeout=timeout, kill_on_cancel=True)
+                value = await self._run_action(running, action, timeout)
             else:  # the caller's span (OpenTelemetry): the pool's spans continue it
                 with continued(trace):
-                    value = await self.pool.submit(action, timeout=timeout, kill_on_cancel=True)
+                    value = await self._run_action(running, action, timeout)
         except (PoolClosed, StartFailed, QueueFull) as exc:
             raise _HandBack(str(exc)) from None
         except Qoper8Error as exc:

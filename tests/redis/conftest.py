@@ -103,6 +103,7 @@ def forget_queue(client: redis.Redis, name: str) -> None:
     members += client.lrange(f"rq:queue:{name}", 0, -1)
     ids = {bytes(m).decode().split(":")[0] for m in members}
     keys = [f"rq:{k}:{i}" for i in ids for k in ("job", "results", "executions")]
+    keys += [f"qoper8:msgs:{i}" for i in ids]
     keys += [bytes(k).decode() for k in client.scan_iter(f"*{name}*")]
     if keys:
         client.delete(*keys)

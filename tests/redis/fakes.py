@@ -60,6 +60,7 @@ class FakePool:
         *,
         timeout: float | None = None,
         kill_on_cancel: bool = False,
+        on_progress: object = None,
     ) -> JSONValue:
         self.slots -= 1
         self.submitted += 1
@@ -71,6 +72,12 @@ class FakePool:
             return result
         finally:
             self.free()
+
+    def stream(self, action: Mapping[str, Any], **options: Any) -> Any:
+        raise AssertionError("no job of the fast tests asks for a stream")
+
+    async def broadcast(self, topic: str, payload: Any = None, **options: Any) -> Any:
+        raise AssertionError("the fast tests broadcast nothing")
 
 
 class FakeWire:

@@ -137,3 +137,26 @@ async def test_a_host_continues_a_trace_any_producer_writes_and_ignores_garbage(
     assert [s.name for s in spans] == [QUEUED_SPAN, RUN_SPAN] * 2
     parents = [format(s.parent.span_id, "016x") for s in spans if s.parent is not None]
     assert parents == [SPAN_ID, SPAN_ID, OTHER_SPAN_ID, OTHER_SPAN_ID]
+
+
+async def test_redis_pool_stream_carries_the_callers_span_to_the_host_and_its_child(
+    redis_url: str, queue_name: str, exporter: InMemorySpanExporter
+) -> None:
+    """A streamed job (its host writes its messages to a Redis stream) continues the trace
+    too: the job hash carries it whatever the host runs the job with."""
+    async with (
+        asyncio.timeout(20),
+        _host(redis_url, queue_name),
+        qoper8.RedisPool(redis_url, queue=queue_name) as rp,
+    ):
+        with tracer().start_as_current_span("caller") as caller:
+            async with rp.stream({"type": "otel.stream"}, timeout=10) as stream:
+                messages = [m async for m in stream]
+                result = stream.result
+        await wait_until(lambda: len(job_spans(exporter)) == 2, what="the host's spans")
+    inside = {"imported": True, "valid": True, **hex_ids(caller)}
+    assert messages == [inside], "the child ran the streamed job in the caller's context"
+    assert result == inside
+    for span in job_spans(exporter):
+        assert span.parent is not None
+        assert span.parent.span_id == caller.get_span_context().span_id
