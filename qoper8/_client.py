@@ -30,6 +30,7 @@ from ._client_wire import (
 )
 from ._daemon.http_wire import KILL_ON_CANCEL_HEADER, TIMEOUT_HEADER
 from ._engine.results import validate_result
+from ._engine.tracing import carrier
 from ._types import DEFAULT
 from .errors import JobTimeout, QueueFull, TransportError
 
@@ -148,9 +149,13 @@ class Client(ClientOperations):
         wait_for_room: bool,
     ) -> R:
         """Send a job's request (``send(headers, timeout)``) with its deadline and
-        kill_on_cancel headers; with ``wait_for_room``, again after each QueueFull until the
-        deadline passes (the deadline header says what is left of it each time)."""
+        kill_on_cancel headers, and the caller's OpenTelemetry span as ``traceparent``; with
+        ``wait_for_room``, again after each QueueFull until the deadline passes (the deadline
+        header says what is left of it each time)."""
         headers = {"Content-Type": "application/json"}
+        trace = carrier()  # OpenTelemetry's active span: the daemon's spans continue it
+        if trace is not None:
+            headers.update(trace)
         if kill_on_cancel:
             headers[KILL_ON_CANCEL_HEADER] = "1"
         if timeout is _UNSET:

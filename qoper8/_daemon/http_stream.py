@@ -11,7 +11,8 @@ Everything before the job is queued (a bad body, an unknown type, QueueFull, dra
 plain HTTP error, as on ``/v1/submit``; once it is queued the answer is 200 and its outcome
 is the stream's last event. A client that goes away cancels the job, as cancelling
 ``pool.stream`` does: a queued job is dropped, a running one is killed only with
-``Qoper8-Kill-On-Cancel: 1``.
+``Qoper8-Kill-On-Cancel: 1``. A caller's W3C ``traceparent`` continues its trace, as on
+``/v1/submit``.
 
 Memory stays bounded whatever the client does: a pump moves the stream's messages into an
 outbox of ``STREAM_WINDOW`` messages at most and then waits; the writer sends what the
@@ -31,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Final
 import orjson
 
 from .._engine.stream import STREAM_WINDOW
+from .._engine.tracing import continued
 from ..errors import Qoper8Error, error_to_dict
 from .http_sse import (
     EVENT_STREAM_TYPE,
@@ -156,7 +158,10 @@ class JobStreams:
             action, wait_for_room=False, on_progress=outbox.set_progress, **kwargs
         )
         try:
-            stream = await opener.__aenter__()
+            # A caller's traceparent (OpenTelemetry): the job is made (and its spans and its
+            # child continue that trace) on entering.
+            with continued(request.headers):
+                stream = await opener.__aenter__()
         except Qoper8Error as exc:
             self._record(action, exc)
             return self._error_response(exc)

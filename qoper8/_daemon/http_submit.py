@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Final
 import orjson
 from aiohttp import web
 
+from .._engine.tracing import continued
 from ..errors import InvalidAction, PoolClosed, Qoper8Error
 from .http_input import Refused, parse_timeout, read_json
 from .http_replies import JSON_TYPE, error_reply
@@ -102,7 +103,9 @@ class Submits:
         if refused is not None:
             return refused
         try:
-            result = await self._pool.submit(action, wait_for_room=False, **kwargs)
+            # A caller's traceparent (OpenTelemetry): the pool's spans and the child continue it.
+            with continued(request.headers):
+                result = await self._pool.submit(action, wait_for_room=False, **kwargs)
         except Qoper8Error as exc:
             return self._error_response(exc)
         return web.Response(body=orjson.dumps({"result": result}), content_type=JSON_TYPE)

@@ -20,6 +20,7 @@ from .openapi_ops import (
     ROLE_QUERY_PARAMETER,
     TEXT,
     TIMEOUT_PARAMETER,
+    TRACE_PARAMETERS,
     Operation,
     Reply,
 )
@@ -70,7 +71,12 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
             "5XX": Reply("JobFailed: a HandlerError with the status its handler chose"),
         },
         request=ref("Action"),
-        headers=(TIMEOUT_PARAMETER, KILL_ON_CANCEL_PARAMETER, ROLE_QUERY_PARAMETER),
+        headers=(
+            TIMEOUT_PARAMETER,
+            KILL_ON_CANCEL_PARAMETER,
+            ROLE_QUERY_PARAMETER,
+            *TRACE_PARAMETERS,
+        ),
     ),
     Operation(
         "status",

@@ -12,6 +12,7 @@ from .openapi_ops import (
     ROLE_QUERY_PARAMETER,
     TEXT,
     TIMEOUT_PARAMETER,
+    TRACE_PARAMETERS,
     Operation,
     Reply,
     path_parameter,
@@ -70,7 +71,12 @@ MESSAGE_OPERATIONS: Final[tuple[Operation, ...]] = (
             ),
         },
         request=ref("Action"),
-        headers=(TIMEOUT_PARAMETER, KILL_ON_CANCEL_PARAMETER, ROLE_QUERY_PARAMETER),
+        headers=(
+            TIMEOUT_PARAMETER,
+            KILL_ON_CANCEL_PARAMETER,
+            ROLE_QUERY_PARAMETER,
+            *TRACE_PARAMETERS,
+        ),
     ),
     Operation(
         "broadcast",

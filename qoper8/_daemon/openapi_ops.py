@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from .._engine.tracing import TRACE_FIELDS
 from .http_wire import KILL_ON_CANCEL_HEADER, TIMEOUT_HEADER
 from .openapi_schemas import ref
 
@@ -16,6 +17,7 @@ __all__ = [
     "ROLE_QUERY_PARAMETER",
     "TEXT",
     "TIMEOUT_PARAMETER",
+    "TRACE_PARAMETERS",
     "Operation",
     "Reply",
     "path_parameter",
@@ -73,6 +75,19 @@ KILL_ON_CANCEL_PARAMETER: Final = {
     "description": "'1': if the client goes away while the job runs, kill and replace its child",
     "schema": TEXT,
 }
+
+# traceparent, tracestate: the routes that run a job continue a caller's trace.
+TRACE_PARAMETERS: Final = tuple(
+    {
+        "name": name,
+        "in": "header",
+        "required": False,
+        "description": "W3C trace context (OpenTelemetry): the job's spans, and its "
+        "handler's, continue the caller's trace",
+        "schema": TEXT,
+    }
+    for name in TRACE_FIELDS
+)
 
 
 ROLE_QUERY_PARAMETER: Final = {

@@ -108,10 +108,34 @@ class ChildLoop:
             elif kind == Kind.RETIRE:
                 self._stop()
                 return EXIT_OK
+            elif kind == Kind.TRACE:
+                if not self._traced(job_id, payload):
+                    self._stop()
+                    return EXIT_OK
             else:
                 raise proto.ProtocolError(f"unexpected frame kind {kind}")
             # Prints end up in the master line by line, with the job that made them.
             sys.stdout.flush()
+
+    def _traced(self, job_id: int, trace: bytes) -> bool:
+        """Run the job that follows a TRACE frame (the master writes both at once) inside
+        its caller's trace context, so that the spans its handler starts are children of
+        the caller's span; they are exported only if the worker module set up an
+        OpenTelemetry SDK (in ``on_start``). False when the master went away meanwhile."""
+        message = self.channel.read()
+        if message is None:
+            return False
+        kind, next_id, payload = message
+        if next_id != job_id or kind not in (_ACTION, _CALL):
+            raise proto.ProtocolError(f"TRACE for job {job_id} followed by frame {kind}")
+        from .tracing import continued
+
+        with continued(trace):
+            if kind == _ACTION:
+                self._run_action(job_id, payload)
+            else:
+                self._run_call(job_id, payload)
+        return True
 
     def _extra(self) -> int:
         return _rss_bytes() if self.report_memory else 0

@@ -27,6 +27,7 @@ from .job import Job, JobKind, JobState
 from .jobs import Jobs, Phase
 from .replacing import mark
 from .settle import child_died, settle, undecodable
+from .traced_job import batch_trace
 
 if TYPE_CHECKING:
     from .batch import Batch
@@ -189,10 +190,17 @@ class Dispatcher(Jobs):
         now = _monotonic()
         deadline = None if timeout is None else now + timeout
         jobs = batch.jobs
+        trace = None  # OpenTelemetry: the caller's span, checked once for the batch
+        otel = self.otel
+        if otel is not None and (context := otel()):
+            trace = batch_trace(context)
         for index, (payload, action_type) in enumerate(encoded):
             job_id = first + index
             frame = _HEADER_PACK(len(payload), frame_kind, job_id, 0) + payload
-            job = Job(job_id, kind, frame, BatchSlot(batch, index), now, action_type)  # type: ignore[arg-type]
+            if trace is None:
+                job = Job(job_id, kind, frame, BatchSlot(batch, index), now, action_type)  # type: ignore[arg-type]
+            else:
+                job = trace.job(job_id, kind, frame, batch, index, now, action_type)
             job.deadline = deadline
             jobs.append(job)
         self.counters.submitted += len(jobs)

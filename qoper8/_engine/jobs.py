@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Final
 from .._types import DEFAULT
 from ..errors import JobTimeout, PoolClosed, QueueFull, StartFailed
 from . import protocol as proto
+from . import tracing
 from .child import ChildState
 from .encoding import check_timeout
 from .job import ActorJob, Job, JobKind, JobState
@@ -26,11 +27,12 @@ from .settle import (
 )
 from .stats import Counters
 from .thread_handle import HandleSlot
+from .traced_job import traced_job
 from .waiting import Waiters
 
 if TYPE_CHECKING:
     import concurrent.futures
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
 
     from ..config import PoolConfig
     from .actors import Actor
@@ -82,6 +84,9 @@ class Jobs:
         # Its actor types and their methods (refused before anything is sent for others).
         self.actor_types: dict[str, list[str]] = {}
         self.counters = Counters()
+        # OpenTelemetry's current context (None without it): a job made while one is set
+        # carries the caller's span to its child and records spans (TracedJob).
+        self.otel: Callable[[], Mapping[str, object]] | None = None
         # Set when the pool gave up on children that keep failing to start.
         self.broken: StartFailed | None = None
         # The messenger's: what a child notifies or publishes (kind, payload).
@@ -115,6 +120,7 @@ class Jobs:
         """The pool starts on ``loop``: jobs are taken (and queue until children are ready)."""
         self.loop = self.waiters.loop = loop
         self.phase = Phase.STARTING
+        self.otel = tracing.reader()
 
     # ================================================================ intake
 
@@ -213,14 +219,13 @@ class Jobs:
         job_id = self._next_job_id
         self._next_job_id = job_id + 1
         frame_kind = _ACTION_FRAME if kind is _JOB_ACTION else _CALL_FRAME
-        job = Job(
-            job_id,
-            kind,
-            _HEADER_PACK(len(payload), frame_kind, job_id, 0) + payload,
-            loop.create_future() if handle is None else HandleSlot(handle),  # type: ignore[arg-type]
-            submitted_at,
-            action_type,
-        )
+        frame = _HEADER_PACK(len(payload), frame_kind, job_id, 0) + payload
+        otel = self.otel
+        if otel is None or not (context := otel()):
+            future: Any = loop.create_future() if handle is None else HandleSlot(handle)
+            job = Job(job_id, kind, frame, future, submitted_at, action_type)
+        else:  # OpenTelemetry's context is set: a TracedJob if a span is active in it
+            job = traced_job(job_id, kind, frame, loop, handle, submitted_at, action_type, context)
         if handle is not None:
             job.handle = handle
             handle.job = job

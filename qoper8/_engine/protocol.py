@@ -26,6 +26,9 @@ Sequence::
                                         ◀──  PROGRESS job=9 <json>  (the newest only, paced)
                                         ◀──  NOTIFY / PUBLISH {topic, payload}  (any time)
                                         ◀──  RESULT job=9
+      TRACE job=13 {traceparent, ...} ──▶    (only under a caller's span, with OpenTelemetry:
+      ACTION job=13 (or CALL)         ──▶     the W3C context, in the same write as the job)
+                                        ◀──  RESULT job=13 ...
       ACTION job=12                   ──▶
                                         ◀──  REPLACE_ME job=12 {reason}  (the handler asked for
                                         ◀──  RESULT job=12 | ...          a fresh child: retire
@@ -79,6 +82,9 @@ class Kind(enum.IntEnum):
     ACTOR_START = 6  # make an actor (a job: its reply is the first snapshot, or null)
     ACTOR_CALL = 7  # one method call of an actor on this child (a job)
     ACTOR_STOP = 8  # drop an actor (no reply: the child reads its frames in order)
+    # The caller's W3C trace context (JSON: traceparent, tracestate) for the job frame that
+    # follows it in the same write; sent only when OpenTelemetry is on and a span is active.
+    TRACE = 9
     READY = 10
     START_FAILED = 11
     # The end of a job: 12 to 15.

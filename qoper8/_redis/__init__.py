@@ -49,7 +49,9 @@ Redis keys touched (rq's data model under the prefix ``rq``, plus qoper8's own):
                                              kill_on_cancel; the host stops it),
                                              qoper8_stream / qoper8_read (its messages'
                                              stream, its reader's position), meta (rq's:
-                                             "progress" merged in)
+                                             "progress" merged in), qoper8_trace (JSON W3C
+                                             trace context: the caller's span, which the
+                                             host continues)
     rq:wip:{queue}                   zset    StartedJobRegistry: "{id}:{execution}" scored by
                                              the lease's expiry (unix seconds)
     rq:execution:{id}:{execution}    hash    rq's record of one execution

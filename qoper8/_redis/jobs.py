@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 
+from .._engine.tracing import carrier
 from ..errors import InvalidAction, JobError, Qoper8Error, error_from_dict
 
 if TYPE_CHECKING:
@@ -158,6 +159,8 @@ def encode_job(
     """The rq job hash for an action, as rq's Job.to_dict writes it with the JSON
     serializer: ``func_name`` is the action type, the other fields are kwargs. ``stream``:
     its host writes its messages ("1") or its progress ("p") to its stream (stream_scripts).
+    Made in the caller's context: its OpenTelemetry span, if one is active, goes in
+    ``qoper8_trace`` (W3C trace context) for the host to continue.
 
     Raises:
         InvalidAction: the action is not JSON-encodable.
@@ -197,6 +200,9 @@ def encode_job(
         mapping["result_ttl"] = result_ttl
     if stream:
         mapping["qoper8_stream"] = stream
+    trace = carrier()
+    if trace is not None:
+        mapping["qoper8_trace"] = orjson.dumps(trace)
     return mapping
 
 

@@ -44,8 +44,9 @@ REPLY_TTL: Final = 300
 # the reason, where rq's tools look. Leases the job in rq's StartedJobRegistry, as rq's
 # prepare_execution does.
 # Arguments (t = the 7 take arguments): now, lease expiry, worker name, execution id, max
-# retries, now (rq text), execution ttl. Returns the job's fields (id, data, timeout, reply
-# key, deadline, result ttl, failure ttl, qoper8_stream), or false.
+# retries, now (rq text), execution ttl. Returns the job's fields, or false: id, data,
+# timeout, reply key, deadline, result ttl, failure ttl, qoper8_stream, qoper8_trace (the
+# caller's OpenTelemetry context, false without one); the consumer appends the execution id.
 TAKE_FUNCTION: Final = """
 local skipped = {}
 local function take(queue, wip, claim, t)
@@ -56,7 +57,7 @@ local function take(queue, wip, claim, t)
     -- pcall: a key of the wrong type (written by anyone) is skipped, not an error
     local f = redis.pcall('HMGET', jk, 'data', 'status', 'timeout', 'retries_left',
                           'qoper8_reply', 'qoper8_deadline', 'result_ttl', 'failure_ttl',
-                          'qoper8_stream')
+                          'qoper8_stream', 'qoper8_trace')
     local why = false
     if f.err then
       f, why = {}, 'not a hash'
@@ -84,7 +85,7 @@ local function take(queue, wip, claim, t)
       redis.call('ZADD', 'rq:executions:' .. id, t[2] + 60, t[4])
       redis.call('EXPIRE', 'rq:executions:' .. id, t[7])
       return {id, f[1] or '', f[3] or false, f[5] or false, f[6] or false, f[7] or false,
-              f[8] or false, f[9] or false}
+              f[8] or false, f[9] or false, f[10] or false}
     end
     id = redis.call('LPOP', queue)
   end

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from .._engine.tracing import continued
 from ..errors import JobError, JobTimeout, PoolClosed, Qoper8Error, QueueFull, StartFailed
 from .connection import BLOCK_SECONDS, _retrying
 from .consumer_base import _Running
@@ -156,7 +157,7 @@ class _Taking(_Streaming, _Leases, _Outcomes):
     def _register(self, raw: list[Any]) -> _Running:
         running = _Running(
             job_id=_text(raw[0]),
-            execution_id=raw[8],
+            execution_id=raw[9],
             started=time.time(),
             reply_key=_reply_key(raw[3]),
             result_ttl=_int_or_none(raw[5]),
@@ -173,14 +174,19 @@ class _Taking(_Streaming, _Leases, _Outcomes):
         nxt: tuple[_Running, list[Any]] | None = (running, raw)
         while nxt is not None:
             running, raw = nxt
-            nxt = await self._run_job(running, raw[1], raw[2], raw[4])
+            nxt = await self._run_job(running, raw[1], raw[2], raw[4], raw[8])
 
     async def _run_job(
-        self, running: _Running, data: bytes, timeout_raw: object, deadline_raw: object
+        self,
+        running: _Running,
+        data: bytes,
+        timeout_raw: object,
+        deadline_raw: object,
+        trace: bytes | None,
     ) -> tuple[_Running, list[Any]] | None:
         """Run one job and record its outcome; returns the next job the finish took."""
         try:
-            outcome = await self._execute(running, data, timeout_raw, deadline_raw)
+            outcome = await self._execute(running, data, timeout_raw, deadline_raw, trace)
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if not running.stop_requested or self._stopping or task is None:
@@ -214,7 +220,12 @@ class _Taking(_Streaming, _Leases, _Outcomes):
         return await self._write_outcome(running, outcome)
 
     async def _execute(
-        self, running: _Running, data: bytes, timeout_raw: object, deadline_raw: object
+        self,
+        running: _Running,
+        data: bytes,
+        timeout_raw: object,
+        deadline_raw: object,
+        trace: bytes | None = None,
     ) -> _Outcome:
         job_id = running.job_id
         try:
@@ -238,7 +249,11 @@ class _Taking(_Streaming, _Leases, _Outcomes):
         if not self.pool.has_capacity():
             raise _NoIdleChild
         try:
-            value = await self._run_action(running, action, timeout)
+            if trace is None:
+                value = await self._run_action(running, action, timeout)
+            else:  # the caller's span (OpenTelemetry): the pool's spans continue it
+                with continued(trace):
+                    value = await self._run_action(running, action, timeout)
         except (PoolClosed, StartFailed, QueueFull) as exc:
             raise _HandBack(str(exc)) from None
         except Qoper8Error as exc:
