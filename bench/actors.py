@@ -60,6 +60,7 @@ class Sizes:
     creates: int = 5  # actors created (each destroyed before the next)
     cold_creates: int = 2  # qoper8 creates with no idle child to adopt
     pause: float = 0.5  # seconds before each create
+    busy_ms: float = 1000.0  # how long the pool's children are kept busy for a cold create
     reps: int = 3
 
 
@@ -75,16 +76,26 @@ async def _create_ms(pool: qoper8.Pool, name: str) -> float:
     return took
 
 
-async def _cold_create_ms(pool: qoper8.Pool, name: str) -> float:
-    """A create while both of the pool's children run a 1.5 s action: none can be adopted,
-    so the actor waits for a new child to start (its interpreter, the worker module)."""
-    busy = [asyncio.ensure_future(pool.submit({"type": "sleep", "ms": 1500})) for _ in range(2)]
+async def _cold_create_ms(pool: qoper8.Pool, name: str, busy_ms: float) -> float:
+    """A create while both of the pool's children run a ``busy_ms`` action: none can be
+    adopted, so the actor waits for a new actor child to start (its interpreter, the worker
+    module). Only a new actor child takes it, even if a pool child frees meanwhile."""
+    action = {"type": "sleep", "ms": busy_ms}
+    busy = [asyncio.ensure_future(pool.submit(action)) for _ in range(CHILDREN)]
     async with asyncio.timeout(10):
         # No pool event says "every child busy"; the bench polls (it measures, never asserts).
         while pool.statistics().running < CHILDREN:  # noqa: ASYNC110
             await asyncio.sleep(0.005)
-    took = await _create_ms(pool, name)
+    known = {c.pid for c in pool.statistics().children}
+    started = time.perf_counter()
+    ref = await pool.actors.create(ACTOR, name)
+    await ref.call("echo", value=0)
+    took = (time.perf_counter() - started) * 1e3
+    pid = ref.info().pid
+    await pool.actors.destroy(name)
     await asyncio.gather(*busy)
+    if pid in known:
+        raise AssertionError("the cold create took a child that existed: it measured a warm one")
     return took
 
 
@@ -128,7 +139,7 @@ async def measure_qoper8(sizes: Sizes) -> dict[str, Any]:
         cold = []
         for i in range(sizes.cold_creates):
             await asyncio.sleep(sizes.pause)
-            cold.append(await _cold_create_ms(pool, f"cold-{i}"))
+            cold.append(await _cold_create_ms(pool, f"cold-{i}", sizes.busy_ms))
 
         owner = await pool.actors.create(ACTOR, "bench")
         ref = await pool.actors.get("bench")
