@@ -16,6 +16,9 @@ and Ray taking turns (the first of each repetition alternates):
   system have its warm process back; for qoper8 also with no idle child to adopt (its
   pool's children busy: a new child starts).
 
+The bench's own heap (Ray's modules included) is collected and frozen before each timed
+measure, on both sides (as ``python -m bench`` does: see bench/README.md).
+
 Targets (issue 12): qoper8's p50 <= 0.1x Ray's, calls/s >= 5x Ray's, a local actor call's
 p50 within 1.3x a plain submit's. Ray's figures are the better of its blocking API
 (``ray.get``, threads) and its asyncio API for each measure. Prints medians with min and max
@@ -40,7 +43,7 @@ from typing import Any
 import qoper8
 
 from bench import actors_ray
-from bench.scenarios import pct
+from bench.scenarios import pct, quiet_heap
 
 WORKER = "bench.workers:worker"
 ACTOR = "bench.counter"
@@ -146,9 +149,11 @@ async def measure_qoper8(sizes: Sizes) -> dict[str, Any]:
         for _ in range(100):
             await ref.call("echo", value=1)
             await pool.submit({"type": "echo"})
+        quiet_heap()
         out: dict[str, Any] = await _round_trips(pool, ref, sizes.calls)
 
         before = await ref.call("add", n=0)
+        quiet_heap()
         started = time.perf_counter()
         await asyncio.gather(*(ref.call("add", n=1) for _ in range(sizes.pipelined)))
         out["pipelined_per_s"] = sizes.pipelined / (time.perf_counter() - started)
@@ -157,6 +162,7 @@ async def measure_qoper8(sizes: Sizes) -> dict[str, Any]:
             for _ in range(sizes.per_caller):
                 await ref.call("add", n=1)
 
+        quiet_heap()
         started = time.perf_counter()
         await asyncio.gather(*(caller() for _ in range(sizes.callers)))
         elapsed = time.perf_counter() - started

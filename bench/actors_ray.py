@@ -17,6 +17,7 @@ import threading
 import time
 from typing import Any
 
+from bench.scenarios import quiet_heap
 from bench.workers import Counter
 
 NUM_CPUS = 2  # the 2 children qoper8's pool has: the same number of worker CPUs
@@ -87,6 +88,7 @@ class RaySide:
             ray.get(handle.echo.remote(1))
         out: dict[str, Any] = {}
 
+        quiet_heap()
         samples = []
         started = time.perf_counter()
         for _ in range(calls):
@@ -96,6 +98,7 @@ class RaySide:
         out["sync"] = _round_trips(samples, time.perf_counter() - started)
 
         before = ray.get(handle.add.remote(0))
+        quiet_heap()
         started = time.perf_counter()
         ray.get([handle.add.remote(1) for _ in range(pipelined)])
         out["sync"]["pipelined_per_s"] = pipelined / (time.perf_counter() - started)
@@ -105,6 +108,7 @@ class RaySide:
                 ray.get(handle.add.remote(1))
 
         threads = [threading.Thread(target=caller) for _ in range(callers)]
+        quiet_heap()
         started = time.perf_counter()
         for thread in threads:
             thread.start()
@@ -126,6 +130,7 @@ async def _measure_async(
 ) -> dict[str, float]:
     for _ in range(100):
         await handle.echo.remote(1)
+    quiet_heap()
     samples = []
     started = time.perf_counter()
     for _ in range(calls):
@@ -134,6 +139,7 @@ async def _measure_async(
         samples.append(time.perf_counter() - t0)
     out = _round_trips(samples, time.perf_counter() - started)
 
+    quiet_heap()
     started = time.perf_counter()
     await asyncio.gather(*(handle.add.remote(1) for _ in range(pipelined)))
     out["pipelined_per_s"] = pipelined / (time.perf_counter() - started)
@@ -142,6 +148,7 @@ async def _measure_async(
         for _ in range(per_caller):
             await handle.add.remote(1)
 
+    quiet_heap()
     started = time.perf_counter()
     await asyncio.gather(*(caller() for _ in range(callers)))
     out["many_per_s"] = callers * per_caller / (time.perf_counter() - started)
