@@ -251,6 +251,8 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
     run_data = run(sizes, use_ray=not args.no_ray)
+    given = sys.argv[1:] if argv is None else argv
+    run_data["meta"]["command"] = " ".join(["python -m bench.actors", *given])
     text = actors_report.markdown(run_data)
     print(text)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -35,6 +35,24 @@ def _digits(key: str) -> int:
     return 1 if key.endswith("_us") or key.endswith("_ms") else 0
 
 
+def _paired_ratios(
+    q: list[dict[str, Any]],
+    rs: list[dict[str, Any]],
+    ra: list[dict[str, Any]],
+    key: str,
+    higher: bool,
+) -> list[float]:
+    """qoper8 / Ray's better, repetition by repetition (the two ran one after the other):
+    the spread of the ratio itself."""
+    ratios = []
+    for i, mine in enumerate(q):
+        theirs = [float(r[i][key]) for r in (rs, ra) if i < len(r) and key in r[i]]
+        theirs = [v for v in theirs if not math.isnan(v)]
+        if key in mine and theirs:
+            ratios.append(float(mine[key]) / (max(theirs) if higher else min(theirs)))
+    return ratios
+
+
 def _verdict(ratio: float, target: tuple[str, float] | None) -> str:
     if target is None or math.isnan(ratio):
         return ""
@@ -48,7 +66,8 @@ def table(data: dict[str, Any]) -> list[str]:
     q, rs, ra = results["qoper8"], results["ray"], results["ray_async"]
     callers = data["sizes"]["callers"]
     lines = [
-        "| measure | qoper8 | Ray, ray.get | Ray, asyncio | qoper8 / Ray's better | target |",
+        "| measure | qoper8 | Ray, ray.get | Ray, asyncio | qoper8 / Ray's better "
+        "(min–max per repetition) | target |",
         "|---|---:|---:|---:|---:|---|",
     ]
     for key, label, higher, target in MEASURES:
@@ -60,6 +79,9 @@ def table(data: dict[str, Any]) -> list[str]:
             best = max(meds) if higher else min(meds)
             ratio = statistics.median(qv) / best
         shown = "–" if math.isnan(ratio) else f"{ratio:.3f}x"
+        paired = _paired_ratios(q, rs, ra, key, higher)
+        if len(paired) > 1:
+            shown += f" ({min(paired):.3f}–{max(paired):.3f})"
         lines.append(
             f"| {label.format(callers=callers)} | {_cell(qv, digits)} | {_cell(sv, digits)} | "
             f"{_cell(av, digits)} | {shown} | {_verdict(ratio, target)} |"
@@ -80,8 +102,8 @@ def markdown(data: dict[str, Any]) -> str:
     m, sizes = data["meta"], data["sizes"]
     ray = f"Ray {m['ray']} (ray.init {m.get('ray_init_s', 0):.1f} s, not counted)"
     head = (
-        f"`python -m bench.actors` · qoper8 {m['git_commit']} · {m['cpus']} CPUs "
-        f"({m['cpu_model']}) · Python {m['python']} · "
+        f"`{m.get('command', 'python -m bench.actors')}` · qoper8 {m['git_commit']} · "
+        f"{m['cpus']} CPUs ({m['cpu_model']}) · Python {m['python']} · "
         f"{ray if m['ray'] else 'Ray not installed: qoper8 alone'} · "
         f"{sizes['reps']} repetitions, median (min–max) · load average "
         f"{m['loadavg_start'][0]:.1f} at start, {m['loadavg_end'][0]:.1f} at end"
