@@ -14,9 +14,10 @@ Faces: ``submit`` (``await pool.submit`` of a no-op action, 256 in flight, a tas
 ``asyncio.gather``), ``submit_loop`` (the same from 256 long-lived callers, no task per job),
 ``map`` (``await pool.map`` of 256 actions at a time), ``run`` (``await
 pool.run`` of a no-op function), ``executor`` (``loop.run_in_executor(pool.executor(), ...)``),
-``sync`` (``qoper8.sync.Pool.submit`` from one thread, sequential), ``raw`` (the bare asyncio
-master of bench/raw.py: the floor). Results go to ``bench/results/callgrind.json`` and a
-markdown table on stdout, with the CPU model.
+``sync`` (``qoper8.sync.Pool.submit`` from one thread, sequential), ``actor`` (``await
+ref.call`` of a named actor's no-op method, 256 in flight, a task each: one actor child
+takes them in turn), ``raw`` (the bare asyncio master of bench/raw.py: the floor). Results
+go to ``bench/results/callgrind.json`` and a markdown table on stdout, with the CPU model.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
-FACES = ("submit", "submit_loop", "map", "run", "executor", "sync", "raw")
+FACES = ("submit", "submit_loop", "map", "run", "executor", "sync", "actor", "raw")
 CHILDREN = 2
 IN_FLIGHT = 256
 WORKER = "bench.workers:worker"
@@ -64,14 +65,19 @@ async def _async_face(face: str, n: int) -> None:
     loop = asyncio.get_running_loop()
     async with qoper8.Pool(WORKER, children=CHILDREN) as pool:
         ex = pool.executor()
+        actor = await pool.actors.create("bench.counter", "bench") if face == "actor" else None
         for _ in range(3):  # warm: every child has answered, every code path has run once
             await pool.submit({"type": "echo"})
             await pool.run(workers.echo)
             await loop.run_in_executor(ex, workers.echo)
+            if actor is not None:
+                await actor.call("echo")
         done = 0
         while done < n:
             batch = min(IN_FLIGHT, n - done)
-            if face == "submit":
+            if actor is not None:
+                await asyncio.gather(*(actor.call("echo") for _ in range(batch)))
+            elif face == "submit":
                 await asyncio.gather(*(pool.submit({"type": "echo"}) for _ in range(batch)))
             elif face == "map":
                 await pool.map({"type": "echo"} for _ in range(batch))

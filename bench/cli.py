@@ -26,6 +26,7 @@ EXTERNAL = {
     "http_path": "bench.http_path",
     "redis_vs_rq": "bench.redis_vs_rq",
     "redis_hosts": "bench.redis_hosts",
+    "actors": "bench.actors",
 }
 
 

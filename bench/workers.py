@@ -85,3 +85,23 @@ def stream_handler(n: int, job: qoper8.Job) -> int:
 @worker.on_message("bench.ping")
 def ping_message() -> int:
     return os.getpid()
+
+
+# ---------------------------------------------------------------- actors (issue 12)
+
+
+@worker.actor("bench.counter")
+class Counter:
+    """The actor of ``bench.actors``: qoper8 registers it here, and Ray wraps the very same
+    class with ``ray.remote`` there, so both run identical methods (no snapshot: Ray has
+    none to match)."""
+
+    def __init__(self, start: int = 0) -> None:
+        self.value = start
+
+    def add(self, n: int = 1) -> int:
+        self.value += n
+        return self.value
+
+    def echo(self, value: int = 0) -> int:
+        return value

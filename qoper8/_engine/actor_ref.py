@@ -13,6 +13,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal
 
+import orjson
+
 from .._types import DEFAULT
 from ..errors import ActorExists, ActorNotFound, ActorUnavailable, InvalidAction
 from . import protocol as proto
@@ -33,6 +35,8 @@ __all__ = ["ActorEvent", "ActorInfo", "ActorRef", "Actors", "Subscription"]
 EVENT_BUFFER: Final = 1000
 _UNSET: Final[Any] = DEFAULT
 MAX_NAME: Final = 200
+_dumps: Final = orjson.dumps
+_encode_model: Final = proto.encode_model
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,17 +145,28 @@ class ActorRef:
             raised (the actor lives on). ActorDied: its child died during the call.
             JobTimeout: the deadline passed.
         """
-        actor = self._actors._actor(self.name)
-        body = {"actor": self.name, "method": method, "args": {**(args or {}), **params}}
+        # The hot path (bench.actors measures it against a plain submit): one dict lookup,
+        # one orjson call; every refusal, and its wording, goes through encode_value.
+        actors = self._actors
+        name = self.name
+        actor = actors._host.actors.get(name)
+        if actor is None:
+            raise ActorNotFound(f"no actor named {name!r}")
+        body = {"actor": name, "method": method, "args": {**args, **params} if args else params}
         try:
-            payload = proto.encode_value(body, f"the call {self.name}.{method}", 1 << 62)
-        except (TypeError, ValueError) as exc:
-            raise InvalidAction(str(exc)) from None
-        job = self._actors._host.call(actor, payload, method, timeout)
+            payload = _dumps(body, default=_encode_model)
+        except TypeError:
+            payload = b"null"  # not JSON: encode_value says why
+        if payload.find(b"null") >= 0:  # orjson writes NaN and Infinity as null: look closer
+            try:
+                payload = proto.encode_value(body, f"the call {name}.{method}", 1 << 62)
+            except (TypeError, ValueError) as exc:
+                raise InvalidAction(str(exc)) from None
+        job = actors._host.call(actor, payload, method, timeout)
         try:
             result: JSONValue = await job.future
         except asyncio.CancelledError:
-            self._actors._dispatcher.cancel(job, kill_on_cancel)
+            actors._dispatcher.cancel(job, kill_on_cancel)
             raise
         return result
 

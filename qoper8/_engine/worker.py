@@ -175,9 +175,12 @@ class Worker:
             hook()
 
     def prepare(self) -> None:
-        """Build every handler's validator (see ``Handler.prepare``)."""
+        """Build every handler's validator (see ``Handler.prepare``), and every actor
+        type's (``ActorType.prepare``)."""
         for handler in (*self._handlers.values(), *self._message_handlers.values()):
             handler.prepare()
+        for actor_type in self._actors.values():
+            actor_type.prepare()
 
     def run_stop_hooks(self) -> None:
         """Run the stop hooks in reverse order (last opened, first closed)."""
